@@ -1,0 +1,781 @@
+"""
+Data for LabOR: a synthetic domain-shift benchmark and loaders for the real datasets.
+
+LabOR (Shin et al., ICCV 2021) adapts a segmentation model trained on a labelled
+*source* domain (GTA5: video-game frames, labels for free) to an unlabelled *target*
+domain (Cityscapes: real photos), asking a human to label only a tiny fraction of
+target pixels. Nothing can be downloaded here, so the default data is a procedural
+benchmark with the same structure:
+
+    source  "game-like" street scenes: flat saturated colours, crisp edges, even light
+    target  "real-like" street scenes: shifted and muted colours, textures, shadows,
+            blur, sensor noise, and a different layout distribution
+
+Both domains share 9 classes (SYNTHETIC_CLASSES) and the same kind of geometry
+(sky, skyline, a road in perspective, sidewalks, cars, persons, poles, signs), so a
+model can transfer shape cues but not colour cues. One number, `shift`, scales every
+difference between the domains: shift=0 makes the target look exactly like the source.
+
+The file has four parts:
+  1. class tables and palettes (Cityscapes train IDs, the label-ID lookup)
+  2. the scene generator `make_scene` (pure, vectorised numpy) + `SyntheticStreets`
+  3. real loaders `GTA5` and `Cityscapes` with clear errors for broken folders
+  4. helpers: `ImagesOnly`, `colorize`, `denormalize`, and `write_fake_*` for tests
+
+Conventions: images are float tensors (3, H, W) in [0, 1] (no mean/std normalisation,
+the model does that), labels are long tensors (H, W) of train IDs with IGNORE_INDEX
+(255) for pixels that are not scored.
+"""
+
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+# -----------------------------------------------------------------------------
+# 1. Classes and palettes
+
+IGNORE_INDEX = 255  # label value for "not scored" pixels (CrossEntropyLoss(ignore_index=255))
+
+# The 19 Cityscapes classes used for training and evaluation ("train IDs" 0..18).
+CITYSCAPES_CLASSES = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
+    "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car",
+    "truck", "bus", "train", "motorcycle", "bicycle",
+)
+# Official Cityscapes colours for the train IDs (cityscapesScripts/helpers/labels.py).
+CITYSCAPES_PALETTE = np.array([
+    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
+    (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
+    (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70),
+    (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
+], dtype=np.uint8)  # (19, 3)
+
+# Cityscapes "label IDs" (0..33, what the PNG files store) of the 19 train IDs, in order.
+# GTA5 labels use the same IDs, which is why GTA5 -> Cityscapes adaptation works at all.
+TRAIN_ID_TO_LABEL_ID = np.array(
+    [7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33], dtype=np.uint8)
+LABEL_ID_TO_TRAIN_ID = np.full(256, IGNORE_INDEX, dtype=np.uint8)  # (256,) lookup table
+LABEL_ID_TO_TRAIN_ID[TRAIN_ID_TO_LABEL_ID] = np.arange(19)
+# Values a label file may contain: the 34 label IDs and 255. Anything else means the
+# file is not a label-ID map (e.g. a colour or instance PNG) and we refuse it.
+VALID_LABEL_IDS = np.array([*range(34), IGNORE_INDEX], dtype=np.int64)
+_VALID_LABEL_LUT = np.zeros(256, dtype=bool)
+_VALID_LABEL_LUT[VALID_LABEL_IDS] = True
+
+# The synthetic benchmark's 9 classes (train IDs 0..8 in this order) and where they
+# sit among the Cityscapes train IDs (so we can borrow the official colours).
+SYNTHETIC_CLASSES = (
+    "road", "sidewalk", "building", "vegetation", "sky", "car", "person", "pole", "traffic sign")
+SYNTHETIC_TO_CITYSCAPES = np.array(
+    [CITYSCAPES_CLASSES.index(c) for c in SYNTHETIC_CLASSES], dtype=np.int64)  # (9,)
+SYNTHETIC_PALETTE = CITYSCAPES_PALETTE[SYNTHETIC_TO_CITYSCAPES]  # (9, 3)
+ROAD, SIDEWALK, BUILDING, VEGETATION, SKY, CAR, PERSON, POLE, SIGN = range(9)
+
+DOMAINS = ("source", "target")
+
+
+class DatasetError(ValueError):
+    """A dataset folder or file is missing or broken; the message names the path."""
+
+
+# -----------------------------------------------------------------------------
+# 2a. Style and layout knobs of the synthetic benchmark (calibrate the gap here)
+#
+# The renderer paints "kinds" of surface. Kinds 0..8 are the classes; four more are
+# parts that carry another class's label but look different (a head is `person`,
+# a car window is `car`, a lane marking is `road`, a tree trunk is `vegetation`).
+KINDS = SYNTHETIC_CLASSES + ("skin", "window", "marking", "trunk")
+KIND_TO_CLASS = np.array([*range(9), PERSON, CAR, ROAD, VEGETATION], dtype=np.uint8)  # (13,)
+SKIN, WINDOW, MARKING, TRUNK = range(9, 13)
+
+# Source (GTA5-like): flat, saturated, every class its own clearly separated colour.
+SOURCE_COLORS = {
+    "road": (70, 70, 80), "sidewalk": (210, 160, 200), "building": (160, 100, 60),
+    "vegetation": (40, 180, 40), "sky": (80, 170, 250), "car": (20, 50, 210),
+    "person": (230, 40, 40), "pole": (180, 180, 180), "traffic sign": (250, 220, 0),
+    "skin": (240, 190, 150), "window": (20, 20, 40), "marking": (250, 250, 250),
+    "trunk": (110, 70, 30),
+}
+# Target (Cityscapes-like): muted colours, and several classes move *towards another
+# class's source colour*, so a colour-only classifier trained on source fails:
+# sky and buildings -> grey like source poles, persons and poles -> dark like source
+# road, vegetation -> olive/dark, signs -> blue like source cars, cars -> any colour.
+TARGET_COLORS = {
+    "road": (125, 120, 125), "sidewalk": (150, 135, 140), "building": (185, 180, 170),
+    "vegetation": (90, 105, 60), "sky": (205, 215, 225), "car": (90, 90, 95),
+    "person": (55, 50, 65), "pole": (75, 75, 80), "traffic sign": (40, 80, 190),
+    "skin": (200, 160, 130), "window": (40, 45, 55), "marking": (200, 200, 195),
+    "trunk": (80, 65, 50),
+}
+# Real cars come in many colours: each target car picks one (red looks like a source person).
+TARGET_CAR_COLORS = np.array(
+    [(170, 30, 30), (225, 225, 230), (30, 30, 35), (140, 140, 150), (40, 60, 120)], np.float32)
+
+# Scalar style knobs. Every knob is interpolated source -> target by `shift`
+# (value = source + shift * (target - source)), so shift=0 renders target like source.
+SOURCE_STYLE = dict(
+    class_jitter=6.0,     # std of the per-image colour jitter of each kind (0..255 units)
+    instance_jitter=4.0,  # std of the extra jitter of each object instance
+    brightness=0.0,       # per-image global gain varies in [1 - b, 1 + b]
+    texture=0.0,          # amplitude of per-class textures (windows, tiles, leaves, clouds)
+    illumination=0.0,     # strength of a random linear light gradient across the image
+    shadow=0.0,           # how much shadows (under cars, a building's shadow band) darken
+    desaturation=0.0,     # fraction of colour saturation removed
+    blur=0.0,             # blend weight of a 3x3 box blur (1 = fully blurred)
+    noise=0.0,            # std of Gaussian sensor noise (0..255 units)
+)
+TARGET_STYLE = dict(
+    class_jitter=15.0, instance_jitter=12.0, brightness=0.2, texture=22.0,
+    illumination=0.35, shadow=0.45, desaturation=0.3, blur=1.0, noise=6.0,
+)
+
+# Layout distributions: (low, high) ranges drawn uniformly, fractions of the image size.
+# Counts are integer ranges (inclusive). These are interpolated by `shift` too.
+SOURCE_LAYOUT = dict(
+    horizon=(0.30, 0.45),          # horizon row / H
+    road_width=(0.30, 0.40),       # road half-width at the bottom row / W
+    sidewalk=(0.35, 0.55),         # sidewalk width / road half-width
+    buildings=(5, 9), building_height=(0.08, 0.25),  # skyline, height / H
+    trees=(0, 2), cars=(1, 4), persons=(1, 2), poles=(1, 3),
+    car_size=1.0, person_size=1.0,  # size multipliers
+)
+TARGET_LAYOUT = dict(
+    horizon=(0.40, 0.55), road_width=(0.25, 0.35), sidewalk=(0.45, 0.70),
+    buildings=(7, 12), building_height=(0.12, 0.35),
+    trees=(1, 4), cars=(3, 7), persons=(2, 4), poles=(2, 4),
+    car_size=0.85, person_size=1.15,
+)
+
+# How much of each procedural pattern every class gets; the whole table is scaled by
+# the `texture` knob. Columns: blotches, fine grain, windows, paving tiles.
+TEXTURE_WEIGHTS = np.array([
+    [0.4, 0.6, 0.0, 0.0],   # road: worn asphalt
+    [0.2, 0.3, 0.0, 1.0],   # sidewalk: paving slabs
+    [0.3, 0.2, 1.2, 0.0],   # building: rows of dark windows
+    [1.0, 0.8, 0.0, 0.0],   # vegetation: leaves
+    [0.6, 0.0, 0.0, 0.0],   # sky: clouds
+    [0.1, 0.2, 0.0, 0.0],   # car
+    [0.2, 0.3, 0.0, 0.0],   # person
+    [0.1, 0.2, 0.0, 0.0],   # pole
+    [0.0, 0.1, 0.0, 0.0],   # traffic sign
+], dtype=np.float32)  # (9, 4)
+
+MAX_OBJECTS = 16  # random numbers are drawn for this many objects of each type, always
+
+
+# -----------------------------------------------------------------------------
+# 2b. The scene generator
+
+
+def _lerp(a, b, t):
+    """Linear interpolation a + t * (b - a), elementwise for tuples and arrays."""
+    return np.asarray(a, np.float32) + t * (np.asarray(b, np.float32) - np.asarray(a, np.float32))
+
+
+def _pick(low_high, u):
+    """Map a uniform number u in [0, 1) into the range (low, high)."""
+    return float(low_high[0] + u * (low_high[1] - low_high[0]))
+
+
+def _count(low_high, u):
+    """Map a uniform number u in [0, 1) to an integer count in round(low)..round(high)."""
+    low, high = int(round(float(low_high[0]))), int(round(float(low_high[1])))
+    return int(np.clip(low + int(u * (high - low + 1)), 0, MAX_OBJECTS))
+
+
+def _scene_rngs(domain, split, index, seed):
+    """Two independent generators (layout, style) seeded from (domain, split, index, seed).
+
+    Python's hash() is salted per process, so the strings are hashed with crc32.
+    Separate streams mean a change of style (e.g. shift) never reshuffles the layout.
+    """
+    key = zlib.crc32(f"{domain}/{split}".encode())
+    layout_seq, style_seq = np.random.SeedSequence([key, int(index), int(seed)]).spawn(2)
+    return np.random.default_rng(layout_seq), np.random.default_rng(style_seq)
+
+
+class _Canvas:
+    """Painter's algorithm on an instance map: later shapes cover earlier ones.
+
+    Every painted shape becomes a new instance id; `kinds[id]` says what it is.
+    Shapes are evaluated only inside their bounding box, so small objects are cheap.
+    """
+
+    def __init__(self, height, width, background_kind):
+        """Start with one instance (id 0) of `background_kind` covering everything."""
+        self.H, self.W = height, width
+        self.ys = np.arange(height, dtype=np.float32)[:, None] + 0.5  # (H, 1) pixel centres
+        self.xs = np.arange(width, dtype=np.float32)[None, :] + 0.5   # (1, W)
+        self.inst = np.zeros((height, width), dtype=np.int32)        # (H, W)
+        self.kinds = [background_kind]
+
+    def paint(self, mask, kind, box=(0, None, 0, None)):
+        """Give the pixels of `mask` (inside `box` = y0, y1, x0, x1) a new instance id."""
+        y0, y1, x0, x1 = box
+        self.inst[y0:y1, x0:x1][mask] = len(self.kinds)
+        self.kinds.append(kind)
+
+    def _box(self, top, bottom, left, right):
+        """Integer pixel bounds covering [top, bottom) x [left, right), clipped to the image."""
+        y0, y1 = max(int(np.floor(top)), 0), min(int(np.ceil(bottom)), self.H)
+        x0, x1 = max(int(np.floor(left)), 0), min(int(np.ceil(right)), self.W)
+        return y0, y1, x0, x1
+
+    def rect(self, top, bottom, left, right, kind):
+        """Axis-aligned rectangle; at least one pixel wide and tall so thin poles never vanish."""
+        if right - left < 1:
+            c = (left + right) / 2
+            left, right = c - 0.5, c + 0.5
+        if bottom - top < 1:
+            c = (top + bottom) / 2
+            top, bottom = c - 0.5, c + 0.5
+        y0, y1, x0, x1 = self._box(top, bottom, left, right)
+        if y0 >= y1 or x0 >= x1:
+            return
+        ys, xs = self.ys[y0:y1], self.xs[:, x0:x1]
+        mask = (ys >= top) & (ys < bottom) & (xs >= left) & (xs < right)  # (h, w)
+        self.paint(mask, kind, (y0, y1, x0, x1))
+
+    def ellipse(self, cy, cx, ry, rx, kind):
+        """Filled ellipse; radii are at least 0.6 px so tiny far-away objects stay visible."""
+        ry, rx = max(ry, 0.6), max(rx, 0.6)
+        y0, y1, x0, x1 = self._box(cy - ry, cy + ry, cx - rx, cx + rx)
+        if y0 >= y1 or x0 >= x1:
+            return
+        ys, xs = self.ys[y0:y1], self.xs[:, x0:x1]
+        mask = ((ys - cy) / ry) ** 2 + ((xs - cx) / rx) ** 2 <= 1  # (h, w)
+        self.paint(mask, kind, (y0, y1, x0, x1))
+
+
+# Objects stand on the ground at (ground_y, x) with `unit` = the road's half-width at
+# that row, which is the perspective scale (roughly one lane, ~3.5 m). r: the object's
+# 6 uniform randoms (r[0], r[1] were used to place it); size: a layout size multiplier.
+
+def _draw_car(canvas, ground_y, x, unit, r, size):
+    """A car seen from behind: wide lower body, narrower cabin with a dark rear window."""
+    w = unit * 0.55 * size * (0.85 + 0.3 * r[2])
+    h = w * (0.6 + 0.2 * r[3])
+    canvas.rect(ground_y - 0.55 * h, ground_y, x - w / 2, x + w / 2, CAR)
+    canvas.rect(ground_y - h, ground_y - 0.5 * h, x - 0.37 * w, x + 0.37 * w, CAR)
+    canvas.rect(ground_y - 0.9 * h, ground_y - 0.6 * h, x - 0.3 * w, x + 0.3 * w, WINDOW)
+    return (ground_y, x, w, h)
+
+
+def _draw_person(canvas, ground_y, x, unit, r, size):
+    """A pedestrian: a thin tall ellipse for the body and a circle for the head."""
+    h = unit * 0.6 * size * (0.85 + 0.3 * r[3])
+    canvas.ellipse(ground_y - 0.42 * h, x, 0.42 * h, 0.13 * h, PERSON)
+    canvas.ellipse(ground_y - 0.9 * h, x, 0.1 * h, 0.08 * h, SKIN)
+
+
+def _draw_pole(canvas, ground_y, x, unit, r, size):
+    """A thin vertical bar, often with a square or round traffic sign on top."""
+    h = unit * (1.3 + 0.6 * r[3])
+    canvas.rect(ground_y - h, ground_y, x - 0.03 * unit, x + 0.03 * unit, POLE)
+    if r[4] < 0.75:
+        s = max(unit * 0.25 * (0.8 + 0.4 * r[5]), 1.5)
+        if r[5] < 0.5:
+            canvas.rect(ground_y - h, ground_y - h + s, x - s / 2, x + s / 2, SIGN)
+        else:
+            canvas.ellipse(ground_y - h + s / 2, x, s / 2, s / 2, SIGN)
+
+
+def _draw_tree(canvas, ground_y, x, unit, r, size):
+    """A tree: a trunk and a big elliptic crown (both labelled vegetation, as in Cityscapes)."""
+    trunk = unit * (0.8 + 0.4 * r[3])
+    crown = unit * (0.6 + 0.5 * r[4])
+    canvas.rect(ground_y - trunk, ground_y, x - 0.06 * unit, x + 0.06 * unit, TRUNK)
+    canvas.ellipse(ground_y - trunk - 0.5 * crown, x, crown * 0.8, crown, VEGETATION)
+
+
+def _layout(rng, L, H, W):
+    """Draw the geometry of one street scene into a _Canvas.
+
+    Returns the canvas and a dict with the horizon row and the car boxes
+    (ground_y, x, w, h), which the renderer needs to cast shadows.
+    All random numbers are drawn in fixed-size blocks first, so the same seed gives
+    the same scene skeleton whatever the layout parameters are.
+    """
+    g = rng.random(12)                              # global scene parameters
+    objects = rng.random((5, MAX_OBJECTS, 6))       # cars, persons, poles, trees, buildings
+    canvas = _Canvas(H, W, background_kind=SKY)
+    ys, xs = canvas.ys, canvas.xs
+
+    horizon = H * float(np.clip(_pick(L["horizon"], g[0]), 0.1, 0.8))
+    vanish_x = W * (0.35 + 0.3 * g[1])               # vanishing point on the horizon
+    bottom_x = W * (0.40 + 0.2 * g[2])               # road centre at the bottom row
+    half_bottom = W * _pick(L["road_width"], g[3])   # road half-width at the bottom row
+    sidewalk = _pick(L["sidewalk"], g[4])            # sidewalk width / road half-width
+
+    def ground(t):
+        """Row, road centre and road half-width at depth t (0 = horizon, 1 = bottom row)."""
+        return horizon + t * (H - horizon), vanish_x + (bottom_x - vanish_x) * t, half_bottom * t
+
+    # Skyline: buildings standing on the horizon, taller towards the image sides
+    # (they are closer to the camera there).
+    for r in objects[4, :_count(L["buildings"], g[5])]:
+        left, width = W * (1.1 * r[0] - 0.05), W * (0.08 + 0.2 * r[1])
+        tall = 1 + 1.5 * abs(left + width / 2 - vanish_x) / W
+        height = H * _pick(L["building_height"], r[2]) * tall
+        canvas.rect(horizon - height, horizon + 1, left, left + width, BUILDING)
+
+    # Ground in perspective: everything below the horizon, as full-image masks.
+    t = np.clip((ys - horizon) / (H - horizon), 1e-3, None)  # (H, 1) depth of each row
+    centre = vanish_x + (bottom_x - vanish_x) * t             # (H, 1)
+    half = half_bottom * t                                    # (H, 1)
+    d = xs - centre                                           # (H, W) offset from road centre
+    below = ys > horizon                                      # (H, 1)
+    outer = half * (1 + sidewalk)                             # (H, 1) sidewalk's outer edge
+    left_kind, right_kind = (BUILDING if u < 0.65 else VEGETATION for u in g[6:8])
+    canvas.paint(below & (d < -outer), left_kind)             # facades / hedges
+    canvas.paint(below & (d > outer), right_kind)
+    canvas.paint(below & (np.abs(d) <= outer), SIDEWALK)
+    canvas.paint(below & (np.abs(d) < half), ROAD)
+    dashes = (2.0 / t) % 1 < 0.5                              # (H, 1) dash length ~ 1/depth
+    canvas.paint(below & dashes & (np.abs(d) < 0.03 * half + 0.3), MARKING)
+
+    # Objects at a random depth t (far = small = high up) and a lateral offset in
+    # units of the road half-width: cars on the road, persons on the sidewalks,
+    # poles at the kerb's outer edge, trees just behind it.
+    todo = []  # (t, draw function, ground_y, x, unit, randoms, size)
+
+    def place(row, count, depth, across, draw, size):
+        """Queue `count` objects of one type, with randoms from objects[row]."""
+        for r in objects[row, :count]:
+            t = depth[0] + (depth[1] - depth[0]) * r[0]
+            y, c, unit = ground(t)
+            todo.append((t, draw, y, c + unit * across(r), unit, r, size))
+
+    side = lambda r: 1 if r[1] < 0.5 else -1  # noqa: E731  left or right sidewalk
+    place(0, _count(L["cars"], g[8]), (0.08, 1.0), lambda r: 1.3 * r[1] - 0.65,
+          _draw_car, L["car_size"])
+    place(1, _count(L["persons"], g[9]), (0.12, 1.0),
+          lambda r: side(r) * (1 + sidewalk * (0.25 + 0.5 * r[2])), _draw_person, L["person_size"])
+    place(2, _count(L["poles"], g[10]), (0.10, 0.9),
+          lambda r: side(r) * (1 + sidewalk * 0.9), _draw_pole, 1.0)
+    place(3, _count(L["trees"], g[11]), (0.05, 0.55),
+          lambda r: side(r) * (1 + sidewalk * (1.1 + 0.3 * r[2])), _draw_tree, 1.0)
+
+    cars = []  # painter's algorithm: far to near, so nearer objects cover farther ones
+    for _, draw, y, x, unit, r, size in sorted(todo, key=lambda o: o[0]):
+        box = draw(canvas, y, x, unit, r, size)
+        if box is not None:
+            cars.append(box)
+    return canvas, dict(horizon=horizon, cars=cars)
+
+
+def _smooth_noise(rng, H, W, cell):
+    """Smooth random field in [-1, 1]: uniform noise on a coarse grid, bilinearly upsampled."""
+    grid = rng.uniform(-1, 1, (H // cell + 2, W // cell + 2)).astype(np.float32)
+    y, x = np.arange(H, dtype=np.float32) / cell, np.arange(W, dtype=np.float32) / cell
+    y0, x0 = y.astype(np.int64), x.astype(np.int64)
+    fy, fx = (y - y0)[:, None], (x - x0)[None, :]                    # (H, 1), (1, W)
+    top = grid[y0][:, x0] * (1 - fx) + grid[y0][:, x0 + 1] * fx      # (H, W)
+    bottom = grid[y0 + 1][:, x0] * (1 - fx) + grid[y0 + 1][:, x0 + 1] * fx
+    return top * (1 - fy) + bottom * fy                              # (H, W)
+
+
+def _box_blur(image):
+    """3x3 mean filter as two separable passes over shifted views (edges replicated)."""
+    p = np.pad(image, ((1, 1), (1, 1), (0, 0)), mode="edge")       # (H+2, W+2, 3)
+    p = (p[:, :-2] + p[:, 1:-1] + p[:, 2:]) / 3                     # (H+2, W, 3)
+    return (p[:-2] + p[1:-1] + p[2:]) / 3                           # (H, W, 3)
+
+
+def _render(rng, canvas, scene, label, style, colors):
+    """Turn the instance map into an RGB float image (H, W, 3) in the given style.
+
+    `style` and `colors` are already interpolated by `shift`; with the source values
+    every effect after step 1 is zero and the image stays flat and crisp.
+    """
+    H, W = label.shape
+    kinds = np.array(canvas.kinds)                                   # (K,) kind of each instance
+    # 1. One flat colour per instance: kind colour + per-image and per-instance jitter.
+    jitter = (rng.standard_normal((len(KINDS), 3)) * style["class_jitter"])[kinds] \
+        + rng.standard_normal((len(kinds), 3)) * style["instance_jitter"]  # (K, 3)
+    car_colors = colors["car"][rng.integers(len(colors["car"]), size=len(kinds))]
+    inst_colors = np.where((kinds == CAR)[:, None], car_colors, colors["base"][kinds]) + jitter
+    image = inst_colors.astype(np.float32)[canvas.inst]              # (H, W, 3)
+    gain = float(1 + style["brightness"] * rng.uniform(-1, 1))
+    if not any(style[k] for k in ("texture", "illumination", "shadow", "desaturation", "blur", "noise")):
+        return image * gain                                          # flat and crisp
+
+    ys, xs = canvas.ys, canvas.xs                                    # (H, 1), (1, W)
+    # 2. Per-class textures: each class mixes four procedural patterns.
+    patterns = np.stack([
+        _smooth_noise(rng, H, W, cell=8),                            # blotches / clouds
+        _smooth_noise(rng, H, W, cell=2),                            # fine grain
+        -(((xs % 7) < 3) & ((ys % 6) < 3)).astype(np.float32),       # dark windows
+        -(((xs % 9) < 1) | ((ys % 5) < 1)).astype(np.float32),       # paving joints
+    ], axis=-1)                                                      # (H, W, 4)
+    texture = (patterns * TEXTURE_WEIGHTS[label]).sum(-1)            # (H, W)
+    image += style["texture"] * texture[..., None]
+
+    # 3. Illumination: a random linear gradient of light across the image.
+    gx, gy = rng.uniform(-1, 1, 2).astype(np.float32)
+    light = 1 + style["illumination"] * (gx * (xs / W - 0.5) + gy * (ys / H - 0.5))  # (H, W)
+    image *= light[..., None]
+
+    # 4. Shadows: a flat dark ellipse under every car, and (often) a diagonal band
+    #    across the ground, as if cast by a building.
+    shade = np.zeros((H, W), np.float32)
+    for ground_y, x, w, h in scene["cars"]:
+        under = ((ys - ground_y) / (0.12 * h + 0.5)) ** 2 + ((xs - x) / (0.6 * w + 0.5)) ** 2 <= 1
+        shade = np.maximum(shade, under)
+    bx, slope, width, on = rng.uniform(0, 1, 4).astype(np.float32)
+    horizon = scene["horizon"]
+    band = np.abs(xs - W * bx - (2 * slope - 1) * (ys - horizon)) < W * (0.05 + 0.15 * width)
+    shade = np.maximum(shade, band & (ys > horizon) & (on < 0.7))
+    image *= (1 - style["shadow"] * shade)[..., None]
+
+    # 5. Muted colours, 6. lens blur, 7. sensor noise.
+    gray = image.mean(-1, keepdims=True)                             # (H, W, 1)
+    image = gray + (image - gray) * (1 - min(style["desaturation"], 1.0))
+    b = min(style["blur"], 1.0)
+    image = (1 - b) * image + b * _box_blur(image)
+    image += style["noise"] * rng.standard_normal((H, W, 3), dtype=np.float32)
+    return image * gain
+
+
+def make_scene(domain, index, split="train", seed=0, size=(96, 192), shift=1.0):
+    """Generate one synthetic street scene.
+
+    domain: "source" (game-like) or "target" (real-like). `shift` only affects the
+        target: it interpolates every style and layout knob from SOURCE_* (shift=0)
+        to TARGET_* (shift=1) and extrapolates beyond 1 for an even harder gap.
+    index, split, seed: identify the scene; non-negative ints / any string.
+    size: (H, W) in pixels (note: the real loaders take (W, H) like PIL / AdaptSegNet).
+    Returns image (H, W, 3) uint8 and label (H, W) uint8 with values 0..8
+    (SYNTHETIC_CLASSES). Deterministic: the same arguments give identical arrays.
+    """
+    if domain not in DOMAINS:
+        raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
+    H, W = int(size[0]), int(size[1])
+    s = 0.0 if domain == "source" else float(shift)
+    layout = {k: _lerp(SOURCE_LAYOUT[k], TARGET_LAYOUT[k], s) for k in SOURCE_LAYOUT}
+    style = {k: float(_lerp(SOURCE_STYLE[k], TARGET_STYLE[k], s)) for k in SOURCE_STYLE}
+    colors = {
+        "base": _lerp([SOURCE_COLORS[k] for k in KINDS], [TARGET_COLORS[k] for k in KINDS], s),
+        "car": _lerp(np.broadcast_to(SOURCE_COLORS["car"], TARGET_CAR_COLORS.shape),
+                     TARGET_CAR_COLORS, s),                          # (5, 3) choices per car
+    }
+    layout_rng, style_rng = _scene_rngs(domain, split, index, seed)
+    canvas, scene = _layout(layout_rng, layout, H, W)
+    label = KIND_TO_CLASS[np.array(canvas.kinds)][canvas.inst]       # (H, W) uint8
+    image = _render(style_rng, canvas, scene, label, style, colors)  # (H, W, 3) float
+    return np.clip(image + 0.5, 0, 255).astype(np.uint8), label
+
+
+def _to_tensors(image, label):
+    """uint8 (H, W, 3) image and (H, W) label -> float (3, H, W) in [0, 1] and long (H, W)."""
+    image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
+    return image.contiguous(), torch.from_numpy(label.astype(np.int64))
+
+
+class SyntheticStreets(torch.utils.data.Dataset):
+    """The synthetic benchmark as a Dataset: all scenes generated once, kept as uint8.
+
+    domain: "source" or "target"; split: any name (different names = different scenes);
+    n: number of scenes, default 1000 for source train, 500 for target train, else 200.
+    Items are (image float (3, H, W) in [0, 1], label long (H, W) in 0..8).
+    `images` (N, H, W, 3) and `labels` (N, H, W) hold the raw uint8 arrays.
+    """
+
+    def __init__(self, domain, split="train", n=None, size=(96, 192), shift=1.0, seed=0):
+        """Generate the n scenes (a few ms each) and store them."""
+        if domain not in DOMAINS:
+            raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
+        if n is None:
+            n = {("source", "train"): 1000, ("target", "train"): 500}.get((domain, split), 200)
+        self.domain, self.split, self.size, self.shift, self.seed = domain, split, tuple(size), shift, seed
+        self.classes, self.num_classes = SYNTHETIC_CLASSES, len(SYNTHETIC_CLASSES)
+        self.palette = SYNTHETIC_PALETTE
+        H, W = self.size
+        self.images = np.zeros((n, H, W, 3), np.uint8)               # (N, H, W, 3)
+        self.labels = np.zeros((n, H, W), np.uint8)                  # (N, H, W)
+        for i in range(n):
+            self.images[i], self.labels[i] = make_scene(domain, i, split, seed, self.size, shift)
+
+    def __len__(self):
+        """Number of scenes."""
+        return len(self.images)
+
+    def __getitem__(self, i):
+        """(image (3, H, W) float in [0, 1], label (H, W) long)."""
+        return _to_tensors(self.images[i], self.labels[i])
+
+
+# -----------------------------------------------------------------------------
+# 3. Real datasets: GTA5 (source) and Cityscapes (target)
+
+
+def _pngs(folder):
+    """Sorted names of the .png files directly inside `folder`."""
+    return sorted(f for f in os.listdir(folder) if f.lower().endswith(".png"))
+
+
+def _read_list(list_path):
+    """Non-empty stripped lines of an AdaptSegNet-style list file."""
+    if not os.path.isfile(list_path):
+        raise DatasetError(f"list file not found: {list_path}. Pass list_path=None to use every "
+                           f"image in the folder, or a text file with one image name per line.")
+    with open(list_path) as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def _open_image(path, mode=None):
+    """Fully decode an image (PIL is lazy), optionally convert it; decoder errors -> DatasetError."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.convert(mode) if mode else im.copy()  # copy: closing frees the pixels
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DatasetError(f"cannot read {path}: {e}. The file is missing, truncated or not "
+                           f"an image; re-download or re-extract it.") from e
+
+
+def _check_label_ids(ids, path):
+    """Raise DatasetError if the label-ID map `ids` holds values outside VALID_LABEL_IDS."""
+    if ids.dtype == np.uint8:
+        ok = _VALID_LABEL_LUT[ids].all()                             # one lookup per pixel
+    else:                                                            # 16/32-bit PNG
+        ok = ids.min() >= 0 and ids.max() <= 255 and _VALID_LABEL_LUT[ids.astype(np.int64)].all()
+    if not ok:
+        bad = np.setdiff1d(np.unique(ids), VALID_LABEL_IDS)
+        raise DatasetError(f"label {path} contains values {bad[:10].tolist()} outside the "
+                           f"Cityscapes label IDs 0..33 and 255; is it really a label-ID map "
+                           f"(not a *_color.png / *_instanceIds.png file)?")
+
+
+class _LabelledFolder(torch.utils.data.Dataset):
+    """Shared loading for GTA5 and Cityscapes: subclasses fill `self.pairs` (image, label)."""
+
+    classes, num_classes, palette = CITYSCAPES_CLASSES, len(CITYSCAPES_CLASSES), CITYSCAPES_PALETTE
+    size = label_size = None  # (W, H) resize targets, None = keep
+
+    def __len__(self):
+        """Number of (image, label) pairs."""
+        return len(self.pairs)
+
+    def load(self, i):
+        """Read pair i as uint8 arrays: image (H, W, 3), label of train IDs (H, W), resized."""
+        image_path, label_path = self.pairs[i]
+        image = _open_image(image_path, "RGB")
+        raw = _open_image(label_path)
+        if raw.mode not in ("L", "P") and not raw.mode.startswith("I"):  # I, I;16: 16/32-bit
+            raise DatasetError(f"label {label_path} has mode {raw.mode}; expected a single-channel "
+                               f"map of Cityscapes label IDs (not the *_color.png file).")
+        if raw.size != image.size:
+            raise DatasetError(f"label {label_path} is {raw.size[0]}x{raw.size[1]} but its image "
+                               f"{image_path} is {image.size[0]}x{image.size[1]}; they must match.")
+        ids = np.asarray(raw)                                        # (H, W) label IDs
+        _check_label_ids(ids, label_path)
+        label = LABEL_ID_TO_TRAIN_ID[ids]                            # (H, W) train IDs
+        if self.size is not None:
+            image = image.resize(tuple(self.size), Image.BILINEAR)
+        label = Image.fromarray(label)
+        if self.label_size is not None:
+            label = label.resize(tuple(self.label_size), Image.NEAREST)
+        return np.array(image), np.array(label)                       # writable copies for torch
+
+    def __getitem__(self, i):
+        """(image (3, H, W) float in [0, 1], label (H, W) long of train IDs / 255)."""
+        return _to_tensors(*self.load(i))
+
+
+def _check_folder(path, what, layout):
+    """Raise DatasetError unless `path` is an existing directory."""
+    if not os.path.isdir(path):
+        raise DatasetError(f"{what} not found: {path}. Expected layout: {layout}")
+
+
+class GTA5(_LabelledFolder):
+    """GTA5 (Richter et al. 2016): 24,966 game frames with Cityscapes-compatible labels.
+
+    Layout: root/images/*.png and root/labels/*.png with the same file names; labels
+    store Cityscapes label IDs and are mapped to the 19 train IDs.
+    list_path: optional text file with one image file name per line (AdaptSegNet's
+        train.txt); default: every png in root/images.
+    size=(W, H): resize image (bilinear) and label (nearest); AdaptSegNet uses (1280, 720).
+    crop=(h, w): after resizing, a random crop of this size (torch RNG, so
+        torch.manual_seed makes it reproducible); None = no crop.
+    """
+
+    LAYOUT = "root/images/*.png and root/labels/*.png with the same file names"
+
+    def __init__(self, root, list_path=None, size=None, crop=None):
+        """Find the image/label pairs and check that the folder is complete (no decoding)."""
+        self.root, self.size, self.label_size, self.crop = Path(root), size, size, crop
+        _check_folder(self.root, "GTA5 root folder", self.LAYOUT)
+        images, labels = self.root / "images", self.root / "labels"
+        _check_folder(images, "GTA5 images folder", self.LAYOUT)
+        _check_folder(labels, "GTA5 labels folder", self.LAYOUT)
+        names = _pngs(images) if list_path is None else _read_list(list_path)
+        if not names:
+            raise DatasetError(f"no .png images in {images if list_path is None else list_path}. "
+                               f"Expected layout: {self.LAYOUT}")
+        have_images, have_labels = set(_pngs(images)), set(_pngs(labels))
+        for name in names:
+            if name not in have_images:
+                raise DatasetError(f"image {images / name} (from {list_path}) not found.")
+            if name not in have_labels:
+                raise DatasetError(f"image {images / name} has no label file: expected "
+                                   f"{labels / name}. Expected layout: {self.LAYOUT}")
+        self.pairs = [(images / n, labels / n) for n in names]
+
+    def __getitem__(self, i):
+        """(image (3, H, W) float in [0, 1], label (H, W) long), randomly cropped if crop is set."""
+        image, label = self.load(i)
+        if self.crop is not None:
+            (h, w), (H, W) = self.crop, label.shape
+            if h > H or w > W:
+                raise DatasetError(f"crop {h}x{w} is larger than {self.pairs[i][0]} ({H}x{W} after resize).")
+            top = int(torch.randint(0, H - h + 1, ()))
+            left = int(torch.randint(0, W - w + 1, ()))
+            image, label = image[top:top + h, left:left + w], label[top:top + h, left:left + w]
+        return _to_tensors(image, label)
+
+
+class Cityscapes(_LabelledFolder):
+    """Cityscapes (Cordts et al. 2016): 2975 train / 500 val street photos, 2048x1024.
+
+    Layout: root/leftImg8bit/{split}/<city>/<name>_leftImg8bit.png and
+            root/gtFine/{split}/<city>/<name>_gtFine_labelIds.png
+    list_path: optional text file of "<city>/<name>_leftImg8bit.png" lines (AdaptSegNet).
+    size=(W, H): resize the image (bilinear); the paper uses (1024, 512).
+    label_size=(W, H): resize the label (nearest); None keeps it at full resolution,
+        which is how the field evaluates (predictions are upsampled to the label).
+    """
+
+    LAYOUT = ("root/leftImg8bit/{split}/<city>/<name>_leftImg8bit.png and "
+              "root/gtFine/{split}/<city>/<name>_gtFine_labelIds.png")
+
+    def __init__(self, root, split="train", list_path=None, size=None, label_size=None):
+        """Find the image/label pairs of `split` and check the folder (no decoding)."""
+        self.root, self.split, self.size, self.label_size = Path(root), split, size, label_size
+        layout = self.LAYOUT.format(split=split)
+        _check_folder(self.root, "Cityscapes root folder", layout)
+        images, labels = self.root / "leftImg8bit" / split, self.root / "gtFine" / split
+        _check_folder(images, "Cityscapes image folder", layout)
+        _check_folder(labels, "Cityscapes label folder", layout)
+        if list_path is None:
+            names = [f"{city}/{f}" for city in sorted(os.listdir(images)) if (images / city).is_dir()
+                     for f in _pngs(images / city) if f.endswith("_leftImg8bit.png")]
+        else:
+            names = _read_list(list_path)
+        if not names:
+            where = images if list_path is None else list_path
+            raise DatasetError(f"no *_leftImg8bit.png images in {where}. Expected layout: {layout}")
+        self.pairs = []
+        for name in names:
+            image = images / name
+            label = labels / name.replace("_leftImg8bit.png", "_gtFine_labelIds.png")
+            if not image.is_file():
+                raise DatasetError(f"image {image} (from {list_path}) not found.")
+            if not label.is_file():
+                raise DatasetError(f"image {image} has no label file: expected {label}. "
+                                   f"Expected layout: {layout}")
+            self.pairs.append((image, label))
+
+
+# -----------------------------------------------------------------------------
+# 4. Helpers
+
+
+class ImagesOnly(torch.utils.data.Dataset):
+    """Wrap a labelled dataset and return (image, index): the target-train view.
+
+    In domain adaptation the trainer must never see target labels; it gets images and
+    their indices, and asks for labels (the LabOR "annotator") only where it selects.
+    """
+
+    def __init__(self, dataset):
+        """Keep the wrapped dataset and copy its class metadata."""
+        self.dataset = dataset
+        self.classes, self.num_classes = dataset.classes, dataset.num_classes
+        self.palette = dataset.palette
+
+    def __len__(self):
+        """Same length as the wrapped dataset."""
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        """(image (3, H, W), i); the label is read and dropped."""
+        return self.dataset[i][0], i
+
+
+def colorize(label, palette=None):
+    """Label map (..., H, W) of ints (numpy or torch) -> RGB (..., H, W, 3) uint8.
+
+    255 (ignore) and any value outside the palette become black. palette=None picks
+    SYNTHETIC_PALETTE when every non-ignored value is < 9, else CITYSCAPES_PALETTE
+    (a Cityscapes map that happens to use only IDs 0..8 gets synthetic colours then:
+    pass the palette explicitly when it matters).
+    """
+    if isinstance(label, torch.Tensor):
+        label = label.detach().cpu().numpy()
+    label = np.asarray(label).astype(np.int64)
+    if palette is None:
+        valid = label[label != IGNORE_INDEX]
+        palette = SYNTHETIC_PALETTE if valid.size == 0 or valid.max() < 9 else CITYSCAPES_PALETTE
+    lut = np.zeros((256, 3), np.uint8)                                  # everything else: black
+    lut[:len(palette)] = palette
+    return lut[np.where((label >= 0) & (label < len(palette)), label, IGNORE_INDEX)]
+
+
+def denormalize(image):
+    """Image (3, H, W) float in [0, 1] (torch or numpy) -> (H, W, 3) uint8 for plotting."""
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().float().numpy()
+    image = np.moveaxis(np.asarray(image), -3, -1)                     # (H, W, 3)
+    return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def write_fake_gta5(root, n=4, size=(16, 32), seed=0):
+    """Write a tiny GTA5-layout dataset (synthetic source scenes) under root; return root.
+
+    Labels are palette ('P') PNGs of Cityscapes label IDs, like the real ones; the
+    bottom row is 0 ("unlabeled", the car bonnet) and pixel (0, 0) is 255.
+    """
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "labels").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        image, label = _fake_pair("source", i, seed, size)
+        Image.fromarray(image).save(root / "images" / f"{i + 1:05d}.png")
+        lbl = Image.fromarray(label).convert("P")
+        lbl.putpalette(np.resize(CITYSCAPES_PALETTE, (256, 3)).flatten().tolist())
+        lbl.save(root / "labels" / f"{i + 1:05d}.png")
+    return root
+
+
+def write_fake_cityscapes(root, n=4, splits=("train", "val"), size=(16, 32), seed=0):
+    """Write a tiny Cityscapes-layout dataset (synthetic target scenes) under root; return root.
+
+    n images per split, alternating between two cities; labels are 8-bit grey PNGs of
+    label IDs with the same 0 bottom row and 255 corner pixel as write_fake_gta5.
+    """
+    root = Path(root)
+    for split in splits:
+        for i in range(n):
+            city = ("aachen", "bochum")[i % 2]
+            name = f"{city}_{i:06d}_000019"
+            for folder in ("leftImg8bit", "gtFine"):
+                (root / folder / split / city).mkdir(parents=True, exist_ok=True)
+            image, label = _fake_pair("target", i + 1000 * splits.index(split), seed, size)
+            Image.fromarray(image).save(root / "leftImg8bit" / split / city / f"{name}_leftImg8bit.png")
+            Image.fromarray(label).save(root / "gtFine" / split / city / f"{name}_gtFine_labelIds.png")
+    return root
+
+
+def _fake_pair(domain, index, seed, size):
+    """A synthetic scene with its label turned into Cityscapes label IDs (plus 0 and 255)."""
+    image, label = make_scene(domain, index, "fake", seed, size)
+    ids = TRAIN_ID_TO_LABEL_ID[SYNTHETIC_TO_CITYSCAPES[label]]        # (H, W) label IDs
+    ids[-1, :] = 0                                                    # "unlabeled" -> 255
+    ids[0, 0] = IGNORE_INDEX
+    return image, ids

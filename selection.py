@@ -1,0 +1,255 @@
+"""Where to label: the inconsistency mask (Eq. 4), SPL and PPL (Sec. 3.3), baselines, and the annotator.
+
+All selectors work on one batch of target images at the resolution of the labels (the trainer upsamples the
+selector's logits first) and return a boolean selection mask (B, H, W): True = "ask the annotator for this
+pixel". Nothing here loops over pixels; PPL loops over images and classes only.
+
+The annotator is the ONLY way the trainer may read target-train ground truth: it returns labels that are 255
+everywhere outside the selection, and counts what it revealed.
+"""
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = 255
+
+
+def inconsistency_mask(logits1, logits2):
+    """Eq. 4:  M_i = 1[ argmax_k p1_ik != argmax_k p2_ik ]: the pixels where the selector's two heads disagree.
+
+    logits1, logits2: (B, C, H, W). Returns (B, H, W) bool.
+    """
+    return logits1.argmax(dim=1) != logits2.argmax(dim=1)
+
+
+def pixel_discrepancy(logits1, logits2):
+    """Per-pixel Eq. 6: d_i = 1/C sum_k |p1_ik - p2_ik|. (B, C, H, W) x 2 -> (B, H, W)."""
+    return (F.softmax(logits1, dim=1) - F.softmax(logits2, dim=1)).abs().mean(dim=1)
+
+
+def _top_per_image(score, n_per_image, candidates=None):
+    """Boolean mask of the n highest-score pixels of each image (among `candidates` if given).
+
+    score: (B, H, W); n_per_image: int or (B,) ints. Ties broken by position (torch.topk), deterministically.
+    """
+    b, h, w = score.shape
+    score = score.reshape(b, -1).float()                                      # (B, HW)
+    if candidates is not None:
+        score = score.masked_fill(~candidates.reshape(b, -1), float("-inf"))
+    n = torch.as_tensor(n_per_image, device=score.device).expand(b).clamp(max=h * w)  # (B,)
+    if candidates is not None:
+        n = torch.minimum(n, candidates.reshape(b, -1).sum(dim=1))
+    k = int(n.max().item()) if b else 0
+    order = score.topk(k, dim=1).indices                                      # (B, k)
+    keep = torch.arange(k, device=score.device).unsqueeze(0) < n.unsqueeze(1) # (B, k)
+    mask = torch.zeros_like(score, dtype=torch.bool)
+    mask.scatter_(1, order, keep)
+    return mask.reshape(b, h, w)
+
+
+def budget_to_pixels(budget, height, width):
+    """A budget given as a fraction of pixels per image -> a pixel count per image (at least 1)."""
+    return max(1, int(round(budget * height * width)))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# SPL: segment-based pixel labelling
+# --------------------------------------------------------------------------------------------------------------
+
+def spl_select(logits1, logits2, budget=None, exclude=None):
+    """SPL (Sec. 3.3): label every pixel of the inconsistency mask of Eq. 4.
+
+    budget=None labels the whole mask (the paper: about 2.2% of Cityscapes pixels). A budget in (0, 1] caps
+    each image at that fraction of its pixels, keeping the most discrepant mask pixels first (per-pixel Eq. 6),
+    so that selectors can be compared at equal budgets (our addition; the paper does not cap).
+
+    exclude: optional (B, H, W) bool of pixels never to select (already labelled in an earlier round).
+    logits1, logits2: (B, C, H, W). Returns (B, H, W) bool.
+    """
+    mask_incons = inconsistency_mask(logits1, logits2)                      # (B, H, W)
+    if exclude is not None:
+        mask_incons &= ~exclude
+    if budget is None:
+        return mask_incons
+    n = budget_to_pixels(budget, *mask_incons.shape[-2:])
+    return _top_per_image(pixel_discrepancy(logits1, logits2), n, candidates=mask_incons)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# PPL: point-based pixel labelling
+# --------------------------------------------------------------------------------------------------------------
+
+def allocate_points(counts, n_points):
+    """Spread n_points over the classes present (counts[k] > 0): as evenly as possible, never more points to a
+    class than it has uncertain pixels, leftovers to the classes with the most uncertain pixels.
+
+    counts: (C,) long. Returns (C,) long summing to min(n_points, counts.sum()).
+    """
+    alloc = torch.zeros_like(counts)
+    remaining = int(min(n_points, int(counts.sum())))
+    while remaining > 0:  # a few rounds at most: each round gives every class with room an equal share
+        room = counts - alloc
+        open_classes = (room > 0).nonzero().flatten()
+        share = max(1, remaining // len(open_classes))
+        # classes with the most uncertain pixels first, so a leftover of 1 goes to the largest one
+        for k in open_classes[room[open_classes].argsort(descending=True, stable=True)]:
+            give = min(share, int(room[k]), remaining)
+            alloc[k] += give
+            remaining -= give
+            if remaining == 0:
+                break
+    return alloc
+
+
+def ppl_select(logits1, logits2, n_points=40, feat=None, exclude=None):
+    """PPL (Sec. 3.3): a few points per image, each the uncertain pixel most typical of its class.
+
+    For each image and each class k:
+      U_k     = { i in mask_incons : argmax_c pbar_ic = k },   pbar = (p1 + p2) / 2   (the uncertain pixels of k)
+      proto_k = mean_{i in U_k} z_i          (z = pbar, or the selector's features `feat` if given)
+      points  = the pixels of U_k with the smallest || z_i - proto_k ||_2
+    with n_points per image spread over the classes present (allocate_points). Which prediction assigns a pixel
+    to a class, and how points are shared between classes, are our reading of the paper (README, departures).
+
+    logits1, logits2: (B, C, H, W). feat: optional (B, D, h, w) at any resolution; each pixel takes the feature
+    of its nearest feature cell, gathered for the uncertain pixels only (upsampling 2048-d features to
+    1024x512 would need gigabytes). exclude: optional (B, H, W) bool of pixels never to select.
+    Returns (B, H, W) bool with at most n_points True per image, all inside the inconsistency mask.
+    """
+    mask_incons = inconsistency_mask(logits1, logits2)                      # (B, H, W)
+    if exclude is not None:
+        mask_incons &= ~exclude
+    pbar = 0.5 * (F.softmax(logits1, dim=1) + F.softmax(logits2, dim=1))    # (B, C, H, W)
+    pred = pbar.argmax(dim=1)                                               # (B, H, W)
+    b, c, h, w = logits1.shape
+    selected = torch.zeros(b, h * w, dtype=torch.bool, device=logits1.device)
+    for j in range(b):
+        cls = torch.where(mask_incons[j].flatten(), pred[j].flatten(), -1)  # (HW,) class of uncertain px, -1 else
+        counts = torch.bincount(cls[cls >= 0], minlength=c)                 # (C,)
+        alloc = allocate_points(counts, n_points)
+        for k in alloc.nonzero().flatten().tolist():
+            idx = (cls == k).nonzero().flatten()                            # (n_k,) pixel indices of U_k
+            z = _embed(idx, pbar[j], feat[j] if feat is not None else None, w)   # (n_k, D)
+            proto = z.mean(dim=0, keepdim=True)                             # (1, D)
+            dist = (z - proto).norm(dim=1)                                  # (n_k,)
+            nearest = dist.topk(int(alloc[k]), largest=False).indices
+            selected[j, idx[nearest]] = True
+    return selected.reshape(b, h, w)
+
+
+def _embed(idx, prob, feat, width):
+    """The embedding z_i of flat pixel indices idx: the class-probability vector, or the feature of the nearest
+    feature cell when feat (D, h, w) is given. Returns (n, D)."""
+    if feat is None:
+        return prob.flatten(1)[:, idx].t()                                  # (n, C)
+    height = prob.shape[-2]
+    rows = idx // width * feat.shape[-2] // height
+    cols = idx % width * feat.shape[-1] // width
+    return feat[:, rows, cols].t().float()                                  # (n, D)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Baselines at an equal budget
+# --------------------------------------------------------------------------------------------------------------
+
+def random_select(shape, n_per_image, generator=None, exclude=None):
+    """n_per_image pixels per image, uniformly at random. shape = (B, H, W). Returns (B, H, W) bool (on CPU)."""
+    score = torch.rand(shape, generator=generator)
+    return _top_per_image(score, n_per_image, candidates=None if exclude is None else ~exclude.cpu())
+
+
+def entropy_select(logits_a, n_per_image, exclude=None):
+    """The n_per_image pixels of highest prediction entropy H_i = - sum_k p_ik log p_ik under model A."""
+    logp = F.log_softmax(logits_a, dim=1)                                   # (B, C, H, W)
+    entropy = -(logp.exp() * logp).sum(dim=1)                               # (B, H, W)
+    return _top_per_image(entropy, n_per_image, candidates=None if exclude is None else ~exclude)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The annotator
+# --------------------------------------------------------------------------------------------------------------
+
+class Annotator:
+    """Reveals ground truth only where asked, and counts what it revealed.
+
+    label_of(index) -> (H, W) long ground truth of target-train image `index`. The trainer never receives
+    `label_of`, only the annotator: `annotate(indices, selection)` returns labels that are 255 outside the
+    selection. Counters: pixels_revealed, pixels_seen (all pixels of the annotated images), images_annotated,
+    and points_per_image (pixels revealed per image, which for PPL is the number of clicked points).
+    """
+
+    def __init__(self, label_of):
+        self._label_of = label_of
+        self.pixels_revealed = 0
+        self.pixels_seen = 0
+        self.images_annotated = 0
+
+    def annotate(self, indices, selection):
+        """indices: list of B ints; selection: (B, H, W) bool. Returns (B, H, W) long, 255 outside selection."""
+        labels = torch.stack([torch.as_tensor(self._label_of(int(i))) for i in indices]).long()
+        selection = selection.to(labels.device)
+        if labels.shape != selection.shape:
+            raise ValueError(f"selection {tuple(selection.shape)} does not match labels {tuple(labels.shape)}")
+        revealed = torch.where(selection, labels, torch.full_like(labels, IGNORE_INDEX))
+        self.pixels_revealed += int(selection.sum())
+        self.pixels_seen += selection.numel()
+        self.images_annotated += len(indices)
+        return revealed
+
+    @property
+    def fraction_revealed(self):
+        return self.pixels_revealed / max(1, self.pixels_seen)
+
+    @property
+    def points_per_image(self):
+        return self.pixels_revealed / max(1, self.images_annotated)
+
+
+class RevealedLabels:
+    """The target labels revealed so far, stored sparsely: for each target-train image, the flat indices of its
+    labelled pixels and their labels. `batch(indices)` densifies them into (B, H, W) with 255 elsewhere: the
+    y_t of Eq. 2. It holds only what the annotator returned, so it is safe to save and to give the trainer.
+    """
+
+    def __init__(self, size):
+        self.size = tuple(size)               # (H, W) of the target-train labels
+        self.pixels = {}                      # image index -> (n,) long flat pixel indices
+        self.labels = {}                      # image index -> (n,) uint8 labels
+
+    def add(self, index, revealed):
+        """revealed: (H, W) long from Annotator.annotate, 255 where nothing was revealed. Merges with earlier rounds."""
+        flat = revealed.flatten().cpu().clone()                         # (H*W,)
+        if index in self.pixels:  # a later round: keep the earlier labels too
+            flat[self.pixels[index]] = self.labels[index].long()
+        idx = (flat != IGNORE_INDEX).nonzero().flatten()
+        self.pixels[index], self.labels[index] = idx, flat[idx].to(torch.uint8)
+
+    def batch(self, indices, device=None):
+        out = torch.full((len(indices), self.size[0] * self.size[1]), IGNORE_INDEX, dtype=torch.long)
+        for row, i in enumerate(indices):
+            i = int(i)
+            if i in self.pixels:
+                out[row, self.pixels[i]] = self.labels[i].long()
+        return out.reshape(len(indices), *self.size).to(device)
+
+    def mask(self, indices, device=None):
+        """(B, H, W) bool: which pixels of these images are already labelled (to exclude them in later rounds)."""
+        return self.batch(indices, device) != IGNORE_INDEX
+
+    def num_pixels(self):
+        return sum(int(v.numel()) for v in self.pixels.values())
+
+    def state_dict(self):
+        """Plain tensors only (loadable with torch.load(weights_only=True))."""
+        keys = sorted(self.pixels)
+        return {"size": list(self.size),
+                "image_index": torch.tensor([k for k in keys for _ in range(len(self.pixels[k]))], dtype=torch.long),
+                "pixel_index": torch.cat([self.pixels[k] for k in keys]) if keys else torch.zeros(0, dtype=torch.long),
+                "label": torch.cat([self.labels[k] for k in keys]) if keys else torch.zeros(0, dtype=torch.uint8)}
+
+    @classmethod
+    def from_state_dict(cls, state):
+        out = cls(state["size"])
+        for i in state["image_index"].unique().tolist():
+            sel = state["image_index"] == i
+            out.pixels[i], out.labels[i] = state["pixel_index"][sel], state["label"][sel]
+        return out
