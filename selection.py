@@ -253,3 +253,12 @@ class RevealedLabels:
             sel = state["image_index"] == i
             out.pixels[i], out.labels[i] = state["pixel_index"][sel], state["label"][sel]
         return out
+
+    def masks(self):
+        """(H, W) bool of the labelled pixels of each image, in the order of self.pixels."""
+        out = []
+        for i in self.pixels:
+            m = torch.zeros(self.size[0] * self.size[1], dtype=torch.bool)
+            m[self.pixels[i]] = True
+            out.append(m.reshape(self.size))
+        return out

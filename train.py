@@ -38,6 +38,7 @@ import selection
 MODES = ("source_only", "adaptseg", "spl", "ppl", "random", "entropy", "supervised", "table")
 TABLE_MODES = ("source_only", "adaptseg", "random", "entropy", "ppl", "spl", "supervised")
 SELECTING_MODES = ("spl", "ppl", "random", "entropy")
+FIGURE_ROWS = 3  # images shown in predictions.png and selection.png
 DEFAULT_BUDGET = 0.022  # random/entropy run alone: the paper's SPL budget, 2.2% of the pixels
 
 
@@ -112,8 +113,41 @@ def get_args(argv=None):
     a("--out", default=None, help="run folder (default runs/<mode>-<time>)")
     a("--log-every", type=int, default=50, help="one log line every N iterations (default 50)")
     a("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
+    a("--quiet", action="store_true", help="no progress bars or log lines (metrics.json is still written)")
+    # --- robustness (checkpoints)
+    a("--save-every", type=int, default=100,
+      help="write checkpoint.pt every N iterations, atomically, and at the end (default 100; 0: only at the end)")
+    a("--resume", default=None, metavar="RUN_DIR",
+      help="continue the run in RUN_DIR from its last complete checkpoint, with its own settings (other flags "
+           "but --device/--threads/--num-workers/--quiet are ignored); labels already bought are reused")
+    # --- speed (GPU)
+    a("--amp", action="store_true", help="mixed precision: bf16 where supported, else fp16 with a GradScaler")
+    a("--source-size", type=int, nargs=2, default=None, metavar=("W", "H"),
+      help="real data: source resize (paper preset 1280 720; otherwise 640 360)")
+    a("--target-size", type=int, nargs=2, default=None, metavar=("W", "H"),
+      help="real data: target resize (paper preset 1024 512; otherwise 512 256)")
+    a("--benchmark", type=int, default=0, metavar="N",
+      help="time N LabOR iterations (after a warm-up) on random tensors at the configured resolution and print "
+           "one JSON line: iterations/s, images/s, peak memory, achieved TFLOP/s; trains nothing")
+    a("--peak-tflops", type=float, default=None,
+      help="--benchmark: the device's peak TFLOP/s for the fraction-of-peak figure (default: looked up by name)")
     args = p.parse_args(argv)
+    if args.resume:
+        args = resume_args(args)
     return apply_defaults(args)
+
+
+RUNTIME_FLAGS = ("device", "threads", "num_workers", "quiet", "resume")  # a resumed run may change these
+
+
+def resume_args(cli):
+    """--resume RUN_DIR: the run's own settings come from its checkpoint, so it continues exactly."""
+    ckpt = load_safe(Path(cli.resume) / CHECKPOINT, "checkpoint")
+    args = argparse.Namespace(**ckpt["args"])
+    for k in RUNTIME_FLAGS:
+        setattr(args, k, getattr(cli, k))
+    args.out = cli.resume
+    return args
 
 
 def apply_defaults(args):
@@ -138,6 +172,10 @@ def apply_defaults(args):
         raise UsageError(f"--points {args.points} must be at least 1")
     if args.iters < 1:
         raise UsageError(f"--iters {args.iters} must be at least 1")
+    if args.mode == "table" and args.resume:
+        raise UsageError("--resume continues one run; resume each run of a table separately")
+    if args.save_every < 0:
+        raise UsageError(f"--save-every {args.save_every} must be 0 (only at the end) or positive")
     if real and (not args.gta5_root or not args.cityscapes_root):
         raise UsageError("--data gta5-cityscapes needs --gta5-root and --cityscapes-root (see README, 'Full scale')")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -172,15 +210,21 @@ def build_data(args):
         return source, target, evals, source.classes
     if args.eval_split != "val":
         raise UsageError("--eval-split tune exists for the synthetic benchmark only")
-    paper = args.preset == "paper"
-    src_size = (1280, 720) if paper else (640, 360)
-    tgt_size = (1024, 512) if paper else (512, 256)
+    src_size, tgt_size = real_sizes(args)
     source = data.GTA5(args.gta5_root, list_path=args.gta5_list, size=src_size)
     target = data.Cityscapes(args.cityscapes_root, "train", list_path=args.cityscapes_list, size=tgt_size,
                              label_size=tgt_size)
     # evaluation as the field does: predict at 1024x512, upsample to the full-resolution label
     evals = data.Cityscapes(args.cityscapes_root, "val", size=tgt_size, label_size=None)
     return source, target, evals, source.classes
+
+
+def real_sizes(args):
+    """(W, H) of source and target images: AdaptSegNet's 1280x720 and 1024x512 with --preset paper."""
+    paper = args.preset == "paper"
+    src = tuple(args.source_size) if args.source_size else ((1280, 720) if paper else (640, 360))
+    tgt = tuple(args.target_size) if args.target_size else ((1024, 512) if paper else (512, 256))
+    return src, tgt
 
 
 class InfiniteSampler(torch.utils.data.Sampler):
@@ -258,70 +302,84 @@ def poly_lr(opt, base_lr, it, max_it, power):
 # 1. Adaptation: one iteration of A, D and B
 # ================================================================================================================
 
-def train_step(args, net, opt, theta, batch_s, batch_t, y_t):
+def train_step(args, net, opt, theta, batch_s, batch_t, y_t, scaler=None):
     """One LabOR iteration. Returns the losses (floats) and the updated IAST thresholds theta.
 
     batch_s = (x_s, y_s) source images and labels; batch_t = (x_t, idx) target images; y_t = revealed target
     labels of those images (B, H, W), 255 where unlabelled, or None before the first labelling round.
+    With --amp the forward passes run under autocast (bf16; or fp16, with the GradScaler `scaler`).
     """
     A = net["A"]
     x_s, y_s = batch_s
     x_t, _ = batch_t
+    x_s = x_s.contiguous(memory_format=args.memory_format)                          # (B, 3, Hs, Ws)
+    x_t = x_t.contiguous(memory_format=args.memory_format)                          # (B, 3, Ht, Wt)
     size_t = x_t.shape[-2:]
+    scaler = scaler or torch.amp.GradScaler(enabled=False)
     losses = {}
 
     # ---- model A: Eq. 1 (source), Eq. 2 (revealed target), Eq. 3 (fool D) -----------------------------------
     opt["A"].zero_grad(set_to_none=True)
-    loss_a = 0.0
-    if args.mode != "supervised":
-        logits_s, logits_s_aux = A(x_s)                                             # (B, C, H/8, W/8) each
-        loss_seg = labor.seg_loss(logits_s, y_s) + args.lambda_seg_aux * labor.seg_loss(logits_s_aux, y_s)
-        loss_a = loss_a + loss_seg
-        losses["loss_seg"] = loss_seg.item()
-    logits_t, logits_t_aux = A(x_t)                                                 # (B, C, H/8, W/8) each
-    if y_t is not None:
-        loss_tgt = labor.seg_loss(logits_t, y_t) + args.lambda_seg_aux * labor.seg_loss(logits_t_aux, y_t)
-        loss_a = loss_a + args.lambda_target * loss_tgt
-        losses["loss_tgt"] = loss_tgt.item()
-    if "D" in net:
-        # D sees softmax maps at image size (AdaptSegNet upsamples before the discriminator)
-        prob_t = F.softmax(labor.upsample(logits_t, size_t), dim=1)                 # (B, C, H, W)
-        prob_t_aux = F.softmax(labor.upsample(logits_t_aux, size_t), dim=1)
-        loss_adv = labor.adv_generator_loss(net["D"](prob_t), args.gan)
-        loss_adv_aux = labor.adv_generator_loss(net["D_aux"](prob_t_aux), args.gan)
-        loss_a = loss_a + args.lambda_adv * loss_adv + args.lambda_adv_aux * loss_adv_aux
-        losses["loss_adv"] = loss_adv.item()
-    loss_a.backward()
-    opt["A"].step()
+    with autocast(args):
+        loss_a = 0.0
+        if args.mode != "supervised":
+            logits_s, logits_s_aux = A(x_s)                                         # (B, C, Hs/8, Ws/8) each
+            loss_seg = labor.seg_loss(logits_s, y_s) + args.lambda_seg_aux * labor.seg_loss(logits_s_aux, y_s)
+            loss_a = loss_a + loss_seg
+            losses["loss_seg"] = loss_seg.item()
+        if y_t is not None or "D" in net or "B" in net:  # source-only never looks at target images
+            logits_t, logits_t_aux = A(x_t)                                         # (B, C, Ht/8, Wt/8) each
+        if y_t is not None:
+            loss_tgt = labor.seg_loss(logits_t, y_t) + args.lambda_seg_aux * labor.seg_loss(logits_t_aux, y_t)
+            loss_a = loss_a + args.lambda_target * loss_tgt
+            losses["loss_tgt"] = loss_tgt.item()
+        if "D" in net:
+            # D sees softmax maps at image size (AdaptSegNet upsamples before the discriminator)
+            prob_t = F.softmax(labor.upsample(logits_t, size_t), dim=1)             # (B, C, Ht, Wt)
+            prob_t_aux = F.softmax(labor.upsample(logits_t_aux, size_t), dim=1)     # (B, C, Ht, Wt)
+            loss_adv = labor.adv_generator_loss(net["D"](prob_t), args.gan)
+            loss_adv_aux = labor.adv_generator_loss(net["D_aux"](prob_t_aux), args.gan)
+            loss_a = loss_a + args.lambda_adv * loss_adv + args.lambda_adv_aux * loss_adv_aux
+            losses["loss_adv"] = loss_adv.item()
+    scaler.scale(loss_a).backward()
+    scaler.step(opt["A"])
 
     # ---- discriminators: Eq. 3, source vs target, on detached predictions -----------------------------------
     if "D" in net:
         for key, ls, lt in (("D", logits_s, logits_t), ("D_aux", logits_s_aux, logits_t_aux)):
             opt[key].zero_grad(set_to_none=True)  # drops the gradients A's step left in D
-            prob = F.softmax(torch.cat([labor.upsample(ls.detach(), x_s.shape[-2:]),
-                                        labor.upsample(lt.detach(), size_t)]), dim=1)   # (2B, C, H, W)
-            d_out = net[key](prob)                                                       # one call: DDP-friendly
-            loss_d = labor.adv_discriminator_loss(d_out[:len(x_s)], d_out[len(x_s):], args.gan)
-            loss_d.backward()
-            opt[key].step()
+            with autocast(args):
+                prob = F.softmax(torch.cat([labor.upsample(ls.detach(), size_t),
+                                            labor.upsample(lt.detach(), size_t)]), dim=1)   # (2B, C, Ht, Wt)
+                d_out = net[key](prob)                                                   # one call: DDP-friendly
+                loss_d = labor.adv_discriminator_loss(d_out[:len(x_s)], d_out[len(x_s):], args.gan)
+            scaler.scale(loss_d).backward()
+            scaler.step(opt[key])
             losses["loss_" + key] = loss_d.item()
 
     # ---- pixel selector B: Eq. 5 (A's pseudo-labels) and Eq. 6 (heads apart) --------------------------------
     if "B" in net:
         with torch.no_grad():
-            prob_a = F.softmax(labor.upsample(logits_t.detach(), size_t), dim=1)       # (B, C, H, W)
+            prob_a = F.softmax(labor.upsample(logits_t.detach().float(), size_t), dim=1)   # (B, C, Ht, Wt)
             theta = labor.iast_update(prob_a, theta, args.iast_alpha, args.iast_beta, args.iast_gamma)
-            y_hat = labor.pseudo_labels(prob_a, theta)                                 # (B, H, W)
+            y_hat = labor.pseudo_labels(prob_a, theta)                                     # (B, Ht, Wt)
         opt["B"].zero_grad(set_to_none=True)
-        logits1, logits2, _, d1, d2 = net["B"](x_t, heads_on_detached=True)
-        loss_pseudo = labor.pseudo_label_loss(logits1, logits2, y_hat)
-        loss_dis = labor.discrepancy(d1, d2)       # heads on detached features: only F1, F2 maximise it
-        (loss_pseudo - args.lambda_dis * loss_dis).backward()
-        opt["B"].step()
+        with autocast(args):
+            logits1, logits2, _, d1, d2 = net["B"](x_t, heads_on_detached=True)
+            loss_pseudo = labor.pseudo_label_loss(logits1, logits2, y_hat)
+            loss_dis = labor.discrepancy(d1, d2)   # heads on detached features: only F1, F2 maximise it
+        scaler.scale(loss_pseudo - args.lambda_dis * loss_dis).backward()
+        scaler.step(opt["B"])
         losses["loss_pseudo"] = loss_pseudo.item()
         losses["loss_dis"] = loss_dis.item()
         losses["pseudo_fraction"] = (y_hat != labor.IGNORE_INDEX).float().mean().item()
+    scaler.update()
     return losses, theta
+
+
+def autocast(args):
+    """Mixed precision when --amp: bf16 where supported, else fp16 (then the GradScaler guards the gradients)."""
+    return torch.autocast(args.device.type, dtype=args.amp_dtype, enabled=args.amp_dtype is not None)
 
 
 # ================================================================================================================
@@ -330,40 +388,49 @@ def train_step(args, net, opt, theta, batch_s, batch_t, y_t):
 
 @torch.no_grad()
 def select_round(args, net, target_images, annotator, revealed, round_idx, n_rounds, budget):
-    """One labelling round over every target-train image. Returns {index: selection mask (H, W) bool}.
+    """One labelling round over every target-train image: choose pixels, ask the annotator, store the labels in
+    `revealed`. Returns, for the figures, {index: inconsistency mask (H, W) bool} of the first few images.
 
-    With several processes each rank selects its share of the images, and the results are gathered so every
-    image is labelled exactly once.
+    With several processes each rank selects its share of the images and the choices are gathered, so every
+    image is labelled exactly once and the result equals a single-process run's. Each random choice is seeded
+    by (seed, round, image), so it does not depend on how images are split across processes.
     """
-    for m in net.values():
-        m.eval()
-    mode = args.mode
+    mods = {k: unwrap(m).eval() for k, m in net.items()}  # plain modules: no collective calls per forward
     points = args.points // n_rounds + (1 if round_idx < args.points % n_rounds else 0)
     frac = None if budget is None else budget / n_rounds
     indices = list(range(args.rank, len(target_images), args.world))
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(target_images, indices),
                                          batch_size=args.batch_size, num_workers=args.num_workers)
-    g = torch.Generator().manual_seed(args.seed * 7919 + round_idx)
-    chosen = {}
+    chosen, masks = {}, {}
     for x_t, idx in tqdm(loader, desc=f"selection {round_idx + 1}/{n_rounds}", leave=False,
                          disable=args.rank != 0 or args.quiet):
-        x_t = x_t.to(args.device)
+        x_t = x_t.to(args.device, non_blocking=True)
         size = x_t.shape[-2:]
-        exclude = revealed.mask(idx.tolist(), args.device) if round_idx > 0 else None
-        if mode in ("spl", "ppl"):
-            logits1, logits2, feat = net["B"](x_t)
-            p1, p2 = labor.upsample(logits1, size), labor.upsample(logits2, size)       # (B, C, H, W)
-            if mode == "spl":
+        exclude = revealed.mask(idx.tolist(), args.device) if round_idx > 0 else None   # no pixel bought twice
+        with autocast(args):
+            if args.mode in ("spl", "ppl"):
+                logits1, logits2, feat = mods["B"](x_t)
+            elif args.mode == "entropy":
+                logits_a = mods["A"](x_t)[0]
+        if args.mode in ("spl", "ppl"):
+            p1 = labor.upsample(logits1.float(), size)                                   # (B, C, H, W)
+            p2 = labor.upsample(logits2.float(), size)                                   # (B, C, H, W)
+            for i, m in zip(idx.tolist(), selection.inconsistency_mask(p1, p2).cpu()):
+                if i < FIGURE_ROWS:
+                    masks[i] = m
+            if args.mode == "spl":
                 sel = selection.spl_select(p1, p2, budget=frac, exclude=exclude)
             else:
                 sel = selection.ppl_select(p1, p2, points, feat=feat if args.ppl_space == "feat" else None,
                                            exclude=exclude)
-        elif mode in ("random", "entropy"):
+        elif args.mode == "random":
             n = selection.budget_to_pixels(frac, *size)
-            if mode == "random":
-                sel = selection.random_select((len(x_t), *size), n, generator=g, exclude=exclude)
-            else:
-                sel = selection.entropy_select(labor.upsample(net["A"](x_t)[0], size), n, exclude=exclude)
+            sel = torch.cat([selection.random_select(
+                (1, *size), n, torch.Generator().manual_seed(hash_seed(args.seed, round_idx, i)),
+                exclude=None if exclude is None else exclude[j:j + 1]) for j, i in enumerate(idx.tolist())])
+        elif args.mode == "entropy":
+            n = selection.budget_to_pixels(frac, *size)
+            sel = selection.entropy_select(labor.upsample(logits_a.float(), size), n, exclude=exclude)
         else:  # supervised: every pixel
             sel = torch.ones(len(x_t), *size, dtype=torch.bool)
         for i, m in zip(idx.tolist(), sel.cpu()):
@@ -371,9 +438,14 @@ def select_round(args, net, target_images, annotator, revealed, round_idx, n_rou
     chosen = gather_dict(args, chosen)
     for i in sorted(chosen):  # the annotator is asked once per image, in index order, on every rank
         revealed.add(i, annotator.annotate([i], chosen[i][None])[0])
-    for m in net.values():
+    for m in mods.values():
         m.train()
-    return chosen
+    return gather_dict(args, masks)
+
+
+def hash_seed(*numbers):
+    """A stable seed from several integers (Python's hash() of a tuple is salted per process)."""
+    return int(np.random.SeedSequence(list(numbers)).generate_state(1)[0])
 
 
 def gather_dict(args, d):
@@ -422,15 +494,16 @@ def iou_from_confusion(conf):
 # 4. Outputs: figures
 # ================================================================================================================
 
-def save_figures(args, out, A, evals, target_images, chosen, revealed, classes, net):
+def save_figures(args, out, A, evals, target_images, chosen, masks, revealed):
     """predictions.png: val input, ground truth, prediction. selection.png: target-train input, the
-    inconsistency mask of B (spl/ppl), the selected pixels or points, the revealed labels."""
+    inconsistency mask of B at selection time (spl/ppl), the selected pixels or points, the revealed labels.
+    (With several rounds, the mask shown is the last round's, the selection the union of all rounds.)"""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     palette = np.asarray(evals.palette) if hasattr(evals, "palette") else None
     A.eval()
-    rows = 3
+    rows = min(FIGURE_ROWS, len(evals))
     fig, axes = plt.subplots(rows, 3, figsize=(9, 2 * rows), squeeze=False)
     with torch.no_grad():
         for r in range(rows):
@@ -448,17 +521,14 @@ def save_figures(args, out, A, evals, target_images, chosen, revealed, classes, 
     A.train()
     if not chosen:
         return
-    idx = sorted(chosen)[:rows]
+    idx = sorted(chosen)[:FIGURE_ROWS]
     fig, axes = plt.subplots(len(idx), 4, figsize=(12, 2 * len(idx)), squeeze=False)
     with torch.no_grad():
         for r, i in enumerate(idx):
             x, _ = target_images[i]
             img = data.denormalize(x)
-            if "B" in net:
-                l1, l2, _ = unwrap(net["B"])(x[None].to(args.device))
-                mask = selection.inconsistency_mask(labor.upsample(l1, x.shape[-2:]),
-                                                    labor.upsample(l2, x.shape[-2:]))[0].cpu()
-                mask_title = "inconsistency mask (Eq. 4)"
+            if i in masks:
+                mask, mask_title = masks[i], "inconsistency mask (Eq. 4)"
             else:
                 mask, mask_title = chosen[i], "selected pixels"
             sel = chosen[i].numpy()
@@ -486,21 +556,64 @@ def save_figures(args, out, A, evals, target_images, chosen, revealed, classes, 
 
 
 # ================================================================================================================
+# Checkpoints: atomic writes, safe loads
+# ================================================================================================================
+
+FORMAT = "labor-reference/1"   # every file we write carries it: a foreign file is refused by name
+CHECKPOINT, SELECTION = "checkpoint.pt", "selection.pt"
+
+
+def save_atomic(obj, path):
+    """torch.save to a temporary file, flush it to disk, then rename: a kill at any moment leaves either the old
+    file or the new one, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_safe(path, what):
+    """torch.load(weights_only=True): plain tensors and containers only, so a checkpoint from a stranger cannot
+    run code here. A missing, truncated, corrupt or foreign file gives a UsageError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{what} {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, pickle of a forbidden object, random bytes, ...
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise UsageError(f"cannot load {what} {path}: it is truncated, corrupt or holds objects other than "
+                         f"tensors ({reason}); delete it or use another run folder") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise UsageError(f"{path} is not a labor-reference {what} (format {FORMAT!r} missing)")
+    return obj
+
+
+def rng_state():
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ================================================================================================================
 # The run: stages 0 to 4 in order
 # ================================================================================================================
 
 def run(args):
     t_start = time.time()
-    stage_time = {"setup": 0.0, "adaptation": 0.0, "selection": 0.0, "evaluation": 0.0, "outputs": 0.0}
-    args.device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                               else ("cpu" if args.device == "auto" else args.device))
-    args.rank = getattr(args, "rank", 0)
-    args.world = getattr(args, "world", 1)
-    args.quiet = getattr(args, "quiet", False)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = Path(args.out or f"runs/{args.mode}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if args.rank == 0:
+    setup_runtime(args)
+    out = Path(args.out)
+    resume = load_safe(out / CHECKPOINT, "checkpoint") if args.resume else None
+    if args.rank == 0 and not args.resume:
         prepare_out(out)
     select_its = select_iterations(args) if args.mode in SELECTING_MODES else []
     if args.mode == "supervised":
@@ -512,81 +625,114 @@ def run(args):
     target_images = data.ImagesOnly(target)                 # all the trainer may see of target train ...
     annotator = selection.Annotator(lambda i, labelled=target: labelled[i][1])  # ... and the door to its labels
     del target                                              # (no other name for the labelled set in this scope)
-    net = {k: m.to(args.device) for k, m in build_models(args, num_classes).items()}
-    net = wrap_distributed(args, net)
+    net = {k: m.to(args.device, memory_format=args.memory_format)
+           for k, m in build_models(args, num_classes).items()}
     opt = build_optimisers(args, net)
+    scaler = torch.amp.GradScaler(args.device.type, enabled=args.amp_dtype == torch.float16)
     theta = torch.full((num_classes,), labor.IAST_THETA0, device=args.device)
-    sample_size = tuple(target_images[0][0].shape[-2:])
-    revealed = selection.RevealedLabels(sample_size)
-    budget = args.budget if (args.budget is not None or args.mode == "spl") else DEFAULT_BUDGET
-    if args.mode == "spl" and args.budget is None:
-        budget = None  # SPL labels its whole inconsistency mask
-    src_stream = stream(source, args, args.seed * 2 + 0, 0, args.device)
-    tgt_stream = stream(target_images, args, args.seed * 2 + 1, 0, args.device)
-    history, chosen_all = [], {}
-    stage_time["setup"] = time.time() - t_start
+    revealed = selection.RevealedLabels(tuple(target_images[0][0].shape[-2:]))
+    budget = args.budget
+    if budget is None and args.mode in ("random", "entropy"):
+        budget = DEFAULT_BUDGET  # SPL without --budget labels its whole inconsistency mask
+    state = {"iter": 0, "rounds_done": 0, "history": [], "running": {}, "masks": {},
+             "stage_time": {"setup": 0.0, "adaptation": 0.0, "selection": 0.0, "evaluation": 0.0, "outputs": 0.0}}
+    saved_selection = None
+    if resume is not None:  # everything an uninterrupted run would hold at this iteration
+        for k, m in net.items():
+            m.load_state_dict(resume["nets"][k])
+        for k, o in opt.items():
+            o.load_state_dict(resume["opts"][k])
+        scaler.load_state_dict(resume["scaler"]) if resume.get("scaler") else None
+        theta = resume["theta"].to(args.device)
+        revealed = selection.RevealedLabels.from_state_dict(resume["revealed"])
+        set_annotator_counts(annotator, resume["annotator"])
+        state.update({k: resume[k] for k in state})
+        set_rng_state(resume["rng"])
+        if (out / SELECTION).exists():  # labels bought after the checkpoint are reused, never bought twice
+            saved_selection = load_safe(out / SELECTION, "selection")
+    net = wrap_distributed(args, net)
+    src_stream = stream(source, args, args.seed * 2 + 0, state["iter"] * args.batch_size, args.device)
+    tgt_stream = stream(target_images, args, args.seed * 2 + 1, state["iter"] * args.batch_size, args.device)
+    state["stage_time"]["setup"] += time.time() - t_start
+
+    def checkpoint():
+        if args.rank == 0:
+            save_atomic({"format": FORMAT, "args": args_dict(args), **state,
+                         "nets": {k: unwrap(m).state_dict() for k, m in net.items()},
+                         "opts": {k: o.state_dict() for k, o in opt.items()}, "scaler": scaler.state_dict(),
+                         "theta": theta.cpu(), "revealed": revealed.state_dict(),
+                         "annotator": annotator_counts(annotator), "rng": rng_state()}, out / CHECKPOINT)
 
     # ---- 1. adaptation (with 2. selection at the chosen iterations) ----------------------------------------------
-    bar = tqdm(range(args.iters), desc=f"{args.mode}: adaptation", disable=args.rank != 0 or args.quiet)
-    running = {}
+    bar = tqdm(range(state["iter"], args.iters), desc=f"{args.mode}: adaptation", initial=state["iter"],
+               total=args.iters, disable=args.rank != 0 or args.quiet)
     for it in bar:
-        if it in select_its:
+        if it in select_its and state["rounds_done"] == select_its.index(it):
             t0 = time.time()
-            r = select_its.index(it)
-            chosen_all.update(select_round(args, net, target_images, annotator, revealed, r, len(select_its),
-                                           budget))
-            stage_time["selection"] += time.time() - t0
+            r = state["rounds_done"]
+            if saved_selection is not None and saved_selection["rounds_done"] > r:
+                revealed = selection.RevealedLabels.from_state_dict(saved_selection)   # bought before the kill
+                set_annotator_counts(annotator, saved_selection["annotator"])
+                state["masks"] = saved_selection["masks"]
+            else:
+                masks = select_round(args, net, target_images, annotator, revealed, r, len(select_its), budget)
+                state["masks"].update(masks)
+            state["rounds_done"] = r + 1
+            save_selection(args, out, revealed, annotator, state)
+            state["stage_time"]["selection"] += time.time() - t0
+            checkpoint()
         t0 = time.time()
         for k, o in opt.items():
             poly_lr(o, args.lr_d if k.startswith("D") else args.lr, it, args.iters, args.power)
         batch_s = next(src_stream)
         batch_t = next(tgt_stream)
         y_t = revealed.batch(batch_t[1].tolist(), args.device) if revealed.pixels else None
-        losses, theta = train_step(args, net, opt, theta, batch_s, batch_t, y_t)
+        losses, theta = train_step(args, net, opt, theta, batch_s, batch_t, y_t, scaler)
         for k, v in losses.items():
-            if not math.isfinite(v):
-                raise UsageError(f"training diverged: {k} = {v} at iteration {it}; lower --lr or check the data")
-            running[k] = running.get(k, 0.0) + v
-        running["n"] = running.get("n", 0) + 1
-        stage_time["adaptation"] += time.time() - t0
-        if (it + 1) % args.log_every == 0 or it + 1 == args.iters:
-            entry = {"iter": it + 1, **{k: v / running["n"] for k, v in running.items() if k != "n"}}
-            history.append(entry)
-            running = {}
-            bar.set_postfix({k[5:] if k.startswith("loss_") else k: f"{v:.3g}" for k, v in entry.items()
-                             if k != "iter"})
-            if args.rank == 0 and not args.quiet:
-                tqdm.write(f"[{args.mode}] iter {it + 1}/{args.iters} " +
-                           " ".join(f"{k}={v:.4f}" for k, v in entry.items() if k != "iter"))
+            if not math.isfinite(v):  # stop before a bad step reaches a checkpoint: the last one stays good
+                raise UsageError(f"training diverged: {k} = {v} at iteration {it}; the last good checkpoint is "
+                                 f"{out / CHECKPOINT} (iteration {state['iter']}); lower --lr and start again")
+            state["running"][k] = state["running"].get(k, 0.0) + v
+        state["running"]["n"] = state["running"].get("n", 0) + 1
+        state["iter"] = it + 1
+        state["stage_time"]["adaptation"] += time.time() - t0
+        if state["iter"] % args.log_every == 0 or state["iter"] == args.iters:
+            log_interval(args, state, bar)
+        if args.save_every and state["iter"] % args.save_every == 0 and state["iter"] < args.iters:
+            checkpoint()
 
     # ---- 3. evaluation -------------------------------------------------------------------------------------------
     t0 = time.time()
     A = unwrap(net["A"])
     miou, ious = evaluate(args, A, evals, num_classes)
-    stage_time["evaluation"] = time.time() - t0
+    state["stage_time"]["evaluation"] = time.time() - t0
 
     # ---- 4. outputs ----------------------------------------------------------------------------------------------
     t0 = time.time()
+    checkpoint()
     metrics = None
     if args.rank == 0:
-        torch.save({"A": A.state_dict(), "theta": theta.cpu(), "args": args_dict(args)}, out / "model_A.pt")
-        torch.save(revealed.state_dict(), out / "selection.pt")
-        save_figures(args, out, A, evals, target_images, chosen_all, revealed, classes, net)
+        save_atomic({"format": FORMAT, "A": A.state_dict(), "theta": theta.cpu(), "args": args_dict(args),
+                     "classes": list(classes)}, out / "model_A.pt")
+        if not select_its:
+            save_selection(args, out, revealed, annotator, state)
+        chosen = {i: m for i, m in zip(revealed.pixels, revealed.masks())}
+        save_figures(args, out, A, evals, target_images, chosen, state["masks"], revealed)
+        stage_time = state["stage_time"]
         stage_time["outputs"] = time.time() - t0
-        total = time.time() - t_start
+        total = sum(stage_time.values())
         metrics = {
             "mode": args.mode, "seed": args.seed, "data": args.data, "model": args.model, "iters": args.iters,
-            "miou": miou, "per_class_iou": dict(zip(classes, ious)),
-            "labelled_fraction": annotator.fraction_revealed if args.mode != "supervised" else 1.0,
-            "labelled_pixels": annotator.pixels_revealed,
-            "points_per_image": annotator.points_per_image,
-            "images_annotated": annotator.images_annotated,
+            "eval_split": args.eval_split, "miou": miou, "per_class_iou": dict(zip(classes, ious)),
+            "labelled_fraction": annotator.fraction_revealed, "labelled_pixels": annotator.pixels_revealed,
+            "points_per_image": annotator.points_per_image, "images_annotated": annotator.images_annotated,
             "stage_seconds": stage_time, "wall_seconds": total,
+            "selection_share_of_wall": stage_time["selection"] / max(total, 1e-9),
             "iters_per_second": args.iters / max(stage_time["adaptation"], 1e-9),
             "peak_memory_mb": peak_memory_mb(args.device),
-            "history": history, "args": args_dict(args),
+            "history": state["history"], "args": args_dict(args),
             "platform": {"python": platform.python_version(), "torch": torch.__version__,
-                         "threads": torch.get_num_threads(), "device": str(args.device)},
+                         "threads": torch.get_num_threads(), "device": str(args.device), "world": args.world},
         }
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         if not args.quiet:
@@ -596,10 +742,65 @@ def run(args):
     return metrics
 
 
+def log_interval(args, state, bar):
+    """One history entry (mean of every loss term over the interval) and one log line."""
+    running = state["running"]
+    entry = {"iter": state["iter"], **{k: v / running["n"] for k, v in running.items() if k != "n"}}
+    state["history"].append(entry)
+    state["running"] = {}
+    bar.set_postfix({k[5:] if k.startswith("loss_") else k: f"{v:.3g}" for k, v in entry.items() if k != "iter"})
+    if args.rank == 0 and not args.quiet:
+        tqdm.write(f"[{args.mode}] iter {entry['iter']}/{args.iters} " +
+                   " ".join(f"{k}={v:.4f}" for k, v in entry.items() if k != "iter"))
+
+
+def annotator_counts(annotator):
+    return {"pixels_revealed": annotator.pixels_revealed, "pixels_seen": annotator.pixels_seen,
+            "images_annotated": annotator.images_annotated}
+
+
+def set_annotator_counts(annotator, counts):
+    for k, v in counts.items():
+        setattr(annotator, k, int(v))
+
+
+def save_selection(args, out, revealed, annotator, state):
+    """selection.pt: every label bought so far (sparse: image, pixel, label), the annotator's counters and the
+    figure masks; written after each round so that a killed run never buys the same labels again."""
+    if args.rank == 0:
+        save_atomic({"format": FORMAT, "mode": args.mode, "rounds_done": state["rounds_done"],
+                     **revealed.state_dict(), "annotator": annotator_counts(annotator), "masks": state["masks"]},
+                    out / SELECTION)
+
+
+def setup_runtime(args):
+    """Device, distributed rank/world, threads, precision and the run folder's name (agreed on by every rank)."""
+    args.rank = getattr(args, "rank", 0)
+    args.world = getattr(args, "world", 1)
+    args.quiet = getattr(args, "quiet", False)
+    if not isinstance(args.device, torch.device):
+        args.device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                                   else ("cpu" if args.device == "auto" else args.device))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.amp_dtype = None
+    if args.amp:  # bf16 where the hardware has it (no scaler needed), fp16 with a GradScaler otherwise
+        bf16 = args.device.type == "cpu" or torch.cuda.is_bf16_supported()
+        args.amp_dtype = torch.bfloat16 if bf16 else torch.float16
+    args.memory_format = torch.channels_last if args.device.type == "cuda" else torch.contiguous_format
+    if args.out is None:
+        name = [f"runs/{args.mode}-{time.strftime('%Y%m%d-%H%M%S')}"]
+        if args.world > 1:
+            torch.distributed.broadcast_object_list(name, src=0)
+        args.out = name[0]
+
+
 def prepare_out(out):
-    """Never overwrite an earlier run: an existing folder with a metrics.json is refused."""
-    if (out / "metrics.json").exists():
-        raise UsageError(f"{out} already holds a finished run (metrics.json); pick another --out or delete it")
+    """Never overwrite an earlier run: a folder holding a run (metrics.json or a checkpoint) is refused."""
+    for f in ("metrics.json", CHECKPOINT, SELECTION):
+        if (out / f).exists():
+            raise UsageError(f"{out} already holds a run ({f}); continue it with --resume {out}, or pick another "
+                             f"--out")
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -612,7 +813,9 @@ def wrap_distributed(args, net):
 
 
 def args_dict(args):
-    return {k: (str(v) if isinstance(v, torch.device) else v) for k, v in vars(args).items()}
+    """The command-line settings as plain values (run-time fields like rank or dtype left out)."""
+    skip = ("rank", "world", "amp_dtype", "memory_format")
+    return {k: (str(v) if isinstance(v, torch.device) else v) for k, v in vars(args).items() if k not in skip}
 
 
 def peak_memory_mb(device):
@@ -700,16 +903,106 @@ def write_table(out, results, rows, seeds, args):
     plt.close(fig)
 
 
+# ================================================================================================================
+# --benchmark N: speed of one LabOR iteration on random tensors
+# ================================================================================================================
+
+PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.0, "A10": 125.0}  # dense, no sparsity
+
+
+def benchmark(args):
+    """Times N LabOR iterations (A, B, D and D_aux, all four losses, as --mode spl after labelling) on random
+    tensors at the configured resolution, after 3 warm-up iterations, and prints one JSON line. The FLOPs of one
+    iteration are counted with torch.utils.flop_counter (convolutions and matmuls, forward and backward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    setup_runtime(args)
+    if args.mode not in ("spl", "ppl"):
+        args.mode = "spl"  # the heaviest iteration: every model of LabOR
+    real = args.data == "gta5-cityscapes" or args.preset == "paper"
+    num_classes = 19 if real else len(data.SYNTHETIC_CLASSES)
+    (ws, hs), (wt, ht) = real_sizes(args) if real else ((args.size[1], args.size[0]),) * 2
+    net = {k: m.to(args.device, memory_format=args.memory_format)
+           for k, m in build_models(args, num_classes).items()}
+    net = wrap_distributed(args, net)
+    opt = build_optimisers(args, net)
+    scaler = torch.amp.GradScaler(args.device.type, enabled=args.amp_dtype == torch.float16)
+    theta = torch.full((num_classes,), labor.IAST_THETA0, device=args.device)
+    g = torch.Generator().manual_seed(args.seed)
+    b = args.batch_size
+    x_s = torch.rand(b, 3, hs, ws, generator=g).to(args.device)
+    y_s = torch.randint(num_classes, (b, hs, ws), generator=g).to(args.device)
+    x_t = torch.rand(b, 3, ht, wt, generator=g).to(args.device)
+    y_t = torch.randint(num_classes, (b, ht, wt), generator=g)
+    y_t[torch.rand(b, ht, wt, generator=g) > 0.022] = labor.IGNORE_INDEX   # SPL-like sparse target labels
+    batch_s, batch_t, y_t = (x_s, y_s), (x_t, torch.arange(b)), y_t.to(args.device)
+
+    def step():
+        nonlocal theta
+        _, theta = train_step(args, net, opt, theta, batch_s, batch_t, y_t, scaler)
+
+    sync = torch.cuda.synchronize if args.device.type == "cuda" else (lambda: None)
+    for _ in range(3):
+        step()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    flops = counter.get_total_flops()
+    sync()
+    if args.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(args.device)
+    t0 = time.perf_counter()
+    for _ in tqdm(range(args.benchmark), desc="benchmark", disable=args.quiet or args.rank != 0):
+        step()
+    sync()
+    seconds = time.perf_counter() - t0
+    its = args.benchmark / seconds
+    name = torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else platform.processor() or "cpu"
+    peak = args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    tflops = flops * its / 1e12
+    result = {"device": name, "world": args.world, "model": args.model, "amp": str(args.amp_dtype),
+              "source_hw": [hs, ws], "target_hw": [ht, wt], "batch_size": b, "iterations": args.benchmark,
+              "iters_per_second": its, "images_per_second": its * 2 * b * args.world,
+              "peak_memory_gib": peak_memory_mb(args.device) / 1024, "tflop_per_iteration": flops / 1e12,
+              "achieved_tflops": tflops, "peak_tflops": peak,
+              "fraction_of_peak": tflops / peak if peak else None}
+    if args.rank == 0:
+        print(json.dumps(result))
+    return result
+
+
+def init_distributed(args):
+    """Under torchrun (WORLD_SIZE > 1): one process per GPU with NCCL, or per CPU process with gloo."""
+    args.world = int(os.environ.get("WORLD_SIZE", "1"))
+    args.rank = 0
+    if args.world == 1:
+        return
+    use_cuda = args.device != "cpu" and torch.cuda.is_available()
+    torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
+    args.rank = torch.distributed.get_rank()
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        args.device = f"cuda:{local}"
+    if args.rank != 0:
+        args.quiet = True
+
+
 def main(argv=None):
     try:
         args = get_args(argv)
-        if args.mode == "table":
+        init_distributed(args)
+        if args.benchmark:
+            benchmark(args)
+        elif args.mode == "table":
             run_table(args)
         else:
             run(args)
     except (UsageError, data.DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

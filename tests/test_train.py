@@ -1,0 +1,169 @@
+"""train.py end to end with tiny settings: every mode runs, writes what it promises, spends the budget its mode
+allows, and reads target-train labels only through the annotator."""
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import data
+import train
+
+ROOT = Path(__file__).resolve().parents[1]
+# Small enough for seconds on a CPU; the pipeline is the same as the default run's.
+TINY = ["--iters", "6", "--n-source", "8", "--n-target", "6", "--n-val", "4", "--size", "32", "64",
+        "--batch-size", "2", "--width", "8", "--log-every", "3", "--threads", "1"]
+FIELDS = {"mode", "seed", "miou", "per_class_iou", "labelled_fraction", "points_per_image", "stage_seconds",
+          "iters_per_second", "peak_memory_mb", "wall_seconds", "history"}
+
+
+def run_mode(mode, out, *extra):
+    args = train.get_args(["--mode", mode, "--out", str(out), *TINY, *extra])
+    args.quiet = True
+    return train.run(args)
+
+
+@pytest.mark.parametrize("mode", ["source_only", "adaptseg", "spl", "ppl", "random", "entropy", "supervised"])
+def test_every_mode_runs_and_respects_its_budget(mode, tmp_path):
+    """Each mode trains, evaluates, writes metrics.json (with every promised field), a checkpoint, the
+    selection and figures; the revealed budget is what the mode allows."""
+    m = run_mode(mode, tmp_path / mode, "--budget", "0.05") if mode in ("random", "entropy") \
+        else run_mode(mode, tmp_path / mode)
+    saved = json.loads((tmp_path / mode / "metrics.json").read_text())
+    assert FIELDS <= set(saved)
+    assert saved["miou"] == pytest.approx(m["miou"]) and 0.0 <= m["miou"] <= 1.0
+    assert len(m["per_class_iou"]) == len(data.SYNTHETIC_CLASSES)
+    for f in ("model_A.pt", "selection.pt", "predictions.png"):
+        assert (tmp_path / mode / f).exists(), f
+    hw = 32 * 64
+    sel = torch.load(tmp_path / mode / "selection.pt", weights_only=True)
+    if mode in ("source_only", "adaptseg"):
+        assert m["labelled_pixels"] == 0 and len(sel["label"]) == 0
+    elif mode == "supervised":
+        assert m["labelled_fraction"] == 1.0 and len(sel["label"]) == 6 * hw
+    elif mode in ("random", "entropy"):
+        assert m["points_per_image"] == round(0.05 * hw)      # exactly the budget, in every image
+        assert len(sel["label"]) == 6 * round(0.05 * hw)
+    elif mode == "ppl":
+        assert 0 < m["points_per_image"] <= 40
+    elif mode == "spl":
+        assert m["labelled_pixels"] == len(sel["label"])      # what the annotator counted is what was stored
+    if mode in ("spl", "ppl", "random", "entropy"):
+        assert (tmp_path / mode / "selection.png").exists()
+
+
+def test_table_mode_writes_table_and_plot(tmp_path):
+    """--mode table runs every method once, writes results.md / results.json / results.png, and gives random
+    and entropy the budget SPL actually used."""
+    args = train.get_args(["--mode", "table", "--out", str(tmp_path), *TINY])
+    args.quiet = True
+    results = {r["mode"]: r for r in train.run_table(args)}
+    assert set(results) == set(train.TABLE_MODES)
+    for f in ("results.md", "results.json", "results.png"):
+        assert (tmp_path / f).exists()
+    spl = results["spl"]["labelled_fraction"]
+    for mode in ("random", "entropy"):  # rounded to whole pixels per image
+        assert results[mode]["labelled_fraction"] == pytest.approx(spl, abs=1 / (32 * 64))
+    assert results["supervised"]["of_supervised"] == pytest.approx(1.0)
+    md = (tmp_path / "results.md").read_text()
+    assert all(f"| {mode} |" in md for mode in train.TABLE_MODES)
+
+
+def test_target_labels_only_through_the_annotator(tmp_path, monkeypatch):
+    """Poison every target-train label outside the pixels SPL selected: the run must not change at all, so the
+    trainer read nothing else of target-train ground truth."""
+    run_mode("spl", tmp_path / "clean")
+    sel = torch.load(tmp_path / "clean" / "selection.pt", weights_only=True)
+    keep = torch.zeros(6, 32 * 64, dtype=torch.bool)
+    keep[sel["image_index"], sel["pixel_index"]] = True
+    original = data.SyntheticStreets.__getitem__
+
+    def poisoned(self, i):
+        x, y = original(self, i)
+        if self.domain == "target" and self.split == "train":
+            y = y.clone().flatten()
+            y[~keep[i]] = (y[~keep[i]] + 1) % 9          # every unselected label is wrong
+            y = y.reshape(x.shape[-2:])
+        return x, y
+
+    monkeypatch.setattr(data.SyntheticStreets, "__getitem__", poisoned)
+    run_mode("spl", tmp_path / "poisoned")
+    a = torch.load(tmp_path / "clean" / "model_A.pt", weights_only=True)["A"]
+    b = torch.load(tmp_path / "poisoned" / "model_A.pt", weights_only=True)["A"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ma = json.loads((tmp_path / "clean" / "metrics.json").read_text())
+    mb = json.loads((tmp_path / "poisoned" / "metrics.json").read_text())
+    assert ma["labelled_pixels"] == mb["labelled_pixels"] and ma["miou"] == mb["miou"]
+
+
+def test_poison_detector_can_fail(tmp_path, monkeypatch):
+    """The poisoning test above is able to fail: poisoning a selected pixel's label does change the run."""
+    run_mode("spl", tmp_path / "clean")
+    original = data.SyntheticStreets.__getitem__
+
+    def poisoned(self, i):
+        x, y = original(self, i)
+        if self.domain == "target" and self.split == "train":
+            y = (y + 1) % 9                               # every label wrong, selected ones included
+        return x, y
+
+    monkeypatch.setattr(data.SyntheticStreets, "__getitem__", poisoned)
+    run_mode("spl", tmp_path / "poisoned")
+    a = torch.load(tmp_path / "clean" / "model_A.pt", weights_only=True)["A"]
+    b = torch.load(tmp_path / "poisoned" / "model_A.pt", weights_only=True)["A"]
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_several_rounds_split_the_budget(tmp_path):
+    """Two labelling rounds for random at budget 0.05: each round reveals half, never the same pixel twice."""
+    m = run_mode("random", tmp_path / "r", "--budget", "0.05", "--select-at", "2", "4")
+    per_round = round(0.025 * 32 * 64)
+    assert m["points_per_image"] == 2 * per_round
+    sel = torch.load(tmp_path / "r" / "selection.pt", weights_only=True)
+    assert len(sel["label"]) == 6 * 2 * per_round  # stored pixels are distinct: no pixel bought twice
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--budget", "1.5"], "--budget"),
+    (["--budget", "0"], "--budget"),
+    (["--points", "0"], "--points"),
+    (["--mode", "bogus"], "unknown --mode"),
+    (["--select-at", "100"], "--select-at"),
+    (["--data", "gta5-cityscapes"], "--gta5-root"),
+])
+def test_bad_flags_give_one_clear_error(flags, message, tmp_path):
+    """A user mistake prints one 'error: ...' line naming the flag and exits with code 2, no traceback."""
+    cmd = [sys.executable, "train.py", "--mode", "spl", "--out", str(tmp_path / "x"), *TINY, *flags]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_existing_run_is_never_overwritten(tmp_path):
+    run_mode("source_only", tmp_path / "run")
+    before = (tmp_path / "run" / "metrics.json").read_text()
+    with pytest.raises(train.UsageError, match="already holds"):
+        run_mode("source_only", tmp_path / "run")
+    assert (tmp_path / "run" / "metrics.json").read_text() == before
+
+
+def readme_train_commands():
+    """The `python train.py ...` lines of the README's shell blocks."""
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", text, flags=re.S)
+    return [line.strip() for b in blocks for line in b.splitlines()
+            if line.strip().startswith("python train.py") and "gta5-cityscapes" not in line
+            and "--benchmark" not in line]
+
+
+def test_readme_commands_run(tmp_path):
+    """Every `python train.py` command of the README runs as written, with tiny settings appended."""
+    commands = readme_train_commands()
+    assert any(c.startswith("python train.py --mode spl") for c in commands)
+    for i, c in enumerate(commands):
+        cmd = [sys.executable] + c.split()[1:] + TINY + ["--out", str(tmp_path / f"cmd{i}")]
+        r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, f"{c}\n{r.stderr[-2000:]}"
