@@ -47,8 +47,9 @@ def _top_per_image(score, n_per_image, candidates=None):
 
 
 def budget_to_pixels(budget, height, width):
-    """A budget given as a fraction of pixels per image -> a pixel count per image (at least 1)."""
-    return max(1, int(round(budget * height * width)))
+    """A budget given as a fraction of pixels per image -> a pixel count per image (at least 1 if budget > 0)."""
+    n = int(round(budget * height * width))
+    return max(1, n) if budget > 0 else 0
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -173,15 +174,15 @@ class Annotator:
 
     label_of(index) -> (H, W) long ground truth of target-train image `index`. The trainer never receives
     `label_of`, only the annotator: `annotate(indices, selection)` returns labels that are 255 outside the
-    selection. Counters: pixels_revealed, pixels_seen (all pixels of the annotated images), images_annotated,
-    and points_per_image (pixels revealed per image, which for PPL is the number of clicked points).
+    selection. Counters: pixels_revealed; over the DISTINCT images annotated (an image labelled in two rounds
+    counts once): images_annotated, pixels_seen (their pixels), fraction_revealed, and points_per_image (pixels
+    revealed per image, which for PPL is the number of clicked points).
     """
 
     def __init__(self, label_of):
         self._label_of = label_of
         self.pixels_revealed = 0
-        self.pixels_seen = 0
-        self.images_annotated = 0
+        self.image_pixels = {}  # index of each distinct image annotated -> its number of pixels
 
     def annotate(self, indices, selection):
         """indices: list of B ints; selection: (B, H, W) bool. Returns (B, H, W) long, 255 outside selection."""
@@ -191,9 +192,17 @@ class Annotator:
             raise ValueError(f"selection {tuple(selection.shape)} does not match labels {tuple(labels.shape)}")
         revealed = torch.where(selection, labels, torch.full_like(labels, IGNORE_INDEX))
         self.pixels_revealed += int(selection.sum())
-        self.pixels_seen += selection.numel()
-        self.images_annotated += len(indices)
+        for i in indices:
+            self.image_pixels[int(i)] = labels.shape[-2] * labels.shape[-1]
         return revealed
+
+    @property
+    def images_annotated(self):
+        return len(self.image_pixels)
+
+    @property
+    def pixels_seen(self):
+        return sum(self.image_pixels.values())
 
     @property
     def fraction_revealed(self):
@@ -202,6 +211,16 @@ class Annotator:
     @property
     def points_per_image(self):
         return self.pixels_revealed / max(1, self.images_annotated)
+
+    def state_dict(self):
+        """The counters, as tensors (for checkpoints loaded with weights_only=True)."""
+        keys = sorted(self.image_pixels)
+        return {"pixels_revealed": self.pixels_revealed, "image_index": torch.tensor(keys, dtype=torch.long),
+                "image_pixels": torch.tensor([self.image_pixels[k] for k in keys], dtype=torch.long)}
+
+    def load_state_dict(self, state):
+        self.pixels_revealed = int(state["pixels_revealed"])
+        self.image_pixels = dict(zip(state["image_index"].tolist(), state["image_pixels"].tolist()))
 
 
 class RevealedLabels:

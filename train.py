@@ -645,7 +645,7 @@ def run(args):
         scaler.load_state_dict(resume["scaler"]) if resume.get("scaler") else None
         theta = resume["theta"].to(args.device)
         revealed = selection.RevealedLabels.from_state_dict(resume["revealed"])
-        set_annotator_counts(annotator, resume["annotator"])
+        annotator.load_state_dict(resume["annotator"])
         state.update({k: resume[k] for k in state})
         set_rng_state(resume["rng"])
         if (out / SELECTION).exists():  # labels bought after the checkpoint are reused, never bought twice
@@ -661,7 +661,7 @@ def run(args):
                          "nets": {k: unwrap(m).state_dict() for k, m in net.items()},
                          "opts": {k: o.state_dict() for k, o in opt.items()}, "scaler": scaler.state_dict(),
                          "theta": theta.cpu(), "revealed": revealed.state_dict(),
-                         "annotator": annotator_counts(annotator), "rng": rng_state()}, out / CHECKPOINT)
+                         "annotator": annotator.state_dict(), "rng": rng_state()}, out / CHECKPOINT)
 
     # ---- 1. adaptation (with 2. selection at the chosen iterations) ----------------------------------------------
     bar = tqdm(range(state["iter"], args.iters), desc=f"{args.mode}: adaptation", initial=state["iter"],
@@ -672,7 +672,7 @@ def run(args):
             r = state["rounds_done"]
             if saved_selection is not None and saved_selection["rounds_done"] > r:
                 revealed = selection.RevealedLabels.from_state_dict(saved_selection)   # bought before the kill
-                set_annotator_counts(annotator, saved_selection["annotator"])
+                annotator.load_state_dict(saved_selection["annotator"])
                 state["masks"] = saved_selection["masks"]
             else:
                 masks = select_round(args, net, target_images, annotator, revealed, r, len(select_its), budget)
@@ -754,22 +754,12 @@ def log_interval(args, state, bar):
                    " ".join(f"{k}={v:.4f}" for k, v in entry.items() if k != "iter"))
 
 
-def annotator_counts(annotator):
-    return {"pixels_revealed": annotator.pixels_revealed, "pixels_seen": annotator.pixels_seen,
-            "images_annotated": annotator.images_annotated}
-
-
-def set_annotator_counts(annotator, counts):
-    for k, v in counts.items():
-        setattr(annotator, k, int(v))
-
-
 def save_selection(args, out, revealed, annotator, state):
     """selection.pt: every label bought so far (sparse: image, pixel, label), the annotator's counters and the
     figure masks; written after each round so that a killed run never buys the same labels again."""
     if args.rank == 0:
         save_atomic({"format": FORMAT, "mode": args.mode, "rounds_done": state["rounds_done"],
-                     **revealed.state_dict(), "annotator": annotator_counts(annotator), "masks": state["masks"]},
+                     **revealed.state_dict(), "annotator": annotator.state_dict(), "masks": state["masks"]},
                     out / SELECTION)
 
 
@@ -842,10 +832,11 @@ def run_table(args):
         for mode in ("spl", "ppl", "random", "entropy", "source_only", "adaptseg", "supervised"):
             a = argparse.Namespace(**vars(args))
             a.mode, a.seed, a.out = mode, seed, str(out / f"{mode}-seed{seed}")
+            a = apply_defaults(a)
             if mode in ("random", "entropy") and args.budget is None:
-                a.budget = spl_frac
+                a.budget = spl_frac  # SPL's own budget (0 if its mask was empty)
             print(f"=== table: {mode}, seed {seed} ===")
-            m = run(apply_defaults(a))
+            m = run(a)
             if mode == "spl":
                 spl_frac = m["labelled_fraction"]
             rows[mode].append(m)

@@ -297,6 +297,14 @@ def test_annotator_reveals_only_selected_pixels_and_counts():
     assert ann.pixels_revealed == 15 and ann.pixels_seen == 72 and ann.images_annotated == 3
     assert ann.fraction_revealed == pytest.approx(15 / 72)
     assert ann.points_per_image == pytest.approx(5.0)
+    sel3 = torch.zeros(1, 4, 6, dtype=torch.bool)
+    sel3[0, 3, 0] = True                                                  # a second round on image 3: 1 more px
+    ann.annotate([3], sel3)
+    assert ann.pixels_revealed == 16 and ann.images_annotated == 3 and ann.pixels_seen == 72
+    assert ann.points_per_image == pytest.approx(16 / 3)
+    restored = selection.Annotator(label_of)
+    restored.load_state_dict(torch.load(_roundtrip(ann.state_dict()), weights_only=True))
+    assert (restored.pixels_revealed, restored.images_annotated, restored.pixels_seen) == (16, 3, 72)
 
 
 def test_annotator_shape_mismatch_raises():
@@ -368,3 +376,12 @@ def test_revealed_labels_state_dict_round_trip_with_weights_only_load(tmp_path):
     buf.seek(0)
     empty = selection.RevealedLabels.from_state_dict(torch.load(buf, weights_only=True))
     assert (empty.batch([0]) == 255).all()
+
+
+def _roundtrip(obj):
+    """torch.save into memory, for torch.load(weights_only=True)."""
+    import io
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    buf.seek(0)
+    return buf
