@@ -73,7 +73,12 @@ class ResNet101Backbone(nn.Module):
         if weights not in (None, "imagenet"):  # an offline file: a torchvision resnet101 state dict
             state = torch.load(weights, map_location="cpu", weights_only=True)
             state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-            net.load_state_dict(state, strict=False)
+            missing, unexpected = net.load_state_dict(state, strict=False)
+            missing = [k for k in missing if not k.startswith("fc.")]  # only the unused classifier may be absent
+            if missing or unexpected:  # strict=False alone would silently keep the random init
+                raise ValueError(f"weights file {weights} is not a torchvision resnet101 state dict: missing "
+                                 f"{missing[:3]}, unexpected {unexpected[:3]} ({len(missing)} and "
+                                 f"{len(unexpected)} keys in all)")
         self.normalize = Normalize()
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4

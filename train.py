@@ -16,6 +16,7 @@ Stages (each has a banner below and a progress bar at run time):
 The modes: source_only, adaptseg, spl, ppl, random, entropy, supervised, table (see --help).
 """
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -142,6 +143,9 @@ RUNTIME_FLAGS = ("device", "threads", "num_workers", "quiet", "resume")  # a res
 
 def resume_args(cli):
     """--resume RUN_DIR: the run's own settings come from its checkpoint, so it continues exactly."""
+    if (Path(cli.resume) / "metrics.json").exists():
+        raise UsageError(f"{cli.resume} holds a finished run (metrics.json): there is nothing to resume; start a "
+                         f"new run with another --out")
     ckpt = load_safe(Path(cli.resume) / CHECKPOINT, "checkpoint")
     args = argparse.Namespace(**ckpt["args"])
     for k in RUNTIME_FLAGS:
@@ -178,6 +182,9 @@ def apply_defaults(args):
         raise UsageError(f"--save-every {args.save_every} must be 0 (only at the end) or positive")
     if real and (not args.gta5_root or not args.cityscapes_root):
         raise UsageError("--data gta5-cityscapes needs --gta5-root and --cityscapes-root (see README, 'Full scale')")
+    if args.weights not in (None, "imagenet") and not Path(args.weights).is_file():
+        raise UsageError(f"--weights {args.weights}: no such file; give 'imagenet' (torchvision download) or the "
+                         f"path of a torchvision resnet101 state dict")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda, but torch sees no CUDA GPU here; use --device cpu (or auto)")
     return args
@@ -456,6 +463,37 @@ def gather_dict(args, d):
     return {k: v for p in parts for k, v in p.items()}
 
 
+def state_digest(net):
+    """SHA-256 over every parameter and buffer of every model (names and exact bytes): equal digests mean equal
+    weights, bit for bit."""
+    h = hashlib.sha256()
+    for key in sorted(net):
+        for name, t in unwrap(net[key]).state_dict().items():
+            h.update(f"{key}.{name}".encode())
+            h.update(t.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def sync_buffers(args, net):
+    """Rank 0's buffers (batch-norm running statistics) to every rank. DDP broadcasts them only at the start of a
+    forward, so after the last step each rank holds the statistics of its own last batch; afterwards every rank
+    evaluates rank 0's model, the one that is saved."""
+    if args.world > 1:
+        for m in net.values():
+            for b in unwrap(m).buffers():
+                torch.distributed.broadcast(b, src=0)
+
+
+def ranks_agree(args, net):
+    """True when every process holds the same weights (their state_digest is gathered and compared); recorded in
+    metrics.json as a check that distributed training kept the replicas identical. True for one process."""
+    if args.world == 1:
+        return True
+    digests = [None] * args.world
+    torch.distributed.all_gather_object(digests, state_digest(net))
+    return len(set(digests)) == 1
+
+
 # ================================================================================================================
 # 3. Evaluation: mIoU of A on target val
 # ================================================================================================================
@@ -498,13 +536,12 @@ def save_figures(args, out, A, evals, target_images, chosen, masks, revealed):
     """predictions.png: val input, ground truth, prediction. selection.png: target-train input, the
     inconsistency mask of B at selection time (spl/ppl), the selected pixels or points, the revealed labels.
     (With several rounds, the mask shown is the last round's, the selection the union of all rounds.)"""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves a notebook's backend alone
     palette = np.asarray(evals.palette) if hasattr(evals, "palette") else None
     A.eval()
     rows = min(FIGURE_ROWS, len(evals))
-    fig, axes = plt.subplots(rows, 3, figsize=(9, 2 * rows), squeeze=False)
+    fig = Figure(figsize=(9, 2 * rows))
+    axes = fig.subplots(rows, 3, squeeze=False)
     with torch.no_grad():
         for r in range(rows):
             x, y = evals[r]
@@ -517,12 +554,12 @@ def save_figures(args, out, A, evals, target_images, chosen, masks, revealed):
     fig.suptitle(f"{args.mode}: model A on target val")
     fig.tight_layout()
     fig.savefig(out / "predictions.png", dpi=100)
-    plt.close(fig)
     A.train()
     if not chosen:
         return
     idx = sorted(chosen)[:FIGURE_ROWS]
-    fig, axes = plt.subplots(len(idx), 4, figsize=(12, 2 * len(idx)), squeeze=False)
+    fig = Figure(figsize=(12, 2 * len(idx)))
+    axes = fig.subplots(len(idx), 4, squeeze=False)
     with torch.no_grad():
         for r, i in enumerate(idx):
             x, _ = target_images[i]
@@ -552,7 +589,6 @@ def save_figures(args, out, A, evals, target_images, chosen, masks, revealed):
     fig.suptitle(f"{args.mode}: what was labelled")
     fig.tight_layout()
     fig.savefig(out / "selection.png", dpi=100)
-    plt.close(fig)
 
 
 # ================================================================================================================
@@ -655,13 +691,24 @@ def run(args):
     tgt_stream = stream(target_images, args, args.seed * 2 + 1, state["iter"] * args.batch_size, args.device)
     state["stage_time"]["setup"] += time.time() - t_start
 
+    saved_at = [state["iter"]]  # iteration of the checkpoint on disk, for the divergence messages
+
     def checkpoint():
+        for k, m in net.items():  # a step can blow the weights up while its loss was finite: never save those
+            if not all(torch.isfinite(t).all() for t in unwrap(m).state_dict().values() if t.is_floating_point()):
+                raise UsageError(f"training diverged: the weights of {k} are no longer finite after iteration "
+                                 f"{state['iter'] - 1}; the last good checkpoint is {out / CHECKPOINT} (iteration "
+                                 f"{saved_at[0]}); lower --lr and start again")
+        saved_at[0] = state["iter"]
         if args.rank == 0:
             save_atomic({"format": FORMAT, "args": args_dict(args), **state,
                          "nets": {k: unwrap(m).state_dict() for k, m in net.items()},
                          "opts": {k: o.state_dict() for k, o in opt.items()}, "scaler": scaler.state_dict(),
                          "theta": theta.cpu(), "revealed": revealed.state_dict(),
                          "annotator": annotator.state_dict(), "rng": rng_state()}, out / CHECKPOINT)
+
+    if resume is None:
+        checkpoint()  # iteration 0: from now on a killed run can always be resumed
 
     # ---- 1. adaptation (with 2. selection at the chosen iterations) ----------------------------------------------
     bar = tqdm(range(state["iter"], args.iters), desc=f"{args.mode}: adaptation", initial=state["iter"],
@@ -691,7 +738,7 @@ def run(args):
         for k, v in losses.items():
             if not math.isfinite(v):  # stop before a bad step reaches a checkpoint: the last one stays good
                 raise UsageError(f"training diverged: {k} = {v} at iteration {it}; the last good checkpoint is "
-                                 f"{out / CHECKPOINT} (iteration {state['iter']}); lower --lr and start again")
+                                 f"{out / CHECKPOINT} (iteration {saved_at[0]}); lower --lr and start again")
             state["running"][k] = state["running"].get(k, 0.0) + v
         state["running"]["n"] = state["running"].get("n", 0) + 1
         state["iter"] = it + 1
@@ -703,6 +750,8 @@ def run(args):
 
     # ---- 3. evaluation -------------------------------------------------------------------------------------------
     t0 = time.time()
+    sync_buffers(args, net)         # DDP: every rank evaluates rank 0's model, the one saved ...
+    agree = ranks_agree(args, net)  # ... and its weights must be every rank's (DDP averaged every gradient)
     A = unwrap(net["A"])
     miou, ious = evaluate(args, A, evals, num_classes)
     state["stage_time"]["evaluation"] = time.time() - t0
@@ -729,7 +778,7 @@ def run(args):
             "stage_seconds": stage_time, "wall_seconds": total,
             "selection_share_of_wall": stage_time["selection"] / max(total, 1e-9),
             "iters_per_second": args.iters / max(stage_time["adaptation"], 1e-9),
-            "peak_memory_mb": peak_memory_mb(args.device),
+            "peak_memory_mb": peak_memory_mb(args.device), "ranks_agree": agree,
             "history": state["history"], "args": args_dict(args),
             "platform": {"python": platform.python_version(), "torch": torch.__version__,
                          "threads": torch.get_num_threads(), "device": str(args.device), "world": args.world},
@@ -835,7 +884,8 @@ def run_table(args):
             a = apply_defaults(a)
             if mode in ("random", "entropy") and args.budget is None:
                 a.budget = spl_frac  # SPL's own budget (0 if its mask was empty)
-            print(f"=== table: {mode}, seed {seed} ===")
+            if not args.quiet:
+                print(f"=== table: {mode}, seed {seed} ===")
             m = run(a)
             if mode == "spl":
                 spl_frac = m["labelled_fraction"]
@@ -863,9 +913,7 @@ PAPER_TABLE = {  # Shin et al. 2021, Table 1, GTA5 -> Cityscapes, DeepLab-V2 (mI
 
 
 def write_table(out, results, rows, seeds, args):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves a notebook's backend alone
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"Miniature Table 1: synthetic benchmark, seeds {seeds}, {args.iters} iterations, model {args.model}.",
              "", "| method | mIoU (%) | of supervised | labelled pixels (%) | px / image | paper, GTA5->Cityscapes |",
@@ -876,8 +924,10 @@ def write_table(out, results, rows, seeds, args):
                      f"{r['points_per_image']:.0f} | {PAPER_TABLE.get(r['mode'], '-')} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     (out / "results.json").write_text(json.dumps({"seeds": seeds, "results": results}, indent=2))
-    print("\n".join(lines))
-    fig, ax = plt.subplots(figsize=(6, 4))
+    if not args.quiet:
+        print("\n".join(lines))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     markers = dict(source_only="v", adaptseg="^", random="x", entropy="+", ppl="s", spl="o", supervised="*")
     for r in results:
         frac = max(100 * r["labelled_fraction"], 1e-3)  # log axis: unlabelled methods drawn at 0.001%
@@ -891,7 +941,6 @@ def write_table(out, results, rows, seeds, args):
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(out / "results.png", dpi=120)
-    plt.close(fig)
 
 
 # ================================================================================================================
@@ -989,7 +1038,10 @@ def main(argv=None):
         else:
             run(args)
     except (UsageError, data.DatasetError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        message = str(e).strip()
+        if "Original Traceback" in message:  # raised in a DataLoader worker: its last line is the message
+            message = message.splitlines()[-1].split(": ", 1)[-1]
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():

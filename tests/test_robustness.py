@@ -1,0 +1,415 @@
+"""Runs that survive (issue 6): a run killed at any moment resumes from its last complete checkpoint and ends
+exactly as an uninterrupted one; labels are never bought twice; checkpoints load with weights_only=True, so a
+truncated, foreign or malicious one is refused by name; bad input and divergence give one clear error (exit 2)
+and never damage an earlier run. (Label leakage is tested in test_train.py.)"""
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import data  # noqa: E402
+import labor  # noqa: E402
+import selection  # noqa: E402
+import train  # noqa: E402
+
+TINY = ["--n-source", "8", "--n-target", "6", "--n-val", "4", "--size", "32", "64", "--batch-size", "2",
+        "--width", "8", "--log-every", "3", "--threads", "1"]
+SELECT_AT = 30  # SPL at iteration 30 of 60 labels a few hundred pixels with these settings (at 3: none)
+
+
+def run_flags(save_every=2):
+    return ["--mode", "spl", "--iters", "60", "--save-every", str(save_every), "--select-at", str(SELECT_AT), *TINY]
+
+
+RUN = run_flags()
+REAL = ["--data", "gta5-cityscapes", "--model", "tiny", "--source-size", "64", "32", "--target-size", "64", "32",
+        "--iters", "2", "--batch-size", "1", "--width", "8", "--threads", "1"]
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+def main(argv, capsys):
+    """train.main in this process; returns (exit code, stderr). Exit code 0 when it returns normally."""
+    capsys.readouterr()
+    try:
+        train.main([str(a) for a in argv])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+def assert_one_clear_error(code, err, *names):
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for name in names:
+        assert str(name) in err, (name, err)
+
+
+def snapshot(folder):
+    """{file name: sha256} of every file in a run folder."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(folder).iterdir())}
+
+
+def start(out, *flags):
+    """train.py in a subprocess (a real process, so it can be killed like one)."""
+    cmd = [sys.executable, "train.py", "--out", str(out), *flags, "--quiet"]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def kill_when(proc, out, condition, keep=None, timeout=120):
+    """Poll out/checkpoint.pt (with train.load_safe, as --resume reads it) and SIGKILL the process as soon as
+    condition(iteration) holds. keep=(path, predicate): also keep a copy of a checkpoint whose iteration satisfies
+    predicate. Returns the iteration of the checkpoint left on disk after the kill."""
+    ckpt, seen, t0 = out / train.CHECKPOINT, None, time.time()
+    snap = out.parent / (out.name + "-poll.pt")
+    while proc.poll() is None and time.time() - t0 < timeout:
+        stamp = ckpt.stat().st_mtime_ns if ckpt.exists() else None
+        if stamp is None or stamp == seen:
+            time.sleep(0.01)
+            continue
+        seen = stamp
+        shutil.copyfile(ckpt, snap)          # a complete file: checkpoints are replaced by rename
+        it = train.load_safe(snap, "checkpoint")["iter"]
+        if keep and keep[1](it) and not keep[0].exists():
+            shutil.copyfile(snap, keep[0])
+        if condition(it):
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            break
+    else:
+        proc.kill()
+        pytest.fail(f"the run ended (rc {proc.returncode}) or timed out before the kill; "
+                    f"stderr: {proc.stderr.read()[-2000:] if proc.stderr else ''}")
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "metrics.json").exists(), "killed mid-run, so the run must not have finished"
+    return train.load_safe(ckpt, "checkpoint")["iter"]
+
+
+def assert_same_run(ref, out):
+    """Same final weights, loss history, labels bought and budget counters as the uninterrupted run."""
+    a = torch.load(ref / "model_A.pt", weights_only=True)["A"]
+    b = torch.load(out / "model_A.pt", weights_only=True)["A"]
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, different
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (ref, out))
+    assert ma["history"] == mb["history"]
+    for k in ("miou", "labelled_pixels", "images_annotated", "labelled_fraction", "points_per_image"):
+        assert ma[k] == mb[k], k
+    sa, sb = (torch.load(d / train.SELECTION, weights_only=True) for d in (ref, out))
+    assert sa["rounds_done"] == sb["rounds_done"] == 1
+    for k in ("image_index", "pixel_index", "label"):
+        assert torch.equal(sa[k], sb[k]), k
+    assert sa["annotator"]["pixels_revealed"] == sb["annotator"]["pixels_revealed"] == len(sb["label"])
+    assert torch.equal(sa["annotator"]["image_pixels"], sb["annotator"]["image_pixels"])
+    ca, cb = (torch.load(d / train.CHECKPOINT, weights_only=True) for d in (ref, out))
+    for net in ca["nets"]:  # B and the discriminators too, and IAST's thresholds
+        assert all(torch.equal(ca["nets"][net][k], cb["nets"][net][k]) for k in ca["nets"][net]), net
+    assert torch.equal(ca["theta"], cb["theta"])
+
+
+@pytest.fixture
+def annotator_calls(monkeypatch):
+    """Counts the images the annotator is asked about in this process."""
+    calls = []
+    original = selection.Annotator.annotate
+
+    def spy(self, indices, *rest, **kw):
+        calls.extend(int(i) for i in indices)
+        return original(self, indices, *rest, **kw)
+
+    monkeypatch.setattr(selection.Annotator, "annotate", spy)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run every resumed run must equal (also: the 'earlier run' bad input must not touch)."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    args = train.get_args(["--out", str(out), *RUN])
+    args.quiet = True
+    m = train.run(args)
+    assert m["labelled_pixels"] > 0, "the round should buy labels, or the selection checks below are empty"
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ exact resume
+
+def test_killed_run_resumes_exactly(reference, tmp_path):
+    """SIGKILL a real process mid-run (before the labelling round), resume it with `train.py --resume`: the
+    result equals the uninterrupted run's (weights, losses, labels, budget)."""
+    out = tmp_path / "run"
+    it = kill_when(start(out, *RUN), out, lambda i: i >= 4)
+    assert 4 <= it < SELECT_AT and not (out / train.SELECTION).exists()
+    r = subprocess.run([sys.executable, "train.py", "--resume", str(out), "--threads", "1", "--quiet"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_same_run(reference, out)
+
+
+def test_kill_after_labelling_round_does_not_buy_again(reference, tmp_path, capsys, annotator_calls):
+    """Killed after the round: the resumed run asks the annotator nothing and ends as the uninterrupted run.
+    Killed between the round's selection.pt and the next checkpoint (simulated: a checkpoint from before the round
+    beside the selection.pt written by it): the saved labels are reused, again without asking the annotator."""
+    out, early = tmp_path / "run", tmp_path / "early.pt"
+    it = kill_when(start(out, *RUN), out, lambda i: i > SELECT_AT, keep=(early, lambda i: 0 < i < SELECT_AT))
+    assert it > SELECT_AT and early.exists()
+    assert torch.load(out / train.SELECTION, weights_only=True)["rounds_done"] == 1
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    shutil.copyfile(early, stale / train.CHECKPOINT)
+    shutil.copyfile(out / train.SELECTION, stale / train.SELECTION)
+
+    code, err = main(["--resume", out, "--threads", "1", "--quiet"], capsys)
+    assert code == 0, err
+    assert annotator_calls == []
+    assert_same_run(reference, out)
+
+    assert torch.load(stale / train.CHECKPOINT, weights_only=True)["rounds_done"] == 0
+    code, err = main(["--resume", stale, "--threads", "1", "--quiet"], capsys)
+    assert code == 0, err
+    assert annotator_calls == []
+    assert_same_run(reference, stale)
+
+
+def test_kill_before_first_periodic_checkpoint_can_resume(reference, tmp_path, capsys):
+    """With --save-every 0 (checkpoints only at the end) a run killed early still leaves the checkpoint written
+    right after set-up (iteration 0), and resuming from it gives the uninterrupted result."""
+    out = tmp_path / "run"
+    assert kill_when(start(out, *run_flags(save_every=0)), out, lambda i: True) == 0
+    code, err = main(["--resume", out, "--threads", "1", "--quiet"], capsys)
+    assert code == 0, err
+    assert_same_run(reference, out)
+
+
+def test_resume_of_a_finished_run_is_refused(reference, capsys):
+    before = snapshot(reference)
+    code, err = main(["--resume", reference, "--threads", "1"], capsys)
+    assert_one_clear_error(code, err, reference)
+    assert "finished" in err
+    assert snapshot(reference) == before
+
+
+# ------------------------------------------------------------------------------------------------ unsafe checkpoints
+
+def checkpoint_copy(reference, tmp_path):
+    """A run folder holding only a copy of the reference's checkpoint (as if killed)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    shutil.copyfile(reference / train.CHECKPOINT, out / train.CHECKPOINT)
+    return out, out / train.CHECKPOINT
+
+
+def test_truncated_checkpoint_is_refused_by_name(reference, tmp_path, capsys):
+    out, ckpt = checkpoint_copy(reference, tmp_path)
+    raw = ckpt.read_bytes()
+    ckpt.write_bytes(raw[:len(raw) // 2])
+    code, err = main(["--resume", out, "--threads", "1"], capsys)
+    assert_one_clear_error(code, err, ckpt)
+    assert "truncated" in err
+
+
+@pytest.mark.parametrize("content", ["foreign dict", "random bytes", "missing"])
+def test_foreign_checkpoint_is_refused_by_name(content, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    ckpt = out / train.CHECKPOINT
+    if content == "foreign dict":       # loads fine, but is not ours
+        torch.save({"state_dict": {"w": torch.zeros(3)}, "epoch": 3}, ckpt)
+    elif content == "random bytes":
+        ckpt.write_bytes(np.random.default_rng(0).bytes(4096))
+    code, err = main(["--resume", out, "--threads", "1"], capsys)
+    assert_one_clear_error(code, err, ckpt)
+
+
+class Payload:
+    """Unpickling this object runs a shell command (what a malicious checkpoint would do)."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def test_checkpoint_carrying_code_is_refused_and_never_run(reference, tmp_path, capsys):
+    out, ckpt = checkpoint_copy(reference, tmp_path)
+    marker = tmp_path / "pwned"
+    good = torch.load(ckpt, weights_only=True)
+    good["args"]["note"] = Payload(f"touch {shlex.quote(str(marker))}")   # our format, plus a payload
+    torch.save(good, ckpt)
+    code, err = main(["--resume", out, "--threads", "1"], capsys)
+    assert_one_clear_error(code, err, ckpt)
+    assert not marker.exists()
+    torch.load(ckpt, weights_only=False)  # the refusal is all that stood between us and the payload
+    assert marker.exists()
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+
+@pytest.fixture
+def fakes(tmp_path):
+    return data.write_fake_gta5(tmp_path / "gta", n=2), data.write_fake_cityscapes(tmp_path / "cs", n=2)
+
+
+def first(folder):
+    return sorted(Path(folder).rglob("*.png"))[0]
+
+
+def truncate(path):
+    raw = path.read_bytes()
+    path.write_bytes(raw[:len(raw) // 2])
+    return path
+
+
+def break_fakes(case, gta, cs):
+    """Damage the fake datasets; returns (extra flags, the text the error must contain)."""
+    roots = ["--gta5-root", gta, "--cityscapes-root", cs]
+    if case == "wrong gta5 root":
+        return ["--gta5-root", gta.parent / "nope", "--cityscapes-root", cs], gta.parent / "nope"
+    if case == "wrong cityscapes root":
+        return ["--gta5-root", gta, "--cityscapes-root", gta], gta / "leftImg8bit"
+    if case == "empty val split":
+        for f in (cs / "leftImg8bit" / "val").rglob("*.png"):
+            f.unlink()
+        return roots, cs / "leftImg8bit" / "val"
+    if case == "truncated source image":
+        return roots, truncate(first(gta / "images"))
+    if case == "truncated val image":                  # fails in evaluation, after training
+        return roots, truncate(first(cs / "leftImg8bit" / "val"))
+    if case == "truncated val image, worker":          # the same, raised inside a DataLoader worker
+        return roots + ["--num-workers", "1"], truncate(first(cs / "leftImg8bit" / "val"))
+    if case == "truncated target image, worker":
+        return roots + ["--num-workers", "1"], truncate(sorted((cs / "leftImg8bit" / "train").rglob("*.png"))[1])
+    if case == "unknown label value":
+        label = first(gta / "labels")
+        ids = np.asarray(Image.open(label)).copy()
+        ids[3, 3] = 200
+        Image.fromarray(ids).save(label)
+        return roots, label
+    if case == "label size mismatch":
+        label = first(cs / "gtFine" / "train")
+        Image.fromarray(np.full((8, 8), 7, np.uint8)).save(label)
+        return roots, label
+    raise ValueError(case)
+
+
+DATA_CASES = ["wrong gta5 root", "wrong cityscapes root", "empty val split", "truncated source image",
+              "truncated val image", "truncated val image, worker", "truncated target image, worker",
+              "unknown label value", "label size mismatch"]
+
+
+@pytest.mark.parametrize("case", DATA_CASES)
+def test_broken_real_data_gives_one_clear_error(case, fakes, reference, tmp_path, capsys):
+    """Broken GTA5 / Cityscapes folders and files, found at set-up, in training, in evaluation or inside a
+    DataLoader worker: one 'error:' line naming the file, exit 2, and the earlier run untouched."""
+    before = snapshot(reference)
+    flags, name = break_fakes(case, *fakes)
+    code, err = main([*REAL, *flags, "--out", tmp_path / "new", "--quiet"], capsys)
+    assert_one_clear_error(code, err, name)
+    assert snapshot(reference) == before
+
+
+def test_the_fake_real_data_run_works(fakes, tmp_path, capsys):
+    """The broken-data cases above fail because of the damage, not because the settings cannot run."""
+    gta, cs = fakes
+    code, err = main([*REAL, "--gta5-root", gta, "--cityscapes-root", cs, "--out", tmp_path / "ok", "--quiet",
+                      "--num-workers", "1"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "ok" / "metrics.json").exists()
+
+
+def test_worker_error_from_the_command_line(fakes, tmp_path):
+    """As a user sees it: train.py with a DataLoader worker reading a truncated image prints one line."""
+    gta, cs = fakes
+    bad = truncate(first(cs / "leftImg8bit" / "val"))
+    cmd = [sys.executable, "train.py", *REAL, "--gta5-root", str(gta), "--cityscapes-root", str(cs),
+           "--num-workers", "1", "--out", str(tmp_path / "new"), "--quiet"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert_one_clear_error(r.returncode, r.stderr, bad)
+
+
+FLAG_CASES = {
+    "budget 0": (["--budget", "0"], "--budget"),
+    "budget 1.5": (["--budget", "1.5"], "--budget"),
+    "points 0": (["--points", "0"], "--points"),
+    "unknown mode": (["--mode", "bogus"], "unknown --mode"),
+    "cuda without a GPU": (["--device", "cuda"], "--device cuda"),
+}
+
+
+@pytest.mark.parametrize("case", FLAG_CASES)
+def test_bad_flags_give_one_clear_error(case, reference, tmp_path, capsys):
+    if case == "cuda without a GPU" and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    flags, text = FLAG_CASES[case]
+    before = snapshot(reference)
+    code, err = main(["--mode", "spl", "--iters", "2", *TINY, *flags, "--out", tmp_path / "new"], capsys)
+    assert_one_clear_error(code, err, text)
+    assert snapshot(reference) == before
+    assert not (tmp_path / "new").exists()
+
+
+def test_out_holding_a_finished_run_is_refused_byte_for_byte(reference, capsys):
+    before = snapshot(reference)
+    code, err = main(["--mode", "spl", "--iters", "2", *TINY, "--out", reference], capsys)
+    assert_one_clear_error(code, err, reference, "--resume")
+    assert snapshot(reference) == before
+
+
+# ------------------------------------------------------------------------------------------------ divergence
+
+def test_nan_loss_stops_naming_term_and_iteration(tmp_path, capsys, monkeypatch):
+    """seg_loss turns NaN at iteration 7: exit 2, the message names loss_seg and iteration 7, and checkpoint.pt
+    is the last good one (iteration 6, finite weights), loadable as a normal checkpoint."""
+    calls = {"n": 0}
+    step, seg_loss = train.train_step, labor.seg_loss
+
+    def counting_step(*a, **kw):
+        calls["n"] += 1
+        return step(*a, **kw)
+
+    def nan_after(logits, *a, **kw):
+        loss = seg_loss(logits, *a, **kw)
+        return loss * float("nan") if calls["n"] > 7 else loss     # call 8 is iteration 7 (0-based)
+
+    monkeypatch.setattr(train, "train_step", counting_step)
+    monkeypatch.setattr(labor, "seg_loss", nan_after)
+    out = tmp_path / "run"
+    code, err = main(["--mode", "spl", "--iters", "12", "--save-every", "2", "--select-at", "3", *TINY,
+                      "--out", out, "--quiet"], capsys)
+    assert_one_clear_error(code, err, "loss_seg", "iteration 7", out / train.CHECKPOINT)
+    ckpt = train.load_safe(out / train.CHECKPOINT, "checkpoint")
+    assert ckpt["iter"] == 6
+    for net, weights in ckpt["nets"].items():
+        assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point()), net
+    assert not (out / "metrics.json").exists()
+
+
+def test_exploding_learning_rate_keeps_a_finite_checkpoint(tmp_path, capsys):
+    """A real divergence (--lr 1e5): a step can make the weights non-finite while its loss was still finite; the
+    checkpoint written after it must not hold them. Whatever stops the run, checkpoint.pt stays finite."""
+    out = tmp_path / "run"
+    code, err = main(["--mode", "source_only", "--iters", "10", "--save-every", "1", "--lr", "1e5", *TINY,
+                      "--out", out, "--quiet"], capsys)
+    assert_one_clear_error(code, err, "diverged", "iteration", out / train.CHECKPOINT)
+    ckpt = train.load_safe(out / train.CHECKPOINT, "checkpoint")
+    for net, weights in ckpt["nets"].items():
+        assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point()), net
