@@ -254,9 +254,11 @@ class InfiniteSampler(torch.utils.data.Sampler):
 def stream(dataset, args, seed, start, device):
     """An endless iterator of batches moved to the device (start = samples already consumed by this rank)."""
     sampler = InfiniteSampler(len(dataset), seed, start, args.rank, args.world)
+    # its own generator: a loader started draws from the global RNG, and a resumed run starts it at another moment
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, drop_last=True,
                                          num_workers=args.num_workers, pin_memory=device.type == "cuda",
-                                         persistent_workers=args.num_workers > 0)
+                                         persistent_workers=args.num_workers > 0,
+                                         generator=torch.Generator().manual_seed(seed))
     for batch in loader:
         yield [t.to(device, non_blocking=True) for t in batch]
 
@@ -406,8 +408,8 @@ def select_round(args, net, target_images, annotator, revealed, round_idx, n_rou
     points = args.points // n_rounds + (1 if round_idx < args.points % n_rounds else 0)
     frac = None if budget is None else budget / n_rounds
     indices = list(range(args.rank, len(target_images), args.world))
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(target_images, indices),
-                                         batch_size=args.batch_size, num_workers=args.num_workers)
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(target_images, indices), generator=torch.Generator(),
+                                         batch_size=args.batch_size, num_workers=args.num_workers)  # (see stream)
     chosen, masks = {}, {}
     for x_t, idx in tqdm(loader, desc=f"selection {round_idx + 1}/{n_rounds}", leave=False,
                          disable=args.rank != 0 or args.quiet):
@@ -506,7 +508,7 @@ def evaluate(args, A, dataset, num_classes):
     conf = torch.zeros(num_classes, num_classes, dtype=torch.long, device=args.device)
     indices = list(range(args.rank, len(dataset), args.world))
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=args.batch_size,
-                                         num_workers=args.num_workers)
+                                         num_workers=args.num_workers, generator=torch.Generator())  # (see stream)
     for x, y in tqdm(loader, desc="evaluation", leave=False, disable=args.rank != 0 or args.quiet):
         x, y = x.to(args.device), y.to(args.device)
         pred = labor.upsample(A(x)[0], y.shape[-2:]).argmax(dim=1)                       # (B, H, W)
@@ -772,7 +774,7 @@ def run(args):
         total = sum(stage_time.values())
         metrics = {
             "mode": args.mode, "seed": args.seed, "data": args.data, "model": args.model, "iters": args.iters,
-            "eval_split": args.eval_split, "miou": miou, "per_class_iou": dict(zip(classes, ious)),
+            "eval_split": args.eval_split, "miou": miou, "per_class_iou": {c: (None if math.isnan(v) else v) for c, v in zip(classes, ious)},  # JSON: null = absent
             "labelled_fraction": annotator.fraction_revealed, "labelled_pixels": annotator.pixels_revealed,
             "points_per_image": annotator.points_per_image, "images_annotated": annotator.images_annotated,
             "stage_seconds": stage_time, "wall_seconds": total,
@@ -908,8 +910,9 @@ def summarise_table(rows, args):
     return results
 
 
-PAPER_TABLE = {  # Shin et al. 2021, Table 1, GTA5 -> Cityscapes, DeepLab-V2 (mIoU)
-    "source_only": "36.6", "adaptseg": "42.4", "ppl": "63.7", "spl": "66.6", "supervised": "66.7"}
+PAPER_TABLE = {  # GTA5 -> Cityscapes, DeepLab-V2 (mIoU): AdaptSegNet (Tsai et al. 2018), LabOR (Shin et al. 2021)
+    "source_only": "36.6", "adaptseg": "42.4", "spl": "66.6 (2.2% px)", "ppl": "below SPL (40 pts)",
+    "supervised": "within 0.1 of SPL"}
 
 
 def write_table(out, results, rows, seeds, args):
@@ -1042,6 +1045,7 @@ def main(argv=None):
         if "Original Traceback" in message:  # raised in a DataLoader worker: its last line is the message
             message = message.splitlines()[-1].split(": ", 1)[-1]
         print(f"error: {message}", file=sys.stderr)
+        e.__traceback__ = None  # frees the failed run's DataLoader workers now (a worker's error is in a cycle)
         sys.exit(2)
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
