@@ -673,9 +673,9 @@ def run(args):
     scaler = torch.amp.GradScaler(args.device.type, enabled=args.amp_dtype == torch.float16)
     theta = torch.full((num_classes,), labor.IAST_THETA0, device=args.device)
     revealed = selection.RevealedLabels(tuple(target_images[0][0].shape[-2:]))
-    budget = args.budget
+    budget = args.budget  # None: SPL labels its whole inconsistency mask, random/entropy take the paper's 2.2%
     if budget is None and args.mode in ("random", "entropy"):
-        budget = DEFAULT_BUDGET  # SPL without --budget labels its whole inconsistency mask
+        budget = DEFAULT_BUDGET
     state = {"iter": 0, "rounds_done": 0, "history": [], "running": {}, "masks": {},
              "stage_time": {"setup": 0.0, "adaptation": 0.0, "selection": 0.0, "evaluation": 0.0, "outputs": 0.0}}
     saved_selection = None
