@@ -20,7 +20,8 @@ The file has four parts:
   1. class tables and palettes (Cityscapes train IDs, the label-ID lookup)
   2. the scene generator `make_scene` (pure, vectorised numpy) + `SyntheticStreets`
   3. real loaders `GTA5` and `Cityscapes` with clear errors for broken folders
-  4. helpers: `ImagesOnly`, `colorize`, `denormalize`, and `write_fake_*` for tests
+  4. helpers: `real_sizes`, `ImagesOnly`, `colorize`, `denormalize` (tests/fakes.py writes tiny real-layout
+     datasets for the loaders' tests)
 
 Conventions: images are float tensors (3, H, W) in [0, 1] (no mean/std normalisation,
 the model does that), labels are long tensors (H, W) of train IDs with IGNORE_INDEX
@@ -686,6 +687,15 @@ class Cityscapes(_LabelledFolder):
 # 4. Helpers
 
 
+def real_sizes(preset, source_size=None, target_size=None):
+    """(W, H) of source and target images for the real datasets: AdaptSegNet's 1280x720 and 1024x512 with the
+    paper preset, half of that otherwise; an explicit (W, H) wins."""
+    paper = preset == "paper"
+    src = tuple(source_size) if source_size else ((1280, 720) if paper else (640, 360))
+    tgt = tuple(target_size) if target_size else ((1024, 512) if paper else (512, 256))
+    return src, tgt
+
+
 class ImagesOnly(torch.utils.data.Dataset):
     """Wrap a labelled dataset and return (image, index): the target-train view.
 
@@ -733,49 +743,3 @@ def denormalize(image):
         image = image.detach().cpu().float().numpy()
     image = np.moveaxis(np.asarray(image), -3, -1)                     # (H, W, 3)
     return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
-def write_fake_gta5(root, n=4, size=(16, 32), seed=0):
-    """Write a tiny GTA5-layout dataset (synthetic source scenes) under root; return root.
-
-    Labels are palette ('P') PNGs of Cityscapes label IDs, like the real ones; the
-    bottom row is 0 ("unlabeled", the car bonnet) and pixel (0, 0) is 255.
-    """
-    root = Path(root)
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    (root / "labels").mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        image, label = _fake_pair("source", i, seed, size)
-        Image.fromarray(image).save(root / "images" / f"{i + 1:05d}.png")
-        lbl = Image.fromarray(label).convert("P")
-        lbl.putpalette(np.resize(CITYSCAPES_PALETTE, (256, 3)).flatten().tolist())
-        lbl.save(root / "labels" / f"{i + 1:05d}.png")
-    return root
-
-
-def write_fake_cityscapes(root, n=4, splits=("train", "val"), size=(16, 32), seed=0):
-    """Write a tiny Cityscapes-layout dataset (synthetic target scenes) under root; return root.
-
-    n images per split, alternating between two cities; labels are 8-bit grey PNGs of
-    label IDs with the same 0 bottom row and 255 corner pixel as write_fake_gta5.
-    """
-    root = Path(root)
-    for split in splits:
-        for i in range(n):
-            city = ("aachen", "bochum")[i % 2]
-            name = f"{city}_{i:06d}_000019"
-            for folder in ("leftImg8bit", "gtFine"):
-                (root / folder / split / city).mkdir(parents=True, exist_ok=True)
-            image, label = _fake_pair("target", i + 1000 * splits.index(split), seed, size)
-            Image.fromarray(image).save(root / "leftImg8bit" / split / city / f"{name}_leftImg8bit.png")
-            Image.fromarray(label).save(root / "gtFine" / split / city / f"{name}_gtFine_labelIds.png")
-    return root
-
-
-def _fake_pair(domain, index, seed, size):
-    """A synthetic scene with its label turned into Cityscapes label IDs (plus 0 and 255)."""
-    image, label = make_scene(domain, index, "fake", seed, size)
-    ids = TRAIN_ID_TO_LABEL_ID[SYNTHETIC_TO_CITYSCAPES[label]]        # (H, W) label IDs
-    ids[-1, :] = 0                                                    # "unlabeled" -> 255
-    ids[0, 0] = IGNORE_INDEX
-    return image, ids

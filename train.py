@@ -14,14 +14,11 @@ Stages (each has a banner below and a progress bar at run time):
   4. outputs      metrics.json, checkpoint, selection, figures in the run folder.
 
 The modes: source_only, adaptseg, spl, ppl, random, entropy, supervised, table (see --help).
+The plumbing lives beside this file: runs.py (run folder, checkpoints, resume), distributed.py (torchrun),
+figures.py, experiments.py (--mode table) and bench.py (--benchmark).
 """
 import argparse
-import hashlib
-import json
 import math
-import os
-import platform
-import resource
 import sys
 import time
 from pathlib import Path
@@ -31,20 +28,20 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+import bench
 import data
+import experiments
+import figures
 import labor
 import models
+import runs
 import selection
+from distributed import gather_dict, init_distributed, ranks_agree, sync_buffers, wrap_distributed
+from runs import UsageError, autocast, unwrap
 
 MODES = ("source_only", "adaptseg", "spl", "ppl", "random", "entropy", "supervised", "table")
-TABLE_MODES = ("source_only", "adaptseg", "random", "entropy", "ppl", "spl", "supervised")
 SELECTING_MODES = ("spl", "ppl", "random", "entropy")
-FIGURE_ROWS = 3  # images shown in predictions.png and selection.png
 DEFAULT_BUDGET = 0.022  # random/entropy run alone: the paper's SPL budget, 2.2% of the pixels
-
-
-class UsageError(Exception):
-    """A mistake the user can fix (bad flag, folder, file): printed as one message, exit code 2."""
 
 
 # ================================================================================================================
@@ -138,24 +135,8 @@ def get_args(argv=None):
       help="--benchmark: the device's peak TFLOP/s for the fraction-of-peak figure (default: looked up by name)")
     args = p.parse_args(argv)
     if args.resume:
-        args = resume_args(args)
+        args = runs.resume_args(args)
     return apply_defaults(args)
-
-
-RUNTIME_FLAGS = ("device", "threads", "num_workers", "quiet", "resume")  # a resumed run may change these
-
-
-def resume_args(cli):
-    """--resume RUN_DIR: the run's own settings come from its checkpoint, so it continues exactly."""
-    if (Path(cli.resume) / "metrics.json").exists():
-        raise UsageError(f"{cli.resume} holds a finished run (metrics.json): there is nothing to resume; start a "
-                         f"new run with another --out")
-    ckpt = load_safe(Path(cli.resume) / CHECKPOINT, "checkpoint")
-    args = argparse.Namespace(**ckpt["args"])
-    for k in RUNTIME_FLAGS:
-        setattr(args, k, getattr(cli, k))
-    args.out = cli.resume
-    return args
 
 
 def apply_defaults(args):
@@ -202,6 +183,8 @@ def select_iterations(args):
     return its
 
 
+
+
 # ================================================================================================================
 # 0. Set-up: data. Target-train labels go to the annotator and nowhere else.
 # ================================================================================================================
@@ -210,61 +193,22 @@ def build_data(args):
     """Returns source_train (labelled), target_train (labelled: for the annotator only), target_eval (labelled),
     and the class names."""
     if args.data == "synthetic":
-        size = tuple(args.size)
-        kw = dict(size=size, shift=args.shift)
+        kw = dict(size=tuple(args.size), shift=args.shift)
         source = data.SyntheticStreets("source", "train", n=args.n_source, seed=args.data_seed, **kw)
         target = data.SyntheticStreets("target", "train", n=args.n_target, seed=args.data_seed, **kw)
-        if args.eval_split == "val":
-            evals = data.SyntheticStreets("target", "val", n=args.n_val, seed=args.data_seed, **kw)
-        else:  # the tuning split: same distribution as val, another seed, so settings never see val
-            evals = data.SyntheticStreets("target", "val", n=args.n_val, seed=args.data_seed + 1000, **kw)
+        # the tuning split has val's distribution and another seed, so choosing settings never sees val
+        eval_seed = args.data_seed + (0 if args.eval_split == "val" else 1000)
+        evals = data.SyntheticStreets("target", "val", n=args.n_val, seed=eval_seed, **kw)
         return source, target, evals, source.classes
     if args.eval_split != "val":
         raise UsageError("--eval-split tune exists for the synthetic benchmark only")
-    src_size, tgt_size = real_sizes(args)
+    src_size, tgt_size = data.real_sizes(args.preset, args.source_size, args.target_size)
     source = data.GTA5(args.gta5_root, list_path=args.gta5_list, size=src_size)
     target = data.Cityscapes(args.cityscapes_root, "train", list_path=args.cityscapes_list, size=tgt_size,
                              label_size=tgt_size)
     # evaluation as the field does: predict at 1024x512, upsample to the full-resolution label
     evals = data.Cityscapes(args.cityscapes_root, "val", size=tgt_size, label_size=None)
     return source, target, evals, source.classes
-
-
-def real_sizes(args):
-    """(W, H) of source and target images: AdaptSegNet's 1280x720 and 1024x512 with --preset paper."""
-    paper = args.preset == "paper"
-    src = tuple(args.source_size) if args.source_size else ((1280, 720) if paper else (640, 360))
-    tgt = tuple(args.target_size) if args.target_size else ((1024, 512) if paper else (512, 256))
-    return src, tgt
-
-
-class InfiniteSampler(torch.utils.data.Sampler):
-    """An endless, seeded stream of indices: epoch e is torch.randperm(n) seeded with (seed, e). It can start at
-    any position, so a resumed run sees exactly the batches an uninterrupted one would; with several processes
-    rank r takes every world-th index."""
-
-    def __init__(self, n, seed, start=0, rank=0, world=1):
-        self.n, self.seed, self.start, self.rank, self.world = n, seed, start, rank, world
-
-    def __iter__(self):
-        t = self.start * self.world + self.rank
-        while True:
-            epoch, pos = divmod(t, self.n)
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            yield int(torch.randperm(self.n, generator=g)[pos])
-            t += self.world
-
-
-def stream(dataset, args, seed, start, device):
-    """An endless iterator of batches moved to the device (start = samples already consumed by this rank)."""
-    sampler = InfiniteSampler(len(dataset), seed, start, args.rank, args.world)
-    # its own generator: a loader started draws from the global RNG, and a resumed run starts it at another moment
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, drop_last=True,
-                                         num_workers=args.num_workers, pin_memory=device.type == "cuda",
-                                         persistent_workers=args.num_workers > 0,
-                                         generator=torch.Generator().manual_seed(seed))
-    for batch in loader:
-        yield [t.to(device, non_blocking=True) for t in batch]
 
 
 # ================================================================================================================
@@ -277,17 +221,13 @@ def build_models(args, num_classes):
     torch.manual_seed(args.seed)
     backbone = lambda: models.make_backbone(args.model, args.weights, args.width)  # noqa: E731
     net = {"A": models.SegModel(backbone(), num_classes, aux=True)}
-    if uses_adversarial(args.mode):
+    if args.mode not in ("source_only", "supervised"):
         net["D"] = models.FCDiscriminator(num_classes, args.ndf)
         net["D_aux"] = models.FCDiscriminator(num_classes, args.ndf)
     if args.mode in ("spl", "ppl"):
         torch.manual_seed(args.seed + 1)
         net["B"] = models.PixelSelector(backbone(), num_classes)
     return net
-
-
-def uses_adversarial(mode):
-    return mode not in ("source_only", "supervised")
 
 
 def build_optimisers(args, net):
@@ -298,10 +238,6 @@ def build_optimisers(args, net):
         if k in net:
             opt[k] = torch.optim.Adam(net[k].parameters(), lr=args.lr_d, betas=(0.9, 0.99))
     return opt
-
-
-def unwrap(m):
-    return m.module if hasattr(m, "module") else m
 
 
 def poly_lr(opt, base_lr, it, max_it, power):
@@ -390,9 +326,6 @@ def train_step(args, net, opt, theta, batch_s, batch_t, y_t, scaler=None):
     return losses, theta
 
 
-def autocast(args):
-    """Mixed precision when --amp: bf16 where supported, else fp16 (then the GradScaler guards the gradients)."""
-    return torch.autocast(args.device.type, dtype=args.amp_dtype, enabled=args.amp_dtype is not None)
 
 
 # ================================================================================================================
@@ -429,7 +362,7 @@ def select_round(args, net, target_images, annotator, revealed, round_idx, n_rou
             p1 = labor.upsample(logits1.float(), size)                                   # (B, C, H, W)
             p2 = labor.upsample(logits2.float(), size)                                   # (B, C, H, W)
             for i, m in zip(idx.tolist(), selection.inconsistency_mask(p1, p2).cpu()):
-                if i < FIGURE_ROWS:
+                if i < figures.FIGURE_ROWS:
                     masks[i] = m
             if args.mode == "spl":
                 sel = selection.spl_select(p1, p2, budget=frac, exclude=exclude)
@@ -460,44 +393,6 @@ def hash_seed(*numbers):
     """A stable seed from several integers (Python's hash() of a tuple is salted per process)."""
     return int(np.random.SeedSequence(list(numbers)).generate_state(1)[0])
 
-
-def gather_dict(args, d):
-    if args.world == 1:
-        return d
-    parts = [None] * args.world
-    torch.distributed.all_gather_object(parts, d)
-    return {k: v for p in parts for k, v in p.items()}
-
-
-def state_digest(net):
-    """SHA-256 over every parameter and buffer of every model (names and exact bytes): equal digests mean equal
-    weights, bit for bit."""
-    h = hashlib.sha256()
-    for key in sorted(net):
-        for name, t in unwrap(net[key]).state_dict().items():
-            h.update(f"{key}.{name}".encode())
-            h.update(t.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def sync_buffers(args, net):
-    """Rank 0's buffers (batch-norm running statistics) to every rank. DDP broadcasts them only at the start of a
-    forward, so after the last step each rank holds the statistics of its own last batch; afterwards every rank
-    evaluates rank 0's model, the one that is saved."""
-    if args.world > 1:
-        for m in net.values():
-            for b in unwrap(m).buffers():
-                torch.distributed.broadcast(b, src=0)
-
-
-def ranks_agree(args, net):
-    """True when every process holds the same weights (their state_digest is gathered and compared); recorded in
-    metrics.json as a check that distributed training kept the replicas identical. True for one process."""
-    if args.world == 1:
-        return True
-    digests = [None] * args.world
-    torch.distributed.all_gather_object(digests, state_digest(net))
-    return len(set(digests)) == 1
 
 
 # ================================================================================================================
@@ -535,128 +430,17 @@ def iou_from_confusion(conf):
 
 
 # ================================================================================================================
-# 4. Outputs: figures
-# ================================================================================================================
-
-def save_figures(args, out, A, evals, target_images, chosen, masks, revealed):
-    """predictions.png: val input, ground truth, prediction. selection.png: target-train input, the
-    inconsistency mask of B at selection time (spl/ppl), the selected pixels or points, the revealed labels.
-    (With several rounds, the mask shown is the last round's, the selection the union of all rounds.)"""
-    from matplotlib.figure import Figure  # no pyplot: leaves a notebook's backend alone
-    palette = np.asarray(evals.palette) if hasattr(evals, "palette") else None
-    A.eval()
-    rows = min(FIGURE_ROWS, len(evals))
-    fig = Figure(figsize=(9, 2 * rows))
-    axes = fig.subplots(rows, 3, squeeze=False)
-    with torch.no_grad():
-        for r in range(rows):
-            x, y = evals[r]
-            pred = labor.upsample(A(x[None].to(args.device))[0], y.shape[-2:]).argmax(1)[0].cpu()
-            for ax, img, title in zip(axes[r], (data.denormalize(x), data.colorize(y, palette),
-                                                data.colorize(pred, palette)), ("input", "ground truth", "prediction")):
-                ax.imshow(img)
-                ax.set_title(f"val {r}: {title}", fontsize=8)
-                ax.axis("off")
-    fig.suptitle(f"{args.mode}: model A on target val")
-    fig.tight_layout()
-    fig.savefig(out / "predictions.png", dpi=100)
-    A.train()
-    if not chosen:
-        return
-    idx = sorted(chosen)[:FIGURE_ROWS]
-    fig = Figure(figsize=(12, 2 * len(idx)))
-    axes = fig.subplots(len(idx), 4, squeeze=False)
-    with torch.no_grad():
-        for r, i in enumerate(idx):
-            x, _ = target_images[i]
-            img = data.denormalize(x)
-            if i in masks:
-                mask, mask_title = masks[i], "inconsistency mask (Eq. 4)"
-            else:
-                mask, mask_title = chosen[i], "selected pixels"
-            sel = chosen[i].numpy()
-            over = img.copy()
-            ys, xs = np.nonzero(sel)
-            lab = revealed.batch([i])[0]
-            axes[r, 0].imshow(img)
-            axes[r, 1].imshow(mask.numpy(), cmap="gray")
-            axes[r, 2].imshow(img)
-            if args.mode == "ppl":  # points: draw them as dots in their revealed class colour
-                colours = data.colorize(lab, palette)[ys, xs] / 255.0
-                axes[r, 2].scatter(xs, ys, c=colours, s=14, edgecolors="white", linewidths=0.5)
-            else:
-                over[sel] = (0.3 * over[sel] + 0.7 * np.array([255, 0, 255])).astype(np.uint8)
-                axes[r, 2].imshow(over)
-            axes[r, 3].imshow(data.colorize(lab, palette))
-            for ax, t in zip(axes[r], ("target train input", mask_title, f"selected ({int(sel.sum())} px)",
-                                       "labels revealed")):
-                ax.set_title(t, fontsize=8)
-                ax.axis("off")
-    fig.suptitle(f"{args.mode}: what was labelled")
-    fig.tight_layout()
-    fig.savefig(out / "selection.png", dpi=100)
-
-
-# ================================================================================================================
-# Checkpoints: atomic writes, safe loads
-# ================================================================================================================
-
-FORMAT = "labor-reference/1"   # every file we write carries it: a foreign file is refused by name
-CHECKPOINT, SELECTION = "checkpoint.pt", "selection.pt"
-
-
-def save_atomic(obj, path):
-    """torch.save to a temporary file, flush it to disk, then rename: a kill at any moment leaves either the old
-    file or the new one, never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def load_safe(path, what):
-    """torch.load(weights_only=True): plain tensors and containers only, so a checkpoint from a stranger cannot
-    run code here. A missing, truncated, corrupt or foreign file gives a UsageError naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{what} {path} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, pickle of a forbidden object, random bytes, ...
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise UsageError(f"cannot load {what} {path}: it is truncated, corrupt or holds objects other than "
-                         f"tensors ({reason}); delete it or use another run folder") from None
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise UsageError(f"{path} is not a labor-reference {what} (format {FORMAT!r} missing)")
-    return obj
-
-
-def rng_state():
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state):
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# ================================================================================================================
 # The run: stages 0 to 4 in order
 # ================================================================================================================
 
 def run(args):
+    """One run of args.mode: stages 0 to 4. Returns the metrics (also written to metrics.json)."""
     t_start = time.time()
-    setup_runtime(args)
+    runs.setup_runtime(args)
     out = Path(args.out)
-    resume = load_safe(out / CHECKPOINT, "checkpoint") if args.resume else None
+    resume = runs.load_safe(out / runs.CHECKPOINT, "checkpoint") if args.resume else None
     if args.rank == 0 and not args.resume:
-        prepare_out(out)
+        runs.prepare_out(out)
     select_its = select_iterations(args) if args.mode in SELECTING_MODES else []
     if args.mode == "supervised":
         select_its = [0]  # the annotator reveals every target-train label before training starts
@@ -671,7 +455,7 @@ def run(args):
            for k, m in build_models(args, num_classes).items()}
     opt = build_optimisers(args, net)
     scaler = torch.amp.GradScaler(args.device.type, enabled=args.amp_dtype == torch.float16)
-    theta = torch.full((num_classes,), labor.IAST_THETA0, device=args.device)
+    theta = torch.full((num_classes,), labor.IAST_THETA0, device=args.device)   # IAST thresholds (Eq. 5)
     revealed = selection.RevealedLabels(tuple(target_images[0][0].shape[-2:]))
     budget = args.budget  # None: SPL labels its whole inconsistency mask, random/entropy take the paper's 2.2%
     if budget is None and args.mode in ("random", "entropy"):
@@ -680,38 +464,20 @@ def run(args):
              "stage_time": {"setup": 0.0, "adaptation": 0.0, "selection": 0.0, "evaluation": 0.0, "outputs": 0.0}}
     saved_selection = None
     if resume is not None:  # everything an uninterrupted run would hold at this iteration
-        for k, m in net.items():
-            m.load_state_dict(resume["nets"][k])
-        for k, o in opt.items():
-            o.load_state_dict(resume["opts"][k])
-        scaler.load_state_dict(resume["scaler"]) if resume.get("scaler") else None
-        theta = resume["theta"].to(args.device)
-        revealed = selection.RevealedLabels.from_state_dict(resume["revealed"])
-        annotator.load_state_dict(resume["annotator"])
-        state.update({k: resume[k] for k in state})
-        set_rng_state(resume["rng"])
-        if (out / SELECTION).exists():  # labels bought after the checkpoint are reused, never bought twice
-            saved_selection = load_safe(out / SELECTION, "selection")
+        theta, revealed = runs.restore(resume, state, net, opt, scaler, annotator)
+        theta = theta.to(args.device)
+        if (out / runs.SELECTION).exists():  # labels bought after the checkpoint are reused, never bought twice
+            saved_selection = runs.load_safe(out / runs.SELECTION, "selection")
     net = wrap_distributed(args, net)
-    src_stream = stream(source, args, args.seed * 2 + 0, state["iter"] * args.batch_size, args.device)
-    tgt_stream = stream(target_images, args, args.seed * 2 + 1, state["iter"] * args.batch_size, args.device)
+    src_stream = runs.stream(source, args, args.seed * 2 + 0, state["iter"] * args.batch_size, args.device)
+    tgt_stream = runs.stream(target_images, args, args.seed * 2 + 1, state["iter"] * args.batch_size, args.device)
     state["stage_time"]["setup"] += time.time() - t_start
-
     saved_at = [state["iter"]]  # iteration of the checkpoint on disk, for the divergence messages
 
     def checkpoint():
-        for k, m in net.items():  # a step can blow the weights up while its loss was finite: never save those
-            if not all(torch.isfinite(t).all() for t in unwrap(m).state_dict().values() if t.is_floating_point()):
-                raise UsageError(f"training diverged: the weights of {k} are no longer finite after iteration "
-                                 f"{state['iter'] - 1}; the last good checkpoint is {out / CHECKPOINT} (iteration "
-                                 f"{saved_at[0]}); lower --lr and start again")
+        runs.check_finite(net, state, out, saved_at[0])
         saved_at[0] = state["iter"]
-        if args.rank == 0:
-            save_atomic({"format": FORMAT, "args": args_dict(args), **state,
-                         "nets": {k: unwrap(m).state_dict() for k, m in net.items()},
-                         "opts": {k: o.state_dict() for k, o in opt.items()}, "scaler": scaler.state_dict(),
-                         "theta": theta.cpu(), "revealed": revealed.state_dict(),
-                         "annotator": annotator.state_dict(), "rng": rng_state()}, out / CHECKPOINT)
+        runs.save_checkpoint(args, out, state, net, opt, scaler, theta, revealed, annotator)
 
     if resume is None:
         checkpoint()  # iteration 0: from now on a killed run can always be resumed
@@ -723,34 +489,33 @@ def run(args):
         if it in select_its and state["rounds_done"] == select_its.index(it):
             t0 = time.time()
             r = state["rounds_done"]
-            if saved_selection is not None and saved_selection["rounds_done"] > r:
-                revealed = selection.RevealedLabels.from_state_dict(saved_selection)   # bought before the kill
+            if saved_selection is not None and saved_selection["rounds_done"] > r:   # bought before the kill
+                revealed = selection.RevealedLabels.from_state_dict(saved_selection)
                 annotator.load_state_dict(saved_selection["annotator"])
                 state["masks"] = saved_selection["masks"]
             else:
-                masks = select_round(args, net, target_images, annotator, revealed, r, len(select_its), budget)
-                state["masks"].update(masks)
+                state["masks"].update(select_round(args, net, target_images, annotator, revealed, r,
+                                                   len(select_its), budget))
             state["rounds_done"] = r + 1
-            save_selection(args, out, revealed, annotator, state)
+            runs.save_selection(args, out, revealed, annotator, state)
             state["stage_time"]["selection"] += time.time() - t0
             checkpoint()
         t0 = time.time()
         for k, o in opt.items():
             poly_lr(o, args.lr_d if k.startswith("D") else args.lr, it, args.iters, args.power)
-        batch_s = next(src_stream)
-        batch_t = next(tgt_stream)
+        batch_s, batch_t = next(src_stream), next(tgt_stream)
         y_t = revealed.batch(batch_t[1].tolist(), args.device) if revealed.pixels else None
         losses, theta = train_step(args, net, opt, theta, batch_s, batch_t, y_t, scaler)
         for k, v in losses.items():
             if not math.isfinite(v):  # stop before a bad step reaches a checkpoint: the last one stays good
                 raise UsageError(f"training diverged: {k} = {v} at iteration {it}; the last good checkpoint is "
-                                 f"{out / CHECKPOINT} (iteration {saved_at[0]}); lower --lr and start again")
+                                 f"{out / runs.CHECKPOINT} (iteration {saved_at[0]}); lower --lr and start again")
             state["running"][k] = state["running"].get(k, 0.0) + v
         state["running"]["n"] = state["running"].get("n", 0) + 1
         state["iter"] = it + 1
         state["stage_time"]["adaptation"] += time.time() - t0
         if state["iter"] % args.log_every == 0 or state["iter"] == args.iters:
-            log_interval(args, state, bar)
+            runs.log_interval(args, state, bar)
         if args.save_every and state["iter"] % args.save_every == 0 and state["iter"] < args.iters:
             checkpoint()
 
@@ -765,273 +530,26 @@ def run(args):
     # ---- 4. outputs ----------------------------------------------------------------------------------------------
     t0 = time.time()
     checkpoint()
-    metrics = None
-    if args.rank == 0:
-        save_atomic({"format": FORMAT, "A": A.state_dict(), "theta": theta.cpu(), "args": args_dict(args),
-                     "classes": list(classes)}, out / "model_A.pt")
-        if not select_its:
-            save_selection(args, out, revealed, annotator, state)
-        chosen = {i: m for i, m in zip(revealed.pixels, revealed.masks())}
-        save_figures(args, out, A, evals, target_images, chosen, state["masks"], revealed)
-        stage_time = state["stage_time"]
-        stage_time["outputs"] = time.time() - t0
-        total = sum(stage_time.values())
-        metrics = {
-            "mode": args.mode, "seed": args.seed, "data": args.data, "model": args.model, "iters": args.iters,
-            "eval_split": args.eval_split, "miou": miou, "per_class_iou": {c: (None if math.isnan(v) else v) for c, v in zip(classes, ious)},  # JSON: null = absent
-            "labelled_fraction": annotator.fraction_revealed, "labelled_pixels": annotator.pixels_revealed,
-            "points_per_image": annotator.points_per_image, "images_annotated": annotator.images_annotated,
-            "stage_seconds": stage_time, "wall_seconds": total,
-            "selection_share_of_wall": stage_time["selection"] / max(total, 1e-9),
-            "iters_per_second": args.iters / max(stage_time["adaptation"], 1e-9),
-            "peak_memory_mb": peak_memory_mb(args.device), "ranks_agree": agree,
-            "history": state["history"], "args": args_dict(args),
-            "platform": {"python": platform.python_version(), "torch": torch.__version__,
-                         "threads": torch.get_num_threads(), "device": str(args.device), "world": args.world},
-        }
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        if not args.quiet:
-            print(f"[{args.mode}] target {args.eval_split} mIoU {100 * miou:.2f}  labelled "
-                  f"{100 * metrics['labelled_fraction']:.3f}% of target pixels  "
-                  f"({metrics['points_per_image']:.1f} px/image)  wall {total:.0f}s  -> {out}")
+    if args.rank != 0:
+        return None
+    runs.save_atomic({"format": runs.FORMAT, "A": A.state_dict(), "theta": theta.cpu(),
+                      "args": runs.args_dict(args), "classes": list(classes)}, out / "model_A.pt")
+    if not select_its:
+        runs.save_selection(args, out, revealed, annotator, state)
+    chosen = {i: m for i, m in zip(revealed.pixels, revealed.masks())}
+    figures.save_figures(args, out, A, evals, target_images, chosen, state["masks"], revealed)
+    state["stage_time"]["outputs"] = time.time() - t0
+    metrics = runs.write_metrics(args, out, state, miou, ious, classes, annotator, agree)
+    if not args.quiet:
+        print(f"[{args.mode}] target {args.eval_split} mIoU {100 * miou:.2f}  labelled "
+              f"{100 * metrics['labelled_fraction']:.3f}% of target pixels  "
+              f"({metrics['points_per_image']:.1f} px/image)  wall {metrics['wall_seconds']:.0f}s  -> {out}")
     return metrics
 
 
-def log_interval(args, state, bar):
-    """One history entry (mean of every loss term over the interval) and one log line."""
-    running = state["running"]
-    entry = {"iter": state["iter"], **{k: v / running["n"] for k, v in running.items() if k != "n"}}
-    state["history"].append(entry)
-    state["running"] = {}
-    bar.set_postfix({k[5:] if k.startswith("loss_") else k: f"{v:.3g}" for k, v in entry.items() if k != "iter"})
-    if args.rank == 0 and not args.quiet:
-        tqdm.write(f"[{args.mode}] iter {entry['iter']}/{args.iters} " +
-                   " ".join(f"{k}={v:.4f}" for k, v in entry.items() if k != "iter"))
-
-
-def save_selection(args, out, revealed, annotator, state):
-    """selection.pt: every label bought so far (sparse: image, pixel, label), the annotator's counters and the
-    figure masks; written after each round so that a killed run never buys the same labels again."""
-    if args.rank == 0:
-        save_atomic({"format": FORMAT, "mode": args.mode, "rounds_done": state["rounds_done"],
-                     **revealed.state_dict(), "annotator": annotator.state_dict(), "masks": state["masks"]},
-                    out / SELECTION)
-
-
-def setup_runtime(args):
-    """Device, distributed rank/world, threads, precision and the run folder's name (agreed on by every rank)."""
-    args.rank = getattr(args, "rank", 0)
-    args.world = getattr(args, "world", 1)
-    args.quiet = getattr(args, "quiet", False)
-    if not isinstance(args.device, torch.device):
-        args.device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                                   else ("cpu" if args.device == "auto" else args.device))
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    args.amp_dtype = None
-    if args.amp:  # bf16 where the hardware has it (no scaler needed), fp16 with a GradScaler otherwise
-        bf16 = args.device.type == "cpu" or torch.cuda.is_bf16_supported()
-        args.amp_dtype = torch.bfloat16 if bf16 else torch.float16
-    args.memory_format = torch.channels_last if args.device.type == "cuda" else torch.contiguous_format
-    if args.out is None:
-        name = [f"runs/{args.mode}-{time.strftime('%Y%m%d-%H%M%S')}"]
-        if args.world > 1:
-            torch.distributed.broadcast_object_list(name, src=0)
-        args.out = name[0]
-
-
-def prepare_out(out):
-    """Never overwrite an earlier run: a folder holding a run (metrics.json or a checkpoint) is refused."""
-    for f in ("metrics.json", CHECKPOINT, SELECTION):
-        if (out / f).exists():
-            raise UsageError(f"{out} already holds a run ({f}); continue it with --resume {out}, or pick another "
-                             f"--out")
-    out.mkdir(parents=True, exist_ok=True)
-
-
-def wrap_distributed(args, net):
-    if args.world == 1:
-        return net
-    from torch.nn.parallel import DistributedDataParallel as DDP
-    ids = [args.device.index] if args.device.type == "cuda" else None
-    return {k: DDP(m, device_ids=ids) for k, m in net.items()}
-
-
-def args_dict(args):
-    """The command-line settings as plain values (run-time fields like rank or dtype left out)."""
-    skip = ("rank", "world", "amp_dtype", "memory_format")
-    return {k: (str(v) if isinstance(v, torch.device) else v) for k, v in vars(args).items() if k not in skip}
-
-
-def peak_memory_mb(device):
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2 ** 20
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux: the process's peak RSS
-    return kb / 1024
-
-
-# ================================================================================================================
-# --mode table: the miniature Table 1
-# ================================================================================================================
-
 def run_table(args):
-    """Every mode with the same seed(s); random and entropy at the budget SPL used. Writes results.md, results.json
-    and results.png (mIoU against labelled fraction) in the run folder."""
-    out = Path(args.out or f"runs/table-{time.strftime('%Y%m%d-%H%M%S')}")
-    if (out / "results.md").exists():
-        raise UsageError(f"{out} already holds a table (results.md); pick another --out or delete it")
-    seeds = args.seeds or [args.seed]
-    rows = {m: [] for m in TABLE_MODES}
-    for seed in seeds:
-        spl_frac = None
-        for mode in ("spl", "ppl", "random", "entropy", "source_only", "adaptseg", "supervised"):
-            a = argparse.Namespace(**vars(args))
-            a.mode, a.seed, a.out = mode, seed, str(out / f"{mode}-seed{seed}")
-            a = apply_defaults(a)
-            if mode in ("random", "entropy") and args.budget is None:
-                a.budget = spl_frac  # SPL's own budget (0 if its mask was empty)
-            if not args.quiet:
-                print(f"=== table: {mode}, seed {seed} ===")
-            m = run(a)
-            if mode == "spl":
-                spl_frac = m["labelled_fraction"]
-            rows[mode].append(m)
-    results = summarise_table(rows, args)
-    write_table(out, results, rows, seeds, args)
-    return results
-
-
-def summarise_table(rows, args):
-    sup = np.mean([m["miou"] for m in rows["supervised"]])
-    results = []
-    for mode in TABLE_MODES:
-        mious = [m["miou"] for m in rows[mode]]
-        results.append({"mode": mode, "miou_mean": float(np.mean(mious)), "miou_std": float(np.std(mious)),
-                        "mious": mious, "of_supervised": float(np.mean(mious) / sup),
-                        "labelled_fraction": float(np.mean([m["labelled_fraction"] for m in rows[mode]])),
-                        "points_per_image": float(np.mean([m["points_per_image"] for m in rows[mode]])),
-                        "wall_seconds": float(np.mean([m["wall_seconds"] for m in rows[mode]]))})
-    return results
-
-
-# Published mIoU, GTA5 -> Cityscapes, DeepLab-V2: source only and AdaptSegNet (multi-level) from Tsai et al. 2018,
-# LabOR SPL (2.2% of pixels) from Shin et al. 2021, whose fully supervised model is within 0.1 of it.
-PAPER_TABLE = {"source_only": 36.6, "adaptseg": 42.4, "spl": 66.6}
-
-
-def write_table(out, results, rows, seeds, args):
-    from matplotlib.figure import Figure  # no pyplot: leaves a notebook's backend alone
-    out.mkdir(parents=True, exist_ok=True)
-    lines = [f"Miniature Table 1: synthetic benchmark, seeds {seeds}, {args.iters} iterations, model {args.model}.",
-             "", "| method | mIoU (%) | of supervised | labelled pixels (%) | px / image | paper, GTA5->Cityscapes |",
-             "|---|---|---|---|---|---|"]
-    for r in results:
-        lines.append(f"| {r['mode']} | {100 * r['miou_mean']:.1f} ± {100 * r['miou_std']:.1f} | "
-                     f"{100 * r['of_supervised']:.0f}% | {100 * r['labelled_fraction']:.2f} | "
-                     f"{r['points_per_image']:.0f} | {PAPER_TABLE.get(r['mode'], '-')} |")
-    (out / "results.md").write_text("\n".join(lines) + "\n")
-    (out / "results.json").write_text(json.dumps({"seeds": seeds, "results": results}, indent=2))
-    if not args.quiet:
-        print("\n".join(lines))
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
-    markers = dict(source_only="v", adaptseg="^", random="x", entropy="+", ppl="s", spl="o", supervised="*")
-    for r in results:
-        frac = max(100 * r["labelled_fraction"], 1e-3)  # log axis: unlabelled methods drawn at 0.001%
-        ax.errorbar(frac, 100 * r["miou_mean"], yerr=100 * r["miou_std"], marker=markers[r["mode"]],
-                    markersize=9, linestyle="none", label=r["mode"], capsize=3)
-    ax.set_xscale("log")
-    ax.set_xlabel("labelled target pixels (%, log scale; 0.001 = none)")
-    ax.set_ylabel("target val mIoU (%)")
-    ax.set_title(f"Miniature Table 1 (synthetic, seeds {seeds})")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(out / "results.png", dpi=120)
-
-
-# ================================================================================================================
-# --benchmark N: speed of one LabOR iteration on random tensors
-# ================================================================================================================
-
-PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.0, "A10": 125.0}  # dense, no sparsity
-
-
-def benchmark(args):
-    """Times N LabOR iterations (A, B, D and D_aux, all four losses, as --mode spl after labelling) on random
-    tensors at the configured resolution, after 3 warm-up iterations, and prints one JSON line. The FLOPs of one
-    iteration are counted with torch.utils.flop_counter (convolutions and matmuls, forward and backward)."""
-    from torch.utils.flop_counter import FlopCounterMode
-    setup_runtime(args)
-    if args.mode not in ("spl", "ppl"):
-        args.mode = "spl"  # the heaviest iteration: every model of LabOR
-    real = args.data == "gta5-cityscapes" or args.preset == "paper"
-    num_classes = 19 if real else len(data.SYNTHETIC_CLASSES)
-    (ws, hs), (wt, ht) = real_sizes(args) if real else ((args.size[1], args.size[0]),) * 2
-    net = {k: m.to(args.device, memory_format=args.memory_format)
-           for k, m in build_models(args, num_classes).items()}
-    net = wrap_distributed(args, net)
-    opt = build_optimisers(args, net)
-    scaler = torch.amp.GradScaler(args.device.type, enabled=args.amp_dtype == torch.float16)
-    theta = torch.full((num_classes,), labor.IAST_THETA0, device=args.device)
-    g = torch.Generator().manual_seed(args.seed)
-    b = args.batch_size
-    x_s = torch.rand(b, 3, hs, ws, generator=g).to(args.device)
-    y_s = torch.randint(num_classes, (b, hs, ws), generator=g).to(args.device)
-    x_t = torch.rand(b, 3, ht, wt, generator=g).to(args.device)
-    y_t = torch.randint(num_classes, (b, ht, wt), generator=g)
-    y_t[torch.rand(b, ht, wt, generator=g) > 0.022] = labor.IGNORE_INDEX   # SPL-like sparse target labels
-    batch_s, batch_t, y_t = (x_s, y_s), (x_t, torch.arange(b)), y_t.to(args.device)
-
-    def step():
-        nonlocal theta
-        _, theta = train_step(args, net, opt, theta, batch_s, batch_t, y_t, scaler)
-
-    sync = torch.cuda.synchronize if args.device.type == "cuda" else (lambda: None)
-    for _ in range(3):
-        step()
-    counter = FlopCounterMode(display=False)
-    with counter:
-        step()
-    flops = counter.get_total_flops()
-    sync()
-    if args.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(args.device)
-    t0 = time.perf_counter()
-    for _ in tqdm(range(args.benchmark), desc="benchmark", disable=args.quiet or args.rank != 0):
-        step()
-    sync()
-    seconds = time.perf_counter() - t0
-    its = args.benchmark / seconds
-    name = torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else platform.processor() or "cpu"
-    peak = args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
-    tflops = flops * its / 1e12
-    result = {"device": name, "world": args.world, "model": args.model, "amp": str(args.amp_dtype),
-              "source_hw": [hs, ws], "target_hw": [ht, wt], "batch_size": b, "iterations": args.benchmark,
-              "iters_per_second": its, "images_per_second": its * 2 * b * args.world,
-              "peak_memory_gib": peak_memory_mb(args.device) / 1024, "tflop_per_iteration": flops / 1e12,
-              "achieved_tflops": tflops, "peak_tflops": peak,
-              "fraction_of_peak": tflops / peak if peak else None}
-    if args.rank == 0:
-        print(json.dumps(result))
-    return result
-
-
-def init_distributed(args):
-    """Under torchrun (WORLD_SIZE > 1): one process per GPU with NCCL, or per CPU process with gloo."""
-    args.world = int(os.environ.get("WORLD_SIZE", "1"))
-    args.rank = 0
-    if args.world == 1:
-        return
-    use_cuda = args.device != "cpu" and torch.cuda.is_available()
-    torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
-    args.rank = torch.distributed.get_rank()
-    if use_cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        args.device = f"cuda:{local}"
-    if args.rank != 0:
-        args.quiet = True
+    """--mode table: every mode with the same seed(s) (experiments.py drives `run` and writes the table)."""
+    return experiments.run_table(args, run, apply_defaults)
 
 
 def main(argv=None):
@@ -1039,7 +557,7 @@ def main(argv=None):
         args = get_args(argv)
         init_distributed(args)
         if args.benchmark:
-            benchmark(args)
+            bench.benchmark(args, build_models, build_optimisers, train_step)
         elif args.mode == "table":
             run_table(args)
         else:

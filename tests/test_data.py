@@ -13,6 +13,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import data  # noqa: E402
+from fakes import write_fake_cityscapes, write_fake_gta5  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- tables
@@ -167,7 +168,7 @@ def _ids(h=16, w=32):
 
 
 def test_gta5_reads_and_maps_ids(tmp_path):
-    root = data.write_fake_gta5(tmp_path / "gta", n=3)
+    root = write_fake_gta5(tmp_path / "gta", n=3)
     _write_pair(root / "images" / "09999.png", root / "labels" / "09999.png", _ids())
     ds = data.GTA5(root)
     assert len(ds) == 4 and ds.num_classes == 19 and ds.classes == data.CITYSCAPES_CLASSES
@@ -193,7 +194,7 @@ def test_gta5_reads_and_maps_ids(tmp_path):
 
 
 def test_cityscapes_reads_splits_and_resizes(tmp_path):
-    root = data.write_fake_cityscapes(tmp_path / "cs", n=3, splits=("train", "val"))
+    root = write_fake_cityscapes(tmp_path / "cs", n=3, splits=("train", "val"))
     assert len(data.Cityscapes(root, "train")) == 3
     name = "zurich_000000_000019"
     _write_pair(root / "leftImg8bit" / "val" / "zurich" / f"{name}_leftImg8bit.png",
@@ -267,10 +268,10 @@ CASES = ["missing root", "missing images folder", "missing labels folder", "empt
 @pytest.mark.parametrize("case", CASES)
 def test_broken_datasets_raise_clear_errors(tmp_path, dataset, case):
     if dataset == "gta5":
-        root = data.write_fake_gta5(tmp_path / "gta", n=2)
+        root = write_fake_gta5(tmp_path / "gta", n=2)
         make = lambda r: data.GTA5(r)  # noqa: E731
     else:
-        root = data.write_fake_cityscapes(tmp_path / "cs", n=2, splits=("train",))
+        root = write_fake_cityscapes(tmp_path / "cs", n=2, splits=("train",))
         make = lambda r: data.Cityscapes(r, "train")  # noqa: E731
     path, at_getitem = _break(case, root)
     if case == "missing root":
@@ -285,7 +286,7 @@ def test_broken_datasets_raise_clear_errors(tmp_path, dataset, case):
 
 
 def test_list_file_problems(tmp_path):
-    root = data.write_fake_gta5(tmp_path / "gta", n=2)
+    root = write_fake_gta5(tmp_path / "gta", n=2)
     with pytest.raises(data.DatasetError, match="list file not found"):
         data.GTA5(root, list_path=tmp_path / "missing.txt")
     (tmp_path / "list.txt").write_text("00001.png\n12345.png\n")

@@ -15,8 +15,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import data
+from fakes import write_fake_cityscapes, write_fake_gta5  # noqa: E402
 import labor
 import models
+import runs  # noqa: E402
+import distributed  # noqa: E402
 import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,8 +40,8 @@ SMALL = ["--source-size", "64", "32", "--target-size", "64", "32", "--iters", "2
 @pytest.fixture(scope="module")
 def fakes(tmp_path_factory):
     root = tmp_path_factory.mktemp("fakes")
-    gta5 = data.write_fake_gta5(root / "gta5", n=4, size=SOURCE_HW)
-    cityscapes = data.write_fake_cityscapes(root / "cityscapes", n=4, size=FULL_HW)
+    gta5 = write_fake_gta5(root / "gta5", n=4, size=SOURCE_HW)
+    cityscapes = write_fake_cityscapes(root / "cityscapes", n=4, size=FULL_HW)
     return SimpleNamespace(gta5=str(gta5), cityscapes=str(cityscapes),
                            flags=["--data", "gta5-cityscapes", "--gta5-root", str(gta5), "--cityscapes-root",
                                   str(cityscapes)])
@@ -148,7 +151,7 @@ def test_paper_preset_defaults(fakes):
     assert (args.model, args.iters, args.batch_size, args.lr, args.lr_d, args.ndf) == \
         ("deeplabv2", 250000, 1, 2.5e-4, 1e-4, 64)
     assert (args.momentum, args.weight_decay, args.power) == (0.9, 5e-4, 0.9)
-    assert train.real_sizes(args) == ((1280, 720), (1024, 512))
+    assert data.real_sizes(args.preset, args.source_size, args.target_size) == ((1280, 720), (1024, 512))
     source, target, evals, classes = train.build_data(args)
     assert len(classes) == 19
     assert source[0][0].shape == (3, 720, 1280) and source[0][1].shape == (720, 1280)
@@ -227,7 +230,7 @@ def test_workers_give_the_same_batches(fakes):
     batches = {}
     for workers in (0, 2):
         args.num_workers = workers
-        s = train.stream(source, args, seed=5, start=3, device=torch.device("cpu"))
+        s = runs.stream(source, args, seed=5, start=3, device=torch.device("cpu"))
         batches[workers] = [next(s) for _ in range(4)]   # 8 samples of 4 images: crosses an epoch boundary
         s.close()
     for a, b in zip(batches[0], batches[2]):
@@ -280,7 +283,7 @@ def test_benchmark_prints_one_json_line_with_consistent_flops(capsys):
     # an independent count of one LabOR iteration at batch 2: FlopCounterMode, and forward hooks on every conv
     args = train.get_args(["--size", "32", "64", "--width", "8", "--batch-size", "2", "--threads", "1",
                            "--device", "cpu", "--quiet"])
-    train.setup_runtime(args)
+    runs.setup_runtime(args)
     num_classes = len(data.SYNTHETIC_CLASSES)
     net = train.build_models(args, num_classes)
     opt = train.build_optimisers(args, net)
@@ -308,10 +311,10 @@ def test_infinite_sampler_splits_one_stream_across_ranks():
     def take(sampler, n):
         it = iter(sampler)
         return [next(it) for _ in range(n)]
-    single = take(train.InfiniteSampler(5, seed=3), 40)
+    single = take(runs.InfiniteSampler(5, seed=3), 40)
     assert sorted(single[:5]) == sorted(single[5:10]) == list(range(5)) and single[:5] != single[5:10]
     for start in (0, 7):
-        ranks = [take(train.InfiniteSampler(5, seed=3, start=start, rank=r, world=2), 10) for r in (0, 1)]
+        ranks = [take(runs.InfiniteSampler(5, seed=3, start=start, rank=r, world=2), 10) for r in (0, 1)]
         merged = [i for pair in zip(*ranks) for i in pair]
         assert merged == single[2 * start:2 * start + 20]
 
@@ -321,21 +324,21 @@ def test_state_digest_and_ranks_agree_can_fail(monkeypatch):
     torch.manual_seed(0)
     net = {"A": models.TinyDeepLab(9, width=4), "D": models.FCDiscriminator(9, 4)}
     twin = copy.deepcopy(net)
-    assert train.state_digest(net) == train.state_digest(twin)
+    assert runs.state_digest(net) == runs.state_digest(twin)
     with torch.no_grad():
         w = twin["A"].head.branches[2].weight
         w.view(-1)[7] = torch.nextafter(w.view(-1)[7], torch.tensor(1.0))
-    assert train.state_digest(net) != train.state_digest(twin)
+    assert runs.state_digest(net) != runs.state_digest(twin)
     twin["A"].load_state_dict(net["A"].state_dict())
-    assert train.state_digest(net) == train.state_digest(twin)
+    assert runs.state_digest(net) == runs.state_digest(twin)
     twin["A"].backbone.stem[0][1].running_mean[0] += 1          # buffers count too
-    assert train.state_digest(net) != train.state_digest(twin)
+    assert runs.state_digest(net) != runs.state_digest(twin)
 
-    assert train.ranks_agree(SimpleNamespace(world=1, rank=0), net)
+    assert distributed.ranks_agree(SimpleNamespace(world=1, rank=0), net)
     for other, expected in ((net, True), (twin, False)):   # what a second rank would send
         monkeypatch.setattr(torch.distributed, "all_gather_object",
-                            lambda out, obj, o=other: out.__setitem__(slice(None), [obj, train.state_digest(o)]))
-        assert train.ranks_agree(SimpleNamespace(world=2, rank=0), net) is expected
+                            lambda out, obj, o=other: out.__setitem__(slice(None), [obj, runs.state_digest(o)]))
+        assert distributed.ranks_agree(SimpleNamespace(world=2, rank=0), net) is expected
 
 
 def test_torchrun_two_processes_match_single_process_selection(tmp_path):
@@ -365,7 +368,7 @@ def test_torchrun_two_processes_match_single_process_selection(tmp_path):
     # evaluation: the confusion matrix all-reduced over both ranks' halves of val is the whole split's
     assert math.isfinite(ddp["miou"]) and 0.0 <= ddp["miou"] <= 1.0
     args = train.get_args(flags + ["--out", str(tmp_path / "unused")])
-    train.setup_runtime(args)
+    runs.setup_runtime(args)
     source, target, evals, classes = train.build_data(args)
     A = train.build_models(args, len(classes))["A"]
     A.load_state_dict(torch.load(tmp_path / "ddp" / "model_A.pt", weights_only=True)["A"])

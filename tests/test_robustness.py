@@ -21,8 +21,10 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import data  # noqa: E402
+from fakes import write_fake_cityscapes, write_fake_gta5  # noqa: E402
 import labor  # noqa: E402
 import selection  # noqa: E402
+import runs  # noqa: E402
 import train  # noqa: E402
 
 TINY = ["--n-source", "8", "--n-target", "6", "--n-val", "4", "--size", "32", "64", "--batch-size", "2",
@@ -73,10 +75,10 @@ def start(out, *flags):
 
 
 def kill_when(proc, out, condition, keep=None, timeout=120):
-    """Poll out/checkpoint.pt (with train.load_safe, as --resume reads it) and SIGKILL the process as soon as
+    """Poll out/checkpoint.pt (with runs.load_safe, as --resume reads it) and SIGKILL the process as soon as
     condition(iteration) holds. keep=(path, predicate): also keep a copy of a checkpoint whose iteration satisfies
     predicate. Returns the iteration of the checkpoint left on disk after the kill."""
-    ckpt, seen, t0 = out / train.CHECKPOINT, None, time.time()
+    ckpt, seen, t0 = out / runs.CHECKPOINT, None, time.time()
     snap = out.parent / (out.name + "-poll.pt")
     while proc.poll() is None and time.time() - t0 < timeout:
         stamp = ckpt.stat().st_mtime_ns if ckpt.exists() else None
@@ -85,7 +87,7 @@ def kill_when(proc, out, condition, keep=None, timeout=120):
             continue
         seen = stamp
         shutil.copyfile(ckpt, snap)          # a complete file: checkpoints are replaced by rename
-        it = train.load_safe(snap, "checkpoint")["iter"]
+        it = runs.load_safe(snap, "checkpoint")["iter"]
         if keep and keep[1](it) and not keep[0].exists():
             shutil.copyfile(snap, keep[0])
         if condition(it):
@@ -99,7 +101,7 @@ def kill_when(proc, out, condition, keep=None, timeout=120):
     proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "metrics.json").exists(), "killed mid-run, so the run must not have finished"
-    return train.load_safe(ckpt, "checkpoint")["iter"]
+    return runs.load_safe(ckpt, "checkpoint")["iter"]
 
 
 def assert_same_run(ref, out):
@@ -113,13 +115,13 @@ def assert_same_run(ref, out):
     assert ma["history"] == mb["history"]
     for k in ("miou", "labelled_pixels", "images_annotated", "labelled_fraction", "points_per_image"):
         assert ma[k] == mb[k], k
-    sa, sb = (torch.load(d / train.SELECTION, weights_only=True) for d in (ref, out))
+    sa, sb = (torch.load(d / runs.SELECTION, weights_only=True) for d in (ref, out))
     assert sa["rounds_done"] == sb["rounds_done"] == 1
     for k in ("image_index", "pixel_index", "label"):
         assert torch.equal(sa[k], sb[k]), k
     assert sa["annotator"]["pixels_revealed"] == sb["annotator"]["pixels_revealed"] == len(sb["label"])
     assert torch.equal(sa["annotator"]["image_pixels"], sb["annotator"]["image_pixels"])
-    ca, cb = (torch.load(d / train.CHECKPOINT, weights_only=True) for d in (ref, out))
+    ca, cb = (torch.load(d / runs.CHECKPOINT, weights_only=True) for d in (ref, out))
     assert ca["iter"] == cb["iter"] == 40                 # the checkpoint written at the end
     for k in ca:  # B, the discriminators, every optimiser state, IAST's thresholds, the RNG, ...
         if k not in ("stage_time", "args"):               # ... all but wall-clock times and the --resume flag
@@ -174,8 +176,8 @@ def test_killed_run_resumes_exactly(reference, tmp_path):
     result equals the uninterrupted run's (weights, losses, labels, budget)."""
     out = tmp_path / "run"
     it = kill_when(start(out, *RUN), out, lambda i: i >= 4)
-    assert 4 <= it < SELECT_AT and not (out / train.SELECTION).exists()
-    (out / (train.CHECKPOINT + ".tmp")).write_bytes(b"PK\x03\x04 half")   # as if killed mid-write, for sure
+    assert 4 <= it < SELECT_AT and not (out / runs.SELECTION).exists()
+    (out / (runs.CHECKPOINT + ".tmp")).write_bytes(b"PK\x03\x04 half")   # as if killed mid-write, for sure
     r = subprocess.run([sys.executable, "train.py", "--resume", str(out), "--threads", "1", "--quiet"], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -189,18 +191,18 @@ def test_kill_after_labelling_round_does_not_buy_again(reference, tmp_path, caps
     out, early = tmp_path / "run", tmp_path / "early.pt"
     it = kill_when(start(out, *RUN), out, lambda i: i > SELECT_AT, keep=(early, lambda i: 0 < i < SELECT_AT))
     assert it > SELECT_AT and early.exists()
-    assert torch.load(out / train.SELECTION, weights_only=True)["rounds_done"] == 1
+    assert torch.load(out / runs.SELECTION, weights_only=True)["rounds_done"] == 1
     stale = tmp_path / "stale"
     stale.mkdir()
-    shutil.copyfile(early, stale / train.CHECKPOINT)
-    shutil.copyfile(out / train.SELECTION, stale / train.SELECTION)
+    shutil.copyfile(early, stale / runs.CHECKPOINT)
+    shutil.copyfile(out / runs.SELECTION, stale / runs.SELECTION)
 
     code, err = main(["--resume", out, "--threads", "1", "--quiet"], capsys)
     assert code == 0, err
     assert annotator_calls == []
     assert_same_run(reference, out)
 
-    assert torch.load(stale / train.CHECKPOINT, weights_only=True)["rounds_done"] == 0
+    assert torch.load(stale / runs.CHECKPOINT, weights_only=True)["rounds_done"] == 0
     code, err = main(["--resume", stale, "--threads", "1", "--quiet"], capsys)
     assert code == 0, err
     assert annotator_calls == []
@@ -225,7 +227,7 @@ def test_crash_before_first_periodic_checkpoint_can_resume(reference, tmp_path, 
     with pytest.raises(KeyboardInterrupt):
         main(["--out", out, *run_flags(save_every=0), "--quiet"], capsys)
     monkeypatch.setattr(train, "train_step", step)
-    assert train.load_safe(out / train.CHECKPOINT, "checkpoint")["iter"] == 0
+    assert runs.load_safe(out / runs.CHECKPOINT, "checkpoint")["iter"] == 0
     code, err = main(["--resume", out, "--threads", "1", "--quiet"], capsys)
     assert code == 0, err
     assert sorted(annotator_calls) == list(range(6))  # the round ran here: the spy of the test above works
@@ -246,8 +248,8 @@ def checkpoint_copy(reference, tmp_path):
     """A run folder holding only a copy of the reference's checkpoint (as if killed)."""
     out = tmp_path / "run"
     out.mkdir()
-    shutil.copyfile(reference / train.CHECKPOINT, out / train.CHECKPOINT)
-    return out, out / train.CHECKPOINT
+    shutil.copyfile(reference / runs.CHECKPOINT, out / runs.CHECKPOINT)
+    return out, out / runs.CHECKPOINT
 
 
 def test_truncated_checkpoint_is_refused_by_name(reference, tmp_path, capsys):
@@ -263,7 +265,7 @@ def test_truncated_checkpoint_is_refused_by_name(reference, tmp_path, capsys):
 def test_foreign_checkpoint_is_refused_by_name(content, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
-    ckpt = out / train.CHECKPOINT
+    ckpt = out / runs.CHECKPOINT
     if content == "foreign dict":       # loads fine, but is not ours
         torch.save({"state_dict": {"w": torch.zeros(3)}, "epoch": 3}, ckpt)
     elif content == "random bytes":
@@ -282,11 +284,11 @@ class Payload:
         return os.system, (self.command,)
 
 
-@pytest.mark.parametrize("which", [train.CHECKPOINT, train.SELECTION])
+@pytest.mark.parametrize("which", [runs.CHECKPOINT, runs.SELECTION])
 def test_file_carrying_code_is_refused_and_never_run(which, reference, tmp_path, capsys):
     """A checkpoint.pt or selection.pt in our format, plus a pickled object whose unpickling runs a command."""
     out, _ = checkpoint_copy(reference, tmp_path)
-    shutil.copyfile(reference / train.SELECTION, out / train.SELECTION)
+    shutil.copyfile(reference / runs.SELECTION, out / runs.SELECTION)
     marker, evil = tmp_path / "pwned", out / which
     good = torch.load(evil, weights_only=True)
     good["note"] = Payload(f"touch {shlex.quote(str(marker))}")
@@ -300,8 +302,8 @@ def test_file_carrying_code_is_refused_and_never_run(which, reference, tmp_path,
 
 def test_save_atomic_never_leaves_half_a_file(tmp_path, monkeypatch):
     """Killed mid-write (here: torch.save dies half-way), the previous checkpoint is still whole."""
-    path = tmp_path / train.CHECKPOINT
-    train.save_atomic({"format": train.FORMAT, "iter": 2, "w": torch.ones(3)}, path)
+    path = tmp_path / runs.CHECKPOINT
+    runs.save_atomic({"format": runs.FORMAT, "iter": 2, "w": torch.ones(3)}, path)
 
     def dies_half_way(obj, f):
         f.write(b"PK\x03\x04 half a zip")
@@ -309,15 +311,15 @@ def test_save_atomic_never_leaves_half_a_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", dies_half_way)
     with pytest.raises(KeyboardInterrupt):
-        train.save_atomic({"format": train.FORMAT, "iter": 4, "w": torch.zeros(3)}, path)
-    assert train.load_safe(path, "checkpoint")["iter"] == 2
+        runs.save_atomic({"format": runs.FORMAT, "iter": 4, "w": torch.zeros(3)}, path)
+    assert runs.load_safe(path, "checkpoint")["iter"] == 2
 
 
 # ------------------------------------------------------------------------------------------------ bad input
 
 @pytest.fixture
 def fakes(tmp_path):
-    return data.write_fake_gta5(tmp_path / "gta", n=2), data.write_fake_cityscapes(tmp_path / "cs", n=2)
+    return write_fake_gta5(tmp_path / "gta", n=2), write_fake_cityscapes(tmp_path / "cs", n=2)
 
 
 def first(folder):
@@ -449,8 +451,8 @@ def test_nan_loss_stops_naming_term_and_iteration(tmp_path, capsys, monkeypatch)
     out = tmp_path / "run"
     code, err = main(["--mode", "spl", "--iters", "12", "--save-every", "2", "--select-at", "3", *TINY,
                       "--out", out, "--quiet"], capsys)
-    assert_one_clear_error(code, err, "loss_seg", "iteration 7", f"{out / train.CHECKPOINT} (iteration 6)")
-    ckpt = train.load_safe(out / train.CHECKPOINT, "checkpoint")
+    assert_one_clear_error(code, err, "loss_seg", "iteration 7", f"{out / runs.CHECKPOINT} (iteration 6)")
+    ckpt = runs.load_safe(out / runs.CHECKPOINT, "checkpoint")
     assert ckpt["iter"] == 6
     for net, weights in ckpt["nets"].items():
         assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point()), net
@@ -463,7 +465,7 @@ def test_exploding_learning_rate_keeps_a_finite_checkpoint(tmp_path, capsys):
     out = tmp_path / "run"
     code, err = main(["--mode", "source_only", "--iters", "10", "--save-every", "1", "--lr", "1e5", *TINY,
                       "--out", out, "--quiet"], capsys)
-    assert_one_clear_error(code, err, "diverged", "iteration", out / train.CHECKPOINT)
-    ckpt = train.load_safe(out / train.CHECKPOINT, "checkpoint")
+    assert_one_clear_error(code, err, "diverged", "iteration", out / runs.CHECKPOINT)
+    ckpt = runs.load_safe(out / runs.CHECKPOINT, "checkpoint")
     for net, weights in ckpt["nets"].items():
         assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point()), net

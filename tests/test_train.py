@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import data
+import experiments  # noqa: E402
 import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +66,7 @@ def test_table_mode_writes_table_and_plot(tmp_path):
     args = train.get_args(["--mode", "table", "--out", str(tmp_path), *TINY, "--select-at", "0"])
     args.quiet = True
     results = {r["mode"]: r for r in train.run_table(args)}
-    assert set(results) == set(train.TABLE_MODES)
+    assert set(results) == set(experiments.TABLE_MODES)
     for f in ("results.md", "results.json", "results.png"):
         assert (tmp_path / f).exists()
     spl = results["spl"]["labelled_fraction"]
@@ -73,7 +74,7 @@ def test_table_mode_writes_table_and_plot(tmp_path):
         assert results[mode]["labelled_fraction"] == pytest.approx(spl, abs=1 / (32 * 64))
     assert results["supervised"]["of_supervised"] == pytest.approx(1.0)
     md = (tmp_path / "results.md").read_text()
-    assert all(f"| {mode} |" in md for mode in train.TABLE_MODES)
+    assert all(f"| {mode} |" in md for mode in experiments.TABLE_MODES)
 
 
 def test_target_labels_only_through_the_annotator(tmp_path, monkeypatch):

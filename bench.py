@@ -1,0 +1,83 @@
+"""--benchmark N: the speed of one LabOR iteration, on random tensors at the configured resolution.
+
+    python train.py --benchmark 20 --model deeplabv2 --preset paper --amp
+
+Trains nothing and reads no data: it times train.py's own `train_step` (A, B, D and D_aux, every loss, as SPL
+after labelling) and prints one JSON line: iterations/s, images/s, peak memory, achieved TFLOP/s (counted with
+torch.utils.flop_counter) and the fraction of the device's dense bf16 peak.
+"""
+import json
+import platform
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
+
+import data
+import labor
+from distributed import wrap_distributed
+from runs import peak_memory_mb, setup_runtime
+
+PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.0, "A10": 125.0}  # dense, no sparsity
+
+
+def benchmark(args, build_models, build_optimisers, train_step):
+    """Times args.benchmark iterations of `train_step` after 3 warm-up iterations and prints one JSON line. The
+    models and optimisers come from train.py's own builders, so the benchmark measures exactly what a run does."""
+    setup_runtime(args)
+    if args.mode not in ("spl", "ppl"):
+        args.mode = "spl"  # the heaviest iteration: every model of LabOR
+    real = args.data == "gta5-cityscapes" or args.preset == "paper"
+    num_classes = 19 if real else len(data.SYNTHETIC_CLASSES)
+    if real:
+        (ws, hs), (wt, ht) = data.real_sizes(args.preset, args.source_size, args.target_size)
+    else:
+        (hs, ws), (ht, wt) = (args.size,) * 2
+    net = {k: m.to(args.device, memory_format=args.memory_format)
+           for k, m in build_models(args, num_classes).items()}
+    net = wrap_distributed(args, net)
+    opt = build_optimisers(args, net)
+    scaler = torch.amp.GradScaler(args.device.type, enabled=args.amp_dtype == torch.float16)
+    theta = torch.full((num_classes,), labor.IAST_THETA0, device=args.device)
+    g = torch.Generator().manual_seed(args.seed)
+    b = args.batch_size
+    x_s = torch.rand(b, 3, hs, ws, generator=g).to(args.device)
+    y_s = torch.randint(num_classes, (b, hs, ws), generator=g).to(args.device)
+    x_t = torch.rand(b, 3, ht, wt, generator=g).to(args.device)
+    y_t = torch.randint(num_classes, (b, ht, wt), generator=g)
+    y_t[torch.rand(b, ht, wt, generator=g) > 0.022] = labor.IGNORE_INDEX   # SPL-like sparse target labels
+    batch_s, batch_t, y_t = (x_s, y_s), (x_t, torch.arange(b)), y_t.to(args.device)
+
+    def step():
+        nonlocal theta
+        _, theta = train_step(args, net, opt, theta, batch_s, batch_t, y_t, scaler)
+
+    sync = torch.cuda.synchronize if args.device.type == "cuda" else (lambda: None)
+    for _ in range(3):
+        step()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    flops = counter.get_total_flops()
+    sync()
+    if args.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(args.device)
+    t0 = time.perf_counter()
+    for _ in tqdm(range(args.benchmark), desc="benchmark", disable=args.quiet or args.rank != 0):
+        step()
+    sync()
+    seconds = time.perf_counter() - t0
+    its = args.benchmark / seconds
+    name = torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else platform.processor() or "cpu"
+    peak = args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    tflops = flops * its / 1e12
+    result = {"device": name, "world": args.world, "model": args.model, "amp": str(args.amp_dtype),
+              "source_hw": [hs, ws], "target_hw": [ht, wt], "batch_size": b, "iterations": args.benchmark,
+              "iters_per_second": its, "images_per_second": its * 2 * b * args.world,
+              "peak_memory_gib": peak_memory_mb(args.device) / 1024, "tflop_per_iteration": flops / 1e12,
+              "achieved_tflops": tflops, "peak_tflops": peak,
+              "fraction_of_peak": tflops / peak if peak else None}
+    if args.rank == 0:
+        print(json.dumps(result))
+    return result

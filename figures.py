@@ -1,0 +1,92 @@
+"""Figures of a run (stage 4) and of several runs (--mode table): what a person looks at first.
+
+    save_figures   predictions.png (model A on target val) and selection.png (what was labelled)
+    plot_table     results.png (mIoU against the labelled fraction, one marker per method)
+
+matplotlib's object API only (no pyplot), so a notebook's backend is left alone.
+"""
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+import data
+import labor
+
+FIGURE_ROWS = 3  # images shown in predictions.png and selection.png
+
+
+def save_figures(args, out, A, evals, target_images, chosen, masks, revealed):
+    """predictions.png: val input, ground truth, prediction. selection.png: target-train input, the
+    inconsistency mask of B at selection time (spl/ppl), the selected pixels or points, the revealed labels.
+    (With several rounds, the mask shown is the last round's, the selection the union of all rounds.)"""
+    palette = np.asarray(evals.palette) if hasattr(evals, "palette") else None
+    A.eval()
+    rows = min(FIGURE_ROWS, len(evals))
+    fig = Figure(figsize=(9, 2 * rows))
+    axes = fig.subplots(rows, 3, squeeze=False)
+    with torch.no_grad():
+        for r in range(rows):
+            x, y = evals[r]
+            pred = labor.upsample(A(x[None].to(args.device))[0], y.shape[-2:]).argmax(1)[0].cpu()
+            for ax, img, title in zip(axes[r], (data.denormalize(x), data.colorize(y, palette),
+                                                data.colorize(pred, palette)), ("input", "ground truth", "prediction")):
+                ax.imshow(img)
+                ax.set_title(f"val {r}: {title}", fontsize=8)
+                ax.axis("off")
+    fig.suptitle(f"{args.mode}: model A on target val")
+    fig.tight_layout()
+    fig.savefig(out / "predictions.png", dpi=100)
+    A.train()
+    if not chosen:
+        return
+    idx = sorted(chosen)[:FIGURE_ROWS]
+    fig = Figure(figsize=(12, 2 * len(idx)))
+    axes = fig.subplots(len(idx), 4, squeeze=False)
+    with torch.no_grad():
+        for r, i in enumerate(idx):
+            x, _ = target_images[i]
+            img = data.denormalize(x)
+            if i in masks:
+                mask, mask_title = masks[i], "inconsistency mask (Eq. 4)"
+            else:
+                mask, mask_title = chosen[i], "selected pixels"
+            sel = chosen[i].numpy()
+            over = img.copy()
+            ys, xs = np.nonzero(sel)
+            lab = revealed.batch([i])[0]
+            axes[r, 0].imshow(img)
+            axes[r, 1].imshow(mask.numpy(), cmap="gray")
+            axes[r, 2].imshow(img)
+            if args.mode == "ppl":  # points: draw them as dots in their revealed class colour
+                colours = data.colorize(lab, palette)[ys, xs] / 255.0
+                axes[r, 2].scatter(xs, ys, c=colours, s=14, edgecolors="white", linewidths=0.5)
+            else:
+                over[sel] = (0.3 * over[sel] + 0.7 * np.array([255, 0, 255])).astype(np.uint8)
+                axes[r, 2].imshow(over)
+            axes[r, 3].imshow(data.colorize(lab, palette))
+            for ax, t in zip(axes[r], ("target train input", mask_title, f"selected ({int(sel.sum())} px)",
+                                       "labels revealed")):
+                ax.set_title(t, fontsize=8)
+                ax.axis("off")
+    fig.suptitle(f"{args.mode}: what was labelled")
+    fig.tight_layout()
+    fig.savefig(out / "selection.png", dpi=100)
+
+
+def plot_table(path, results, seeds):
+    """results.png: one marker per method, mIoU (mean ± std over seeds) against the labelled fraction."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    markers = dict(source_only="v", adaptseg="^", random="x", entropy="+", ppl="s", spl="o", supervised="*")
+    for r in results:
+        frac = max(100 * r["labelled_fraction"], 1e-3)  # log axis: unlabelled methods drawn at 0.001%
+        ax.errorbar(frac, 100 * r["miou_mean"], yerr=100 * r["miou_std"], marker=markers.get(r["mode"], "o"),
+                    markersize=9, linestyle="none", label=r["mode"], capsize=3)
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled target pixels (%, log scale; 0.001 = none)")
+    ax.set_ylabel("target val mIoU (%)")
+    ax.set_title(f"Miniature Table 1 (synthetic, seeds {seeds})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)

@@ -1,0 +1,270 @@
+"""Run plumbing for train.py: the run folder, atomic checkpoints, safe loads, RNG state and the resumable data stream.
+
+None of this is LabOR; it is what lets a run be killed at any moment and resumed exactly (stage 1 writes
+checkpoints, stage 4 writes the outputs), and what turns a user's mistake into one clear message.
+
+    save_atomic / load_safe      every file we write, written whole or not at all; read with weights_only=True
+    checkpoint / restore         everything a resumed run needs to continue bit for bit
+    InfiniteSampler / stream     seeded endless batches that can start at any position
+    setup_runtime                device, threads, precision and the run folder's name
+    log_interval / write_metrics the log lines and metrics.json
+"""
+import argparse
+import hashlib
+import json
+import math
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+import selection
+
+FORMAT = "labor-reference/1"   # every file we write carries it: a foreign file is refused by name
+CHECKPOINT, SELECTION = "checkpoint.pt", "selection.pt"
+
+
+class UsageError(Exception):
+    """A mistake the user can fix (bad flag, folder, file): printed as one message, exit code 2."""
+
+
+# ---------------------------------------------------------------------------------------------------- files
+
+def save_atomic(obj, path):
+    """torch.save to a temporary file, flush it to disk, then rename: a kill at any moment leaves either the old
+    file or the new one, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_safe(path, what):
+    """torch.load(weights_only=True): plain tensors and containers only, so a checkpoint from a stranger cannot
+    run code here. A missing, truncated, corrupt or foreign file gives a UsageError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{what} {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, pickle of a forbidden object, random bytes, ...
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise UsageError(f"cannot load {what} {path}: it is truncated, corrupt or holds objects other than "
+                         f"tensors ({reason}); delete it or use another run folder") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise UsageError(f"{path} is not a labor-reference {what} (format {FORMAT!r} missing)")
+    return obj
+
+
+def prepare_out(out):
+    """Never overwrite an earlier run: a folder holding a run (metrics.json or a checkpoint) is refused."""
+    for f in ("metrics.json", CHECKPOINT, SELECTION):
+        if (out / f).exists():
+            raise UsageError(f"{out} already holds a run ({f}); continue it with --resume {out}, or pick another "
+                             f"--out")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def args_dict(args):
+    """The command-line settings as plain values (run-time fields like rank or dtype left out)."""
+    skip = ("rank", "world", "amp_dtype", "memory_format")
+    return {k: (str(v) if isinstance(v, torch.device) else v) for k, v in vars(args).items() if k not in skip}
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+
+def rng_state():
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+RUNTIME_FLAGS = ("device", "threads", "num_workers", "quiet", "resume")  # a resumed run may change these
+
+
+def resume_args(cli):
+    """--resume RUN_DIR: the run's own settings come from its checkpoint, so it continues exactly."""
+    if (Path(cli.resume) / "metrics.json").exists():
+        raise UsageError(f"{cli.resume} holds a finished run (metrics.json): there is nothing to resume; start a "
+                         f"new run with another --out")
+    ckpt = load_safe(Path(cli.resume) / CHECKPOINT, "checkpoint")
+    args = argparse.Namespace(**ckpt["args"])
+    for k in RUNTIME_FLAGS:
+        setattr(args, k, getattr(cli, k))
+    args.out = cli.resume
+    return args
+
+
+def unwrap(m):
+    """The plain module inside a DistributedDataParallel wrapper (or the module itself)."""
+    return m.module if hasattr(m, "module") else m
+
+
+def check_finite(net, state, out, saved_at):
+    """A step can blow the weights up while its loss was finite: such weights are never saved."""
+    for k, m in net.items():
+        if not all(torch.isfinite(t).all() for t in unwrap(m).state_dict().values() if t.is_floating_point()):
+            raise UsageError(f"training diverged: the weights of {k} are no longer finite after iteration "
+                             f"{state['iter'] - 1}; the last good checkpoint is {out / CHECKPOINT} (iteration "
+                             f"{saved_at}); lower --lr and start again")
+
+
+def save_checkpoint(args, out, state, net, opt, scaler, theta, revealed, annotator):
+    """checkpoint.pt: the trainer's whole state at state['iter'] (rank 0 writes it)."""
+    if args.rank == 0:
+        save_atomic({"format": FORMAT, "args": args_dict(args), **state,
+                     "nets": {k: unwrap(m).state_dict() for k, m in net.items()},
+                     "opts": {k: o.state_dict() for k, o in opt.items()}, "scaler": scaler.state_dict(),
+                     "theta": theta.cpu(), "revealed": revealed.state_dict(),
+                     "annotator": annotator.state_dict(), "rng": rng_state()}, out / CHECKPOINT)
+
+
+def restore(ckpt, state, net, opt, scaler, annotator):
+    """Load a checkpoint into freshly built models and optimisers: everything an uninterrupted run would hold at
+    that iteration. Returns (theta, revealed) as tensors of their own."""
+    for k, m in net.items():
+        m.load_state_dict(ckpt["nets"][k])
+    for k, o in opt.items():
+        o.load_state_dict(ckpt["opts"][k])
+    if ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    annotator.load_state_dict(ckpt["annotator"])
+    state.update({k: ckpt[k] for k in state})
+    set_rng_state(ckpt["rng"])
+    return ckpt["theta"], selection.RevealedLabels.from_state_dict(ckpt["revealed"])
+
+
+def save_selection(args, out, revealed, annotator, state):
+    """selection.pt: every label bought so far (sparse: image, pixel, label), the annotator's counters and the
+    figure masks; written after each round so that a killed run never buys the same labels again."""
+    if args.rank == 0:
+        save_atomic({"format": FORMAT, "mode": args.mode, "rounds_done": state["rounds_done"],
+                     **revealed.state_dict(), "annotator": annotator.state_dict(), "masks": state["masks"]},
+                    out / SELECTION)
+
+
+def state_digest(net):
+    """SHA-256 over every parameter and buffer of every model (names and exact bytes): equal digests mean equal
+    weights, bit for bit."""
+    h = hashlib.sha256()
+    for key in sorted(net):
+        for name, t in unwrap(net[key]).state_dict().items():
+            h.update(f"{key}.{name}".encode())
+            h.update(t.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------- data stream
+
+class InfiniteSampler(torch.utils.data.Sampler):
+    """An endless, seeded stream of indices: epoch e is torch.randperm(n) seeded with (seed, e). It can start at
+    any position, so a resumed run sees exactly the batches an uninterrupted one would; with several processes
+    rank r takes every world-th index."""
+
+    def __init__(self, n, seed, start=0, rank=0, world=1):
+        self.n, self.seed, self.start, self.rank, self.world = n, seed, start, rank, world
+
+    def __iter__(self):
+        t = self.start * self.world + self.rank
+        while True:
+            epoch, pos = divmod(t, self.n)
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            yield int(torch.randperm(self.n, generator=g)[pos])
+            t += self.world
+
+
+def stream(dataset, args, seed, start, device):
+    """An endless iterator of batches moved to the device (start = samples already consumed by this rank)."""
+    sampler = InfiniteSampler(len(dataset), seed, start, args.rank, args.world)
+    # its own generator: a loader started draws from the global RNG, and a resumed run starts it at another moment
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, drop_last=True,
+                                         num_workers=args.num_workers, pin_memory=device.type == "cuda",
+                                         persistent_workers=args.num_workers > 0,
+                                         generator=torch.Generator().manual_seed(seed))
+    for batch in loader:
+        yield [t.to(device, non_blocking=True) for t in batch]
+
+
+# ------------------------------------------------------------------------------------------------ runtime
+
+def setup_runtime(args):
+    """Device, distributed rank/world, threads, precision and the run folder's name (agreed on by every rank)."""
+    args.rank = getattr(args, "rank", 0)
+    args.world = getattr(args, "world", 1)
+    args.quiet = getattr(args, "quiet", False)
+    if not isinstance(args.device, torch.device):
+        args.device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                                   else ("cpu" if args.device == "auto" else args.device))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.amp_dtype = None
+    if args.amp:  # bf16 where the hardware has it (no scaler needed), fp16 with a GradScaler otherwise
+        bf16 = args.device.type == "cpu" or torch.cuda.is_bf16_supported()
+        args.amp_dtype = torch.bfloat16 if bf16 else torch.float16
+    args.memory_format = torch.channels_last if args.device.type == "cuda" else torch.contiguous_format
+    if args.out is None:
+        name = [f"runs/{args.mode}-{time.strftime('%Y%m%d-%H%M%S')}"]
+        if args.world > 1:
+            torch.distributed.broadcast_object_list(name, src=0)
+        args.out = name[0]
+
+
+def autocast(args):
+    """Mixed precision when --amp: bf16 where supported, else fp16 (then the GradScaler guards the gradients)."""
+    return torch.autocast(args.device.type, dtype=args.amp_dtype, enabled=args.amp_dtype is not None)
+
+
+def peak_memory_mb(device):
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux: the process's peak RSS
+    return kb / 1024
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+
+def log_interval(args, state, bar):
+    """One history entry (mean of every loss term over the interval) and one log line."""
+    running = state["running"]
+    entry = {"iter": state["iter"], **{k: v / running["n"] for k, v in running.items() if k != "n"}}
+    state["history"].append(entry)
+    state["running"] = {}
+    bar.set_postfix({k[5:] if k.startswith("loss_") else k: f"{v:.3g}" for k, v in entry.items() if k != "iter"})
+    if args.rank == 0 and not args.quiet:
+        tqdm.write(f"[{args.mode}] iter {entry['iter']}/{args.iters} " +
+                   " ".join(f"{k}={v:.4f}" for k, v in entry.items() if k != "iter"))
+
+
+def write_metrics(args, out, state, miou, ious, classes, annotator, agree):
+    """metrics.json: the result (mIoU on target val, labels bought) and how it was obtained (times, settings)."""
+    stage_time = state["stage_time"]
+    total = sum(stage_time.values())
+    metrics = {
+        "mode": args.mode, "seed": args.seed, "data": args.data, "model": args.model, "iters": args.iters,
+        "eval_split": args.eval_split, "miou": miou,
+        "per_class_iou": {c: (None if math.isnan(v) else v) for c, v in zip(classes, ious)},  # JSON: null = absent
+        "labelled_fraction": annotator.fraction_revealed, "labelled_pixels": annotator.pixels_revealed,
+        "points_per_image": annotator.points_per_image, "images_annotated": annotator.images_annotated,
+        "stage_seconds": stage_time, "wall_seconds": total,
+        "selection_share_of_wall": stage_time["selection"] / max(total, 1e-9),
+        "iters_per_second": args.iters / max(stage_time["adaptation"], 1e-9),
+        "peak_memory_mb": peak_memory_mb(args.device), "ranks_agree": agree,
+        "history": state["history"], "args": args_dict(args),
+        "platform": {"python": platform.python_version(), "torch": torch.__version__,
+                     "threads": torch.get_num_threads(), "device": str(args.device), "world": args.world},
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics

@@ -1,0 +1,58 @@
+"""Tiny datasets written in the real GTA5 and Cityscapes folder layouts, for the tests of the real loaders.
+
+They reuse data.py's synthetic scenes, with the labels turned into Cityscapes label IDs, so a loader that reads
+them back must recover exactly what was drawn.
+"""
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from data import (CITYSCAPES_PALETTE, IGNORE_INDEX, SYNTHETIC_TO_CITYSCAPES, TRAIN_ID_TO_LABEL_ID,
+                  make_scene)
+
+
+def write_fake_gta5(root, n=4, size=(16, 32), seed=0):
+    """Write a tiny GTA5-layout dataset (synthetic source scenes) under root; return root.
+
+    Labels are palette ('P') PNGs of Cityscapes label IDs, like the real ones; the
+    bottom row is 0 ("unlabeled", the car bonnet) and pixel (0, 0) is 255.
+    """
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "labels").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        image, label = _fake_pair("source", i, seed, size)
+        Image.fromarray(image).save(root / "images" / f"{i + 1:05d}.png")
+        lbl = Image.fromarray(label).convert("P")
+        lbl.putpalette(np.resize(CITYSCAPES_PALETTE, (256, 3)).flatten().tolist())
+        lbl.save(root / "labels" / f"{i + 1:05d}.png")
+    return root
+
+
+def write_fake_cityscapes(root, n=4, splits=("train", "val"), size=(16, 32), seed=0):
+    """Write a tiny Cityscapes-layout dataset (synthetic target scenes) under root; return root.
+
+    n images per split, alternating between two cities; labels are 8-bit grey PNGs of
+    label IDs with the same 0 bottom row and 255 corner pixel as write_fake_gta5.
+    """
+    root = Path(root)
+    for split in splits:
+        for i in range(n):
+            city = ("aachen", "bochum")[i % 2]
+            name = f"{city}_{i:06d}_000019"
+            for folder in ("leftImg8bit", "gtFine"):
+                (root / folder / split / city).mkdir(parents=True, exist_ok=True)
+            image, label = _fake_pair("target", i + 1000 * splits.index(split), seed, size)
+            Image.fromarray(image).save(root / "leftImg8bit" / split / city / f"{name}_leftImg8bit.png")
+            Image.fromarray(label).save(root / "gtFine" / split / city / f"{name}_gtFine_labelIds.png")
+    return root
+
+
+def _fake_pair(domain, index, seed, size):
+    """A synthetic scene with its label turned into Cityscapes label IDs (plus 0 and 255)."""
+    image, label = make_scene(domain, index, "fake", seed, size)
+    ids = TRAIN_ID_TO_LABEL_ID[SYNTHETIC_TO_CITYSCAPES[label]]        # (H, W) label IDs
+    ids[-1, :] = 0                                                    # "unlabeled" -> 255
+    ids[0, 0] = IGNORE_INDEX
+    return image, ids
