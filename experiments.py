@@ -1,7 +1,13 @@
-"""Experiments of several runs: --mode table, the miniature Table 1 (every mode, one or more seeds).
+"""Experiments of several runs, each one call of train.py's `run` with the same settings but the mode, budget and
+seed. No LabOR logic of its own.
 
-train.py's `run` does one run; this file calls it once per mode and seed with the same settings and writes
-results.md, results.json and results.png in the table's folder. It holds no LabOR logic of its own.
+    --mode table   the miniature Table 1: every mode at the paper's budgets -> results.md, results.json, results.png
+    --mode sweep   a budget curve: random, entropy, SPL (capped, and its whole mask) and PPL at several budgets,
+                   with AdaptSeg and supervised as lines -> sweep.md, sweep.json, budget_curve.png
+
+Under the staged schedule every run of a seed reuses one warm-up of A and one trained B (<out>/shared), so all
+selectors start from the same A. A run whose folder already holds metrics.json is read, not run again, so an
+interrupted experiment continues where it stopped when the same command is given again.
 """
 import argparse
 import json
@@ -20,6 +26,24 @@ TABLE_MODES = ("source_only", "adaptseg", "random", "entropy", "ppl", "spl", "su
 PAPER_TABLE = {"source_only": 36.6, "adaptseg": 42.4, "spl": 66.6}
 
 
+def one_run(args, run, apply_defaults, out, mode, seed, name=None, **settings):
+    """`run` with this mode, seed and settings, in out/<name> (by default named after them); a folder holding
+    metrics.json is read instead."""
+    a = argparse.Namespace(**vars(args))
+    a.mode, a.seed, a.shared_dir = mode, seed, args.shared_dir or str(out / "shared")
+    for k, v in settings.items():
+        setattr(a, k, v)
+    a.out = str(out / (name or "-".join([mode, *[f"{k}{v:g}" for k, v in settings.items()], f"seed{seed}"])))
+    done = Path(a.out) / "metrics.json"
+    if done.exists():
+        if not args.quiet:
+            print(f"=== {a.out}: done before, read from its metrics.json ===")
+        return json.loads(done.read_text())
+    if not args.quiet:
+        print(f"=== {a.out} ===")
+    return run(apply_defaults(a))
+
+
 def run_table(args, run, apply_defaults):
     """Every mode with the same seed(s), each one `run(args)`; random and entropy at the budget SPL used. Writes
     results.md, results.json and results.png in the run folder."""
@@ -31,14 +55,10 @@ def run_table(args, run, apply_defaults):
     for seed in seeds:
         spl_frac = None
         for mode in ("spl", "ppl", "random", "entropy", "source_only", "adaptseg", "supervised"):
-            a = argparse.Namespace(**vars(args))
-            a.mode, a.seed, a.out = mode, seed, str(out / f"{mode}-seed{seed}")
-            a = apply_defaults(a)
+            settings = {}
             if mode in ("random", "entropy") and args.budget is None:
-                a.budget = spl_frac  # SPL's own budget (0 if its mask was empty)
-            if not args.quiet:
-                print(f"=== table: {mode}, seed {seed} ===")
-            m = run(a)
+                settings["budget"] = spl_frac  # SPL's own budget (0 if its mask was empty)
+            m = one_run(args, run, apply_defaults, out, mode, seed, name=f"{mode}-seed{seed}", **settings)
             if mode == "spl":
                 spl_frac = m["labelled_fraction"]
             rows[mode].append(m)
@@ -74,3 +94,70 @@ def write_table(out, results, rows, seeds, args):
     if not args.quiet:
         print("\n".join(lines))
     figures.plot_table(out / "results.png", results, seeds)
+
+
+# ------------------------------------------------------------------------------------------------ the sweep
+
+SWEEP_SELECTORS = ("random", "entropy", "spl", "ppl")
+
+
+def run_sweep(args, run, apply_defaults, image_pixels):
+    """Every selector at every budget of args.budgets (fractions of pixels; PPL gets the same number of points per
+    image: budget * image_pixels), SPL's whole mask, AdaptSeg and supervised, for each seed. Writes sweep.md,
+    sweep.json and budget_curve.png."""
+    out = Path(args.out or f"runs/sweep-{time.strftime('%Y%m%d-%H%M%S')}")
+    if (out / "sweep.md").exists():
+        raise UsageError(f"{out} already holds a sweep (sweep.md); pick another --out or delete it")
+    seeds = args.seeds or [args.seed]
+    rows = []  # one per run: selector, budget asked, seed and what came of it
+    for seed in seeds:
+        plan = [("spl", None, {}), ("adaptseg", None, {}), ("supervised", None, {})]  # spl first: it trains the
+        for b in args.budgets:                                                        # warm-up and B that the
+            for sel in SWEEP_SELECTORS:                                               # other runs reuse
+                plan.append((sel, b, {"points": max(1, round(b * image_pixels))} if sel == "ppl" else {"budget": b}))
+        for mode, budget, settings in plan:
+            m = one_run(args, run, apply_defaults, out, mode, seed, **settings)
+            name = "spl (whole mask)" if mode == "spl" and budget is None else mode
+            rows.append({"selector": name, "budget": budget, "seed": seed, "miou": m["miou"],
+                         "labelled_fraction": m["labelled_fraction"], "points_per_image": m["points_per_image"],
+                         "required_fraction": m.get("required_fraction")})
+    summary = summarise_sweep(rows)
+    write_sweep(out, summary, rows, seeds, args)
+    return summary
+
+
+def summarise_sweep(rows):
+    """Mean and std over seeds for each (selector, budget)."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["selector"], r["budget"]), []).append(r)
+    summary = []
+    for (sel, budget), rs in groups.items():
+        req = [r["required_fraction"] for r in rs if r["required_fraction"] is not None]
+        summary.append({"selector": sel, "budget": budget, "seeds": [r["seed"] for r in rs],
+                        "mious": [r["miou"] for r in rs], "miou_mean": float(np.mean([r["miou"] for r in rs])),
+                        "miou_std": float(np.std([r["miou"] for r in rs])),
+                        "labelled_fraction": float(np.mean([r["labelled_fraction"] for r in rs])),
+                        "points_per_image": float(np.mean([r["points_per_image"] for r in rs])),
+                        "required_fraction": float(np.mean(req)) if req else None})
+    return summary
+
+
+def write_sweep(out, summary, rows, seeds, args):
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [f"Budget sweep: synthetic benchmark, seeds {seeds}, {args.iters} iterations, schedule {args.schedule}, "
+             f"model {args.model}.", "",
+             "| selector | budget asked (%) | labelled pixels (%) | px / image | mIoU (%) | per seed | required_fraction |",
+             "|---|---|---|---|---|---|---|"]
+    for r in sorted(summary, key=lambda r: (r["budget"] is not None, r["budget"] or 0, r["selector"])):
+        asked = "-" if r["budget"] is None else f"{100 * r['budget']:g}"
+        req = "-" if r["required_fraction"] is None else f"{r['required_fraction']:.3f}"
+        lines.append(f"| {r['selector']} | {asked} | {100 * r['labelled_fraction']:.2f} | "
+                     f"{r['points_per_image']:.0f} | {100 * r['miou_mean']:.1f} ± {100 * r['miou_std']:.1f} | "
+                     f"{' / '.join(f'{100 * v:.1f}' for v in r['mious'])} | {req} |")
+    (out / "sweep.md").write_text("\n".join(lines) + "\n")
+    (out / "sweep.json").write_text(json.dumps({"seeds": seeds, "budgets": args.budgets, "summary": summary,
+                                                "runs": rows}, indent=2))
+    if not args.quiet:
+        print("\n".join(lines))
+    figures.plot_budget_curve(out / "budget_curve.png", summary, seeds)

@@ -15,9 +15,11 @@ import labor
 FIGURE_ROWS = 3  # images shown in predictions.png and selection.png
 
 
-def save_figures(args, out, A, evals, target_images, chosen, masks, revealed):
+def save_figures(args, out, A, evals, target_images, chosen, masks, revealed, a_wrong=None):
     """predictions.png: val input, ground truth, prediction. selection.png: target-train input, the
     inconsistency mask of B at selection time (spl/ppl), the selected pixels or points, the revealed labels.
+    The selected pixels are red where A's prediction at selection time was wrong (the label was required) and
+    green where A was already right (a_wrong: {index: (H, W) bool}).
     (With several rounds, the mask shown is the last round's, the selection the union of all rounds.)"""
     palette = np.asarray(evals.palette) if hasattr(evals, "palette") else None
     A.eval()
@@ -51,21 +53,24 @@ def save_figures(args, out, A, evals, target_images, chosen, masks, revealed):
             else:
                 mask, mask_title = chosen[i], "selected pixels"
             sel = chosen[i].numpy()
+            wrong = a_wrong[i].numpy() if a_wrong and i in a_wrong else np.zeros_like(sel)
             over = img.copy()
             ys, xs = np.nonzero(sel)
             lab = revealed.batch([i])[0]
             axes[r, 0].imshow(img)
             axes[r, 1].imshow(mask.numpy(), cmap="gray")
             axes[r, 2].imshow(img)
-            if args.mode == "ppl":  # points: draw them as dots in their revealed class colour
+            if args.mode == "ppl":  # points: dots in their revealed class colour, ringed red where A was wrong
                 colours = data.colorize(lab, palette)[ys, xs] / 255.0
-                axes[r, 2].scatter(xs, ys, c=colours, s=14, edgecolors="white", linewidths=0.5)
+                rings = np.where(wrong[ys, xs][:, None], [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]])
+                axes[r, 2].scatter(xs, ys, c=colours, s=16, edgecolors=rings, linewidths=1.0)
             else:
-                over[sel] = (0.3 * over[sel] + 0.7 * np.array([255, 0, 255])).astype(np.uint8)
+                for px, colour in ((sel & ~wrong, (0, 255, 0)), (wrong, (255, 0, 0))):
+                    over[px] = (0.2 * over[px] + 0.8 * np.array(colour)).astype(np.uint8)
                 axes[r, 2].imshow(over)
             axes[r, 3].imshow(data.colorize(lab, palette))
-            for ax, t in zip(axes[r], ("target train input", mask_title, f"selected ({int(sel.sum())} px)",
-                                       "labels revealed")):
+            title = f"selected ({int(sel.sum())} px; red: A wrong {int(wrong.sum())}, green: A right)"
+            for ax, t in zip(axes[r], ("target train input", mask_title, title, "labels revealed")):
                 ax.set_title(t, fontsize=8)
                 ax.axis("off")
     fig.suptitle(f"{args.mode}: what was labelled")
@@ -86,6 +91,38 @@ def plot_table(path, results, seeds):
     ax.set_xlabel("labelled target pixels (%, log scale; 0.001 = none)")
     ax.set_ylabel("target val mIoU (%)")
     ax.set_title(f"Miniature Table 1 (synthetic, seeds {seeds})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def plot_budget_curve(path, summary, seeds):
+    """budget_curve.png: mIoU (mean ± std over seeds) against the labelled fraction, one line per selector; SPL's
+    whole mask as a point of its own; AdaptSeg (no labels) and supervised (every label) as horizontal lines."""
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    style = dict(random=("x", "tab:gray"), entropy=("+", "tab:orange"), spl=("o", "tab:blue"), ppl=("s", "tab:green"))
+    for sel, (marker, colour) in style.items():
+        pts = sorted((r for r in summary if r["selector"] == sel and r["budget"] is not None),
+                     key=lambda r: r["labelled_fraction"])
+        if pts:
+            ax.errorbar([100 * r["labelled_fraction"] for r in pts], [100 * r["miou_mean"] for r in pts],
+                        yerr=[100 * r["miou_std"] for r in pts], marker=marker, color=colour, capsize=3, label=sel)
+    for r in summary:
+        if r["selector"] == "spl (whole mask)":
+            ax.errorbar(100 * r["labelled_fraction"], 100 * r["miou_mean"], yerr=100 * r["miou_std"], marker="*",
+                        markersize=13, color="tab:blue", linestyle="none", capsize=3, label="spl (whole mask)")
+        if r["selector"] in ("adaptseg", "supervised"):
+            colour = "tab:red" if r["selector"] == "adaptseg" else "k"
+            ax.axhline(100 * r["miou_mean"], color=colour, linestyle="--", linewidth=1,
+                       label=f"{r['selector']} ({100 * r['miou_mean']:.1f})")
+            ax.axhspan(100 * (r["miou_mean"] - r["miou_std"]), 100 * (r["miou_mean"] + r["miou_std"]),
+                       color=colour, alpha=0.08)
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled target pixels (%, log scale)")
+    ax.set_ylabel("target val mIoU (%)")
+    ax.set_title(f"Budget curve (synthetic, seeds {seeds})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()

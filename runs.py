@@ -15,6 +15,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import resource
 import time
 from pathlib import Path
@@ -132,28 +133,52 @@ def save_checkpoint(args, out, state, net, opt, scaler, theta, revealed, annotat
                      "annotator": annotator.state_dict(), "rng": rng_state()}, out / CHECKPOINT)
 
 
-def restore(ckpt, state, net, opt, scaler, annotator):
+def restore(ckpt, state, net, opt, scaler, annotator, partial=False):
     """Load a checkpoint into freshly built models and optimisers: everything an uninterrupted run would hold at
-    that iteration. Returns (theta, revealed) as tensors of their own."""
+    that iteration. Returns (theta, revealed) as tensors of their own.
+
+    partial=True loads another run's shared warm-up (--shared-dir): models it lacks (B, built by this run's mode)
+    keep their fresh start, and this run keeps its own clock."""
     for k, m in net.items():
-        m.load_state_dict(ckpt["nets"][k])
+        if k in ckpt["nets"] or not partial:
+            m.load_state_dict(ckpt["nets"][k])
     for k, o in opt.items():
-        o.load_state_dict(ckpt["opts"][k])
+        if k in ckpt["opts"] or not partial:
+            o.load_state_dict(ckpt["opts"][k])
     if ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
     annotator.load_state_dict(ckpt["annotator"])
-    state.update({k: ckpt[k] for k in state})
+    state.update({k: ckpt[k] for k in state if k in ckpt and not (partial and k == "stage_time")})
     set_rng_state(ckpt["rng"])
     return ckpt["theta"], selection.RevealedLabels.from_state_dict(ckpt["revealed"])
 
 
 def save_selection(args, out, revealed, annotator, state):
-    """selection.pt: every label bought so far (sparse: image, pixel, label), the annotator's counters and the
-    figure masks; written after each round so that a killed run never buys the same labels again."""
+    """selection.pt: every label bought so far (sparse: image, pixel, label), the annotator's counters, what each
+    round's labels fixed and the figure masks; written after each round so that a killed run never buys the same
+    labels again."""
     if args.rank == 0:
         save_atomic({"format": FORMAT, "mode": args.mode, "rounds_done": state["rounds_done"],
-                     **revealed.state_dict(), "annotator": annotator.state_dict(), "masks": state["masks"]},
-                    out / SELECTION)
+                     **revealed.state_dict(), "annotator": annotator.state_dict(), "masks": state["masks"],
+                     "a_wrong": state["a_wrong"], "selection_rounds": state["selection_rounds"]}, out / SELECTION)
+
+
+def shared_file(args, what, keys):
+    """The file in --shared-dir for `what` (warmup, selector) of this seed and these settings, or None. The name
+    carries a digest of every setting it depends on, so runs that differ in any of them never share."""
+    if not getattr(args, "shared_dir", None):
+        return None
+    settings = json.dumps({k: str(getattr(args, k, None)) for k in keys}, sort_keys=True)
+    digest = hashlib.sha256(settings.encode()).hexdigest()[:12]
+    return Path(args.shared_dir) / f"{what}-seed{args.seed}-{digest}.pt"
+
+
+def share(src, dst):
+    """Copy a finished file into the shared folder atomically (another run may read it at any moment)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
 
 
 def state_digest(net):
@@ -258,6 +283,9 @@ def write_metrics(args, out, state, miou, ious, classes, annotator, agree):
         "per_class_iou": {c: (None if math.isnan(v) else v) for c, v in zip(classes, ious)},  # JSON: null = absent
         "labelled_fraction": annotator.fraction_revealed, "labelled_pixels": annotator.pixels_revealed,
         "points_per_image": annotator.points_per_image, "images_annotated": annotator.images_annotated,
+        "required_fraction": required_fraction(state["selection_rounds"]),
+        "selection_rounds": state["selection_rounds"], "schedule": args.schedule,
+        "shared_warmup": state["shared_warmup"], "selector_history": state["selector_history"],
         "stage_seconds": stage_time, "wall_seconds": total,
         "selection_share_of_wall": stage_time["selection"] / max(total, 1e-9),
         "iters_per_second": args.iters / max(stage_time["adaptation"], 1e-9),
@@ -268,3 +296,16 @@ def write_metrics(args, out, state, miou, ious, classes, annotator, agree):
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def required_fraction(rounds):
+    """Over every labelling round: the share of bought pixels where A was wrong at selection time (None: none)."""
+    bought = sum(r["bought_pixels"] for r in rounds)
+    return sum(r["a_wrong_pixels"] for r in rounds) / bought if bought else None
+
+
+def log_round(args, r, n_rounds, required):
+    """One log line per labelling round: how much was bought and how much of it A needed."""
+    if args.rank == 0 and not args.quiet:
+        tqdm.write(f"[{args.mode}] labelling round {r + 1}/{n_rounds}: {required['bought_pixels']} px bought, "
+                   f"A was wrong on {100 * required['required_fraction']:.1f}% of them (required_fraction)")

@@ -166,6 +166,44 @@ def entropy_select(logits_a, n_per_image, exclude=None):
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Was the label required? What each bought label fixes
+# --------------------------------------------------------------------------------------------------------------
+
+class RequiredCounter:
+    """Counts, over the pixels bought in one labelling round, where model A's prediction at selection time differs
+    from the label the annotator revealed: the labels A *required*.
+
+        required_fraction = #{bought i : y_i != A(x)_i} / #{bought i}        (pixels with y_i = 255 not counted)
+
+    For random selection this is A's pixel error rate; a selector that finds the pixels that need a label scores
+    higher. Per class c (of the revealed label): the share of bought pixels, and A's error rate on them. It reads
+    only what the annotator returned, never the ground truth itself.
+    """
+
+    def __init__(self, num_classes):
+        self.bought = torch.zeros(num_classes, dtype=torch.long)   # (C,) bought pixels per revealed class
+        self.wrong = torch.zeros(num_classes, dtype=torch.long)    # (C,) of those, where A predicted another class
+
+    def add(self, pred_a, label):
+        """pred_a, label: (n,) A's prediction and the revealed label on the bought pixels of one image."""
+        label, pred_a = label.long().flatten(), pred_a.long().flatten()
+        valid = label != IGNORE_INDEX
+        c = len(self.bought)
+        self.bought += torch.bincount(label[valid], minlength=c)
+        self.wrong += torch.bincount(label[valid & (pred_a != label)], minlength=c)
+
+    def summary(self, classes):
+        """A JSON-ready dict: required_fraction, bought_pixels, and per class share_of_bought and a_error_rate
+        (None where the class was not bought)."""
+        total = int(self.bought.sum())
+        per_class = {name: {"share_of_bought": int(b) / max(total, 1),
+                            "a_error_rate": (int(w) / int(b)) if b else None}
+                     for name, b, w in zip(classes, self.bought, self.wrong)}
+        return {"required_fraction": int(self.wrong.sum()) / max(total, 1), "bought_pixels": total,
+                "a_wrong_pixels": int(self.wrong.sum()), "per_class": per_class}
+
+
+# --------------------------------------------------------------------------------------------------------------
 # The annotator
 # --------------------------------------------------------------------------------------------------------------
 

@@ -39,7 +39,7 @@ import selection
 from distributed import gather_dict, init_distributed, ranks_agree, sync_buffers, wrap_distributed
 from runs import UsageError, autocast, unwrap
 
-MODES = ("source_only", "adaptseg", "spl", "ppl", "random", "entropy", "supervised", "table")
+MODES = ("source_only", "adaptseg", "spl", "ppl", "random", "entropy", "supervised", "table", "sweep")
 SELECTING_MODES = ("spl", "ppl", "random", "entropy")
 DEFAULT_BUDGET = 0.022  # random/entropy run alone: the paper's SPL budget, 2.2% of the pixels
 
@@ -99,6 +99,22 @@ def get_args(argv=None):
     a("--iast-alpha", type=float, default=labor.IAST_ALPHA, help="IAST alpha (0.2)")
     a("--iast-beta", type=float, default=labor.IAST_BETA, help="IAST beta (0.9)")
     a("--iast-gamma", type=float, default=labor.IAST_GAMMA, help="IAST gamma (8.0 for GTA5)")
+    # --- schedule: when B trains and when labels are bought
+    a("--schedule", default="joint", choices=["joint", "staged"],
+      help="'staged' (the paper's Fig. 2): warm up A (Eq. 1, 3), then train B on that A's pseudo-labels with A "
+           "fixed, select, and continue A with the labels (Eq. 1-3); 'joint': B trains beside A from the start "
+           "and labels are bought at --select-at (default joint)")
+    a("--warmup", type=float, default=0.5,
+      help="staged: A's warm-up before selection, as iterations (>= 1) or a fraction of --iters (< 1) (default 0.5)")
+    a("--selector-iters", type=float, default=0.5,
+      help="staged: B's training iterations with A fixed, as iterations (>= 1) or a fraction of --iters (< 1) "
+           "(default 0.5)")
+    a("--selector-init", default="a", choices=["a", "scratch"],
+      help="staged: B's backbone starts from A's warm-up weights ('a', the analogue of the paper's shared "
+           "ImageNet start) or from a random start ('scratch') (default a)")
+    a("--shared-dir", default=None,
+      help="folder where a staged run saves A's warm-up and the trained B of its seed, and reuses them when "
+           "another run with the same settings saved them first (--mode table and sweep use <out>/shared)")
     # --- selection
     a("--select-at", type=float, nargs="+", default=[0.5],
       help="labelling rounds, as iterations (>= 1) or fractions of --iters (< 1); several rounds split the "
@@ -110,7 +126,10 @@ def get_args(argv=None):
     a("--ppl-space", default="prob", choices=["prob", "feat"], help="PPL prototype space (default prob)")
     # --- run
     a("--seed", type=int, default=0, help="training seed (default 0)")
-    a("--seeds", type=int, nargs="+", default=None, help="--mode table: several seeds, averaged")
+    a("--seeds", type=int, nargs="+", default=None, help="--mode table / sweep: several seeds, averaged")
+    a("--budgets", type=float, nargs="+", default=[0.001, 0.005, 0.01, 0.022, 0.05],
+      help="--mode sweep: labelled fractions of pixels (PPL: as many points per image) "
+           "(default 0.001 0.005 0.01 0.022 0.05)")
     a("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks cuda when available")
     a("--out", default=None, help="run folder (default runs/<mode>-<time>)")
     a("--log-every", type=int, default=50, help="one log line every N iterations (default 50)")
@@ -161,8 +180,14 @@ def apply_defaults(args):
         raise UsageError(f"--points {args.points} must be at least 1")
     if args.iters < 1:
         raise UsageError(f"--iters {args.iters} must be at least 1")
-    if args.mode == "table" and args.resume:
-        raise UsageError("--resume continues one run; resume each run of a table separately")
+    if args.mode in ("table", "sweep") and args.resume:
+        raise UsageError(f"--resume continues one run; give the same --mode {args.mode} command again instead: "
+                         f"runs that finished are read back, the others run")
+    if args.warmup <= 0 or as_iterations(args.selector_iters, args.iters) < 1:
+        raise UsageError(f"--warmup {args.warmup} and --selector-iters {args.selector_iters} must be positive "
+                         f"(iterations >= 1, or fractions of --iters in (0, 1))")
+    if any(not 0 < b <= 1 for b in args.budgets):
+        raise UsageError(f"--budgets {args.budgets}: each must be a fraction of pixels in (0, 1], e.g. 0.022")
     if args.save_every < 0:
         raise UsageError(f"--save-every {args.save_every} must be 0 (only at the end) or positive")
     if real and (not args.gta5_root or not args.cityscapes_root):
@@ -175,9 +200,20 @@ def apply_defaults(args):
     return args
 
 
+def as_iterations(value, iters):
+    """A count given as iterations (>= 1) or as a fraction of --iters (< 1)."""
+    return int(round(value * iters)) if value < 1 else int(value)
+
+
 def select_iterations(args):
-    """--select-at as sorted iteration numbers in [0, iters)."""
-    its = sorted({int(round(s * args.iters)) if s < 1 else int(s) for s in args.select_at})
+    """The labelling rounds as sorted iteration numbers in [0, iters): --select-at, or the end of the warm-up."""
+    if args.schedule == "staged":
+        its = [as_iterations(args.warmup, args.iters)]
+        if not 0 < its[0] < args.iters:
+            raise UsageError(f"--warmup {args.warmup} must leave iterations on both sides of the labelling round: "
+                             f"between 1 and --iters - 1 = {args.iters - 1}")
+        return its
+    its = sorted({as_iterations(s, args.iters) for s in args.select_at})
     if any(i < 0 or i >= args.iters for i in its):
         raise UsageError(f"--select-at {args.select_at} must fall inside [0, --iters={args.iters})")
     return its
@@ -306,26 +342,85 @@ def train_step(args, net, opt, theta, batch_s, batch_t, y_t, scaler=None):
             scaler.step(opt[key])
             losses["loss_" + key] = loss_d.item()
 
-    # ---- pixel selector B: Eq. 5 (A's pseudo-labels) and Eq. 6 (heads apart) --------------------------------
-    if "B" in net:
-        with torch.no_grad():
-            prob_a = F.softmax(labor.upsample(logits_t.detach().float(), size_t), dim=1)   # (B, C, Ht, Wt)
-            theta = labor.iast_update(prob_a, theta, args.iast_alpha, args.iast_beta, args.iast_gamma)
-            y_hat = labor.pseudo_labels(prob_a, theta)                                     # (B, Ht, Wt)
-        opt["B"].zero_grad(set_to_none=True)
-        with autocast(args):
-            logits1, logits2, _, d1, d2 = net["B"](x_t, heads_on_detached=True)
-            loss_pseudo = labor.pseudo_label_loss(logits1, logits2, y_hat)
-            loss_dis = labor.discrepancy(d1, d2)   # heads on detached features: only F1, F2 maximise it
-        scaler.scale(loss_pseudo - args.lambda_dis * loss_dis).backward()
-        scaler.step(opt["B"])
-        losses["loss_pseudo"] = loss_pseudo.item()
-        losses["loss_dis"] = loss_dis.item()
-        losses["pseudo_fraction"] = (y_hat != labor.IGNORE_INDEX).float().mean().item()
+    # ---- pixel selector B beside A (joint schedule): Eq. 5 on A's pseudo-labels and Eq. 6 ------------------------
+    if "B" in net and args.schedule == "joint":
+        losses_b, theta = selector_step(args, net["B"], opt["B"], theta, x_t, logits_t.detach(), scaler)
+        losses.update(losses_b)
     scaler.update()
     return losses, theta
 
 
+def selector_step(args, B, opt_b, theta, x_t, logits_a, scaler):
+    """One step of the pixel selector B: it learns A's pseudo-labels (Eq. 5, IAST class-wise thresholds theta)
+    while its two heads are pushed apart (Eq. 6). logits_a: A's logits on the target images x_t, no gradient.
+    Returns the losses (floats) and the updated theta."""
+    size_t = x_t.shape[-2:]
+    with torch.no_grad():
+        prob_a = F.softmax(labor.upsample(logits_a.float(), size_t), dim=1)               # (B, C, Ht, Wt)
+        theta = labor.iast_update(prob_a, theta, args.iast_alpha, args.iast_beta, args.iast_gamma)
+        y_hat = labor.pseudo_labels(prob_a, theta)                                         # (B, Ht, Wt)
+    opt_b.zero_grad(set_to_none=True)
+    with autocast(args):
+        logits1, logits2, _, d1, d2 = B(x_t, heads_on_detached=True)
+        loss_pseudo = labor.pseudo_label_loss(logits1, logits2, y_hat)
+        loss_dis = labor.discrepancy(d1, d2)   # heads on detached features: only F1, F2 maximise it
+    scaler.scale(loss_pseudo - args.lambda_dis * loss_dis).backward()
+    scaler.step(opt_b)
+    return {"loss_pseudo": loss_pseudo.item(), "loss_dis": loss_dis.item(),
+            "pseudo_fraction": (y_hat != labor.IGNORE_INDEX).float().mean().item()}, theta
+
+
+def train_selector(args, net, opt, scaler, theta, target_images, state):
+    """Stage 1b of the staged schedule (the paper's Fig. 2): A is fixed after its warm-up; B learns that A's
+    pseudo-labels (Eq. 5) and pulls its heads apart (Eq. 6) for --selector-iters iterations. With
+    --selector-init a, B's backbone starts from A's (the paper's B starts from A's ImageNet weights; here A's
+    warm-up weights are the nearest analogue); its heads keep their own random start. Returns theta."""
+    A, B = unwrap(net["A"]), net["B"]
+    if args.selector_init == "a":
+        unwrap(B).backbone.load_state_dict(A.backbone.state_dict())
+    A.eval()  # A is fixed: its pseudo-labels come from the model as it will be evaluated
+    n = as_iterations(args.selector_iters, args.iters)
+    batches = runs.stream(target_images, args, args.seed * 2 + 2, 0, args.device)
+    for k in tqdm(range(n), desc=f"{args.mode}: selector B", disable=args.rank != 0 or args.quiet, leave=False):
+        poly_lr(opt["B"], args.lr, k, n, args.power)
+        x_t, _ = next(batches)
+        with torch.no_grad(), autocast(args):
+            logits_a = A(x_t)[0]                                                          # (B, C, Ht/8, Wt/8)
+        losses, theta = selector_step(args, B, opt["B"], theta, x_t, logits_a, scaler)
+        scaler.update()
+        if (k + 1) % args.log_every == 0 or k + 1 == n:
+            state["selector_history"].append({"selector_iter": k + 1, **losses})
+    A.train()
+    return theta
+
+
+# What A's warm-up and the trained B depend on: runs that agree on these share them (--shared-dir).
+WARMUP_KEYS = ("data", "data_seed", "size", "shift", "n_source", "n_target", "gta5_root", "cityscapes_root",
+               "gta5_list", "cityscapes_list", "source_size", "target_size", "preset", "model", "width", "weights",
+               "ndf", "iters", "warmup", "batch_size", "lr", "lr_d", "momentum", "weight_decay", "power", "gan",
+               "lambda_seg_aux", "lambda_adv", "lambda_adv_aux", "seed", "amp", "device", "schedule")
+SELECTOR_KEYS = WARMUP_KEYS + ("selector_iters", "selector_init", "lambda_dis", "iast_alpha", "iast_beta",
+                               "iast_gamma")
+
+
+def uses_warmup(args):
+    """Staged runs that adapt A before any label is bought share that warm-up (adaptseg is one without labels)."""
+    return args.schedule == "staged" and args.mode in SELECTING_MODES + ("adaptseg",)
+
+
+def shared_or_trained_selector(args, net, opt, scaler, theta, target_images, state):
+    """train_selector, unless a run with the same settings and seed already trained this B (--shared-dir)."""
+    path = runs.shared_file(args, "selector", SELECTOR_KEYS)
+    if path is not None and path.exists():
+        saved = runs.load_safe(path, "shared selector")
+        unwrap(net["B"]).load_state_dict(saved["B"])
+        state["selector_history"] = saved["selector_history"]
+        return saved["theta"].to(args.device)
+    theta = train_selector(args, net, opt, scaler, theta, target_images, state)
+    if path is not None and args.rank == 0:
+        runs.save_atomic({"format": runs.FORMAT, "B": unwrap(net["B"]).state_dict(), "theta": theta.cpu(),
+                          "selector_history": state["selector_history"]}, path)
+    return theta
 
 
 # ================================================================================================================
@@ -333,9 +428,12 @@ def train_step(args, net, opt, theta, batch_s, batch_t, y_t, scaler=None):
 # ================================================================================================================
 
 @torch.no_grad()
-def select_round(args, net, target_images, annotator, revealed, round_idx, n_rounds, budget):
+def select_round(args, net, target_images, annotator, revealed, round_idx, n_rounds, budget, classes):
     """One labelling round over every target-train image: choose pixels, ask the annotator, store the labels in
-    `revealed`. Returns, for the figures, {index: inconsistency mask (H, W) bool} of the first few images.
+    `revealed`. Returns (masks, required, a_wrong): for the figures, {index: inconsistency mask (H, W) bool} of the
+    first few images; what the bought labels fix (selection.RequiredCounter's summary: where A's prediction at
+    selection time differs from the revealed label); and {index: (H, W) bool, bought pixels where A was wrong}
+    for the first few images.
 
     With several processes each rank selects its share of the images and the choices are gathered, so every
     image is labelled exactly once and the result equals a single-process run's. Each random choice is seeded
@@ -347,17 +445,17 @@ def select_round(args, net, target_images, annotator, revealed, round_idx, n_rou
     indices = list(range(args.rank, len(target_images), args.world))
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(target_images, indices), generator=torch.Generator(),
                                          batch_size=args.batch_size, num_workers=args.num_workers)  # (see stream)
-    chosen, masks = {}, {}
+    chosen, masks, pred_bought = {}, {}, {}
     for x_t, idx in tqdm(loader, desc=f"selection {round_idx + 1}/{n_rounds}", leave=False,
                          disable=args.rank != 0 or args.quiet):
         x_t = x_t.to(args.device, non_blocking=True)
         size = x_t.shape[-2:]
         exclude = revealed.mask(idx.tolist(), args.device) if round_idx > 0 else None   # no pixel bought twice
         with autocast(args):
+            logits_a = mods["A"](x_t)[0]                       # A at selection time: was each label required?
             if args.mode in ("spl", "ppl"):
                 logits1, logits2, feat = mods["B"](x_t)
-            elif args.mode == "entropy":
-                logits_a = mods["A"](x_t)[0]
+        pred_a = labor.upsample(logits_a.float(), size).argmax(dim=1).cpu()              # (B, H, W)
         if args.mode in ("spl", "ppl"):
             p1 = labor.upsample(logits1.float(), size)                                   # (B, C, H, W)
             p2 = labor.upsample(logits2.float(), size)                                   # (B, C, H, W)
@@ -379,20 +477,25 @@ def select_round(args, net, target_images, annotator, revealed, round_idx, n_rou
             sel = selection.entropy_select(labor.upsample(logits_a.float(), size), n, exclude=exclude)
         else:  # supervised: every pixel
             sel = torch.ones(len(x_t), *size, dtype=torch.bool)
-        for i, m in zip(idx.tolist(), sel.cpu()):
-            chosen[i] = m
-    chosen = gather_dict(args, chosen)
+        for i, m, p in zip(idx.tolist(), sel.cpu(), pred_a):
+            chosen[i], pred_bought[i] = m, p[m].to(torch.uint8)   # A's prediction on the bought pixels only
+    chosen, pred_bought = gather_dict(args, chosen), gather_dict(args, pred_bought)
+    required, a_wrong = selection.RequiredCounter(len(classes)), {}
     for i in sorted(chosen):  # the annotator is asked once per image, in index order, on every rank
-        revealed.add(i, annotator.annotate([i], chosen[i][None])[0])
+        y = annotator.annotate([i], chosen[i][None])[0]                                   # (H, W), 255 unbought
+        revealed.add(i, y)
+        required.add(pred_bought[i], y[chosen[i]])
+        if i < figures.FIGURE_ROWS:
+            a_wrong[i] = torch.zeros_like(chosen[i])
+            a_wrong[i][chosen[i]] = (pred_bought[i].long() != y[chosen[i]]) & (y[chosen[i]] != labor.IGNORE_INDEX)
     for m in mods.values():
         m.train()
-    return gather_dict(args, masks)
+    return gather_dict(args, masks), required.summary(classes), a_wrong
 
 
 def hash_seed(*numbers):
     """A stable seed from several integers (Python's hash() of a tuple is salted per process)."""
     return int(np.random.SeedSequence(list(numbers)).generate_state(1)[0])
-
 
 
 # ================================================================================================================
@@ -460,14 +563,21 @@ def run(args):
     budget = args.budget  # None: SPL labels its whole inconsistency mask, random/entropy take the paper's 2.2%
     if budget is None and args.mode in ("random", "entropy"):
         budget = DEFAULT_BUDGET
-    state = {"iter": 0, "rounds_done": 0, "history": [], "running": {}, "masks": {},
-             "stage_time": {"setup": 0.0, "adaptation": 0.0, "selection": 0.0, "evaluation": 0.0, "outputs": 0.0}}
+    state = {"iter": 0, "rounds_done": 0, "history": [], "running": {}, "masks": {}, "a_wrong": {},
+             "selection_rounds": [], "selector_history": [], "shared_warmup": None,
+             "stage_time": {"setup": 0.0, "adaptation": 0.0, "selector": 0.0, "selection": 0.0, "evaluation": 0.0,
+                            "outputs": 0.0}}
     saved_selection = None
+    warmup_file = runs.shared_file(args, "warmup", WARMUP_KEYS) if uses_warmup(args) else None
     if resume is not None:  # everything an uninterrupted run would hold at this iteration
         theta, revealed = runs.restore(resume, state, net, opt, scaler, annotator)
-        theta = theta.to(args.device)
         if (out / runs.SELECTION).exists():  # labels bought after the checkpoint are reused, never bought twice
             saved_selection = runs.load_safe(out / runs.SELECTION, "selection")
+    elif warmup_file is not None and warmup_file.exists():  # A's warm-up, trained once per seed by another run
+        theta, revealed = runs.restore(runs.load_safe(warmup_file, "shared warm-up"), state, net, opt, scaler,
+                                       annotator, partial=True)
+        state["shared_warmup"] = str(warmup_file)
+    theta = theta.to(args.device)
     net = wrap_distributed(args, net)
     src_stream = runs.stream(source, args, args.seed * 2 + 0, state["iter"] * args.batch_size, args.device)
     tgt_stream = runs.stream(target_images, args, args.seed * 2 + 1, state["iter"] * args.batch_size, args.device)
@@ -486,19 +596,31 @@ def run(args):
     bar = tqdm(range(state["iter"], args.iters), desc=f"{args.mode}: adaptation", initial=state["iter"],
                total=args.iters, disable=args.rank != 0 or args.quiet)
     for it in bar:
+        if warmup_file is not None and it == as_iterations(args.warmup, args.iters) and not warmup_file.exists():
+            checkpoint()
+            runs.share(out / runs.CHECKPOINT, warmup_file)  # A's warm-up, for the other runs of this seed
         if it in select_its and state["rounds_done"] == select_its.index(it):
-            t0 = time.time()
             r = state["rounds_done"]
             if saved_selection is not None and saved_selection["rounds_done"] > r:   # bought before the kill
                 revealed = selection.RevealedLabels.from_state_dict(saved_selection)
                 annotator.load_state_dict(saved_selection["annotator"])
-                state["masks"] = saved_selection["masks"]
+                state.update({k: saved_selection[k] for k in ("masks", "a_wrong", "selection_rounds")})
             else:
-                state["masks"].update(select_round(args, net, target_images, annotator, revealed, r,
-                                                   len(select_its), budget))
+                if args.schedule == "staged" and "B" in net:  # ---- 1b. the selector B on the warmed-up A
+                    t0 = time.time()
+                    checkpoint()
+                    theta = shared_or_trained_selector(args, net, opt, scaler, theta, target_images, state)
+                    state["stage_time"]["selector"] += time.time() - t0
+                t0 = time.time()
+                masks, required, a_wrong = select_round(args, net, target_images, annotator, revealed, r,
+                                                        len(select_its), budget, classes)
+                state["masks"].update(masks)
+                state["a_wrong"].update({i: a_wrong[i] | state["a_wrong"].get(i, a_wrong[i]) for i in a_wrong})
+                state["selection_rounds"].append(required)
+                runs.log_round(args, r, len(select_its), required)
+                state["stage_time"]["selection"] += time.time() - t0
             state["rounds_done"] = r + 1
             runs.save_selection(args, out, revealed, annotator, state)
-            state["stage_time"]["selection"] += time.time() - t0
             checkpoint()
         t0 = time.time()
         for k, o in opt.items():
@@ -537,7 +659,7 @@ def run(args):
     if not select_its:
         runs.save_selection(args, out, revealed, annotator, state)
     chosen = {i: m for i, m in zip(revealed.pixels, revealed.masks())}
-    figures.save_figures(args, out, A, evals, target_images, chosen, state["masks"], revealed)
+    figures.save_figures(args, out, A, evals, target_images, chosen, state["masks"], revealed, state["a_wrong"])
     state["stage_time"]["outputs"] = time.time() - t0
     metrics = runs.write_metrics(args, out, state, miou, ious, classes, annotator, agree)
     if not args.quiet:
@@ -552,6 +674,15 @@ def run_table(args):
     return experiments.run_table(args, run, apply_defaults)
 
 
+def run_sweep(args):
+    """--mode sweep: every selector at every --budgets, for each seed (experiments.py drives `run`)."""
+    if args.data == "synthetic":
+        h, w = args.size
+    else:
+        w, h = data.real_sizes(args.preset, args.source_size, args.target_size)[1]
+    return experiments.run_sweep(args, run, apply_defaults, image_pixels=h * w)
+
+
 def main(argv=None):
     try:
         args = get_args(argv)
@@ -560,6 +691,8 @@ def main(argv=None):
             bench.benchmark(args, build_models, build_optimisers, train_step)
         elif args.mode == "table":
             run_table(args)
+        elif args.mode == "sweep":
+            run_sweep(args)
         else:
             run(args)
     except (UsageError, data.DatasetError) as e:

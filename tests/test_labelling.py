@@ -1,0 +1,239 @@
+"""Labeling only if required, measured (issue 12): what each bought label fixes (required_fraction), the paper's
+staged schedule (warm-up A, then B on that A with A fixed, then select, then A with the labels), one warm-up and
+one B shared by every run of a seed, and the budget sweep."""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import data  # noqa: E402
+import labor  # noqa: E402
+import runs  # noqa: E402
+import selection  # noqa: E402
+import train  # noqa: E402
+
+TINY = ["--iters", "8", "--n-source", "8", "--n-target", "6", "--n-val", "4", "--size", "32", "64",
+        "--batch-size", "2", "--width", "8", "--log-every", "2", "--threads", "1"]
+STAGED = ["--schedule", "staged", "--warmup", "4", "--selector-iters", "4"]
+
+
+def run_mode(mode, out, *extra):
+    args = train.get_args(["--mode", mode, "--out", str(out), *TINY, *extra])
+    args.quiet = True
+    return train.run(args)
+
+
+def weights(folder):
+    return torch.load(Path(folder) / "model_A.pt", weights_only=True)["A"]
+
+
+def same_weights(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def params(module):
+    """Parameters only (B's batch-norm statistics follow its own training batches)."""
+    return {k: v.detach().clone() for k, v in module.named_parameters()}
+
+
+# ------------------------------------------------------------------------------------------ required_fraction
+
+def test_required_counter_matches_a_hand_count():
+    """Six bought pixels of one image: A is wrong on three (one of them unscored: 255 is never counted)."""
+    counter = selection.RequiredCounter(3)
+    pred_a = torch.tensor([0, 0, 1, 2, 2, 1])
+    label = torch.tensor([0, 1, 1, 0, 2, 255])
+    counter.add(pred_a, label)
+    s = counter.summary(["a", "b", "c"])
+    # scored: 5 pixels (labels 0, 1, 1, 0, 2); A wrong at positions 1 (0 vs 1) and 3 (2 vs 0): 2 of 5
+    assert s["bought_pixels"] == 5 and s["a_wrong_pixels"] == 2
+    assert s["required_fraction"] == pytest.approx(2 / 5)
+    assert s["per_class"]["a"] == {"share_of_bought": pytest.approx(2 / 5), "a_error_rate": pytest.approx(1 / 2)}
+    assert s["per_class"]["b"] == {"share_of_bought": pytest.approx(2 / 5), "a_error_rate": pytest.approx(1 / 2)}
+    assert s["per_class"]["c"] == {"share_of_bought": pytest.approx(1 / 5), "a_error_rate": 0.0}
+
+
+class ConstantA(torch.nn.Module):
+    """A model A that predicts class k everywhere (logits (B, C, H/8, W/8))."""
+
+    def __init__(self, k, num_classes):
+        super().__init__()
+        self.k, self.c = k, num_classes
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        logits = torch.zeros(len(x), self.c, x.shape[-2] // 8, x.shape[-1] // 8)
+        logits[:, self.k] = 1.0
+        return logits, logits
+
+
+def test_select_round_required_fraction_is_a_error_rate_on_bought_pixels():
+    """Random selection under an A that always predicts 'road': required_fraction is the share of bought pixels
+    whose revealed label is not road, counted here by hand from the labels the annotator revealed."""
+    args = train.get_args(["--mode", "random", "--budget", "0.1", *TINY])
+    runs.setup_runtime(args)
+    _, target, _, classes = train.build_data(args)
+    images = data.ImagesOnly(target)
+    road = classes.index("road")
+    annotator = selection.Annotator(lambda i: target[i][1])
+    revealed = selection.RevealedLabels(tuple(images[0][0].shape[-2:]))
+    net = {"A": ConstantA(road, len(classes))}
+    _, required, a_wrong = train.select_round(args, net, images, annotator, revealed, 0, 1, 0.1, classes)
+    labels = torch.cat([lab[lab != 255] for lab in (revealed.labels[i].long() for i in revealed.labels)])
+    assert required["bought_pixels"] == len(labels) > 0
+    assert required["required_fraction"] == pytest.approx(float((labels != road).float().mean()))
+    assert required["per_class"]["road"]["a_error_rate"] == 0.0
+    assert set(a_wrong) == {0, 1, 2}  # the figure rows; each marks bought non-road pixels only
+    for i, wrong in a_wrong.items():
+        lab = revealed.batch([i])[0]
+        assert torch.equal(wrong, (lab != 255) & (lab != road))
+
+
+@pytest.mark.parametrize("mode", ["spl", "ppl", "random", "entropy"])
+def test_every_selecting_mode_records_its_rounds(mode, tmp_path, capsys):
+    extra = ["--budget", "0.05"] if mode != "ppl" else []  # SPL capped: its mask at init is the whole image
+    args = train.get_args(["--mode", mode, "--out", str(tmp_path / mode), *TINY, "--select-at", "2", "5", *extra])
+    train.run(args)
+    m = json.loads((tmp_path / mode / "metrics.json").read_text())
+    assert len(m["selection_rounds"]) == 2
+    for r in m["selection_rounds"]:
+        assert 0 <= r["required_fraction"] <= 1
+        assert set(r["per_class"]) == set(data.SYNTHETIC_CLASSES)
+        shares = [c["share_of_bought"] for c in r["per_class"].values()]
+        assert sum(shares) == pytest.approx(1.0 if r["bought_pixels"] else 0.0)  # SPL's mask may be empty
+    bought = sum(r["bought_pixels"] for r in m["selection_rounds"])
+    assert bought > 0
+    assert m["required_fraction"] == pytest.approx(sum(r["a_wrong_pixels"] for r in m["selection_rounds"]) / bought)
+    out = capsys.readouterr().out + capsys.readouterr().err
+    assert "labelling round 2/2" in out and "required_fraction" in out
+
+
+# ------------------------------------------------------------------------------------------ staged schedule
+
+def staged_args(mode, out, *extra):
+    args = train.get_args(["--mode", mode, "--out", str(out), *TINY, *STAGED, *extra])
+    args.quiet = True
+    return args
+
+
+def test_staged_selector_starts_from_a_and_leaves_a_fixed(tmp_path):
+    """Stage 1b with --selector-init a: B's backbone is A's (checked with lr 0, so nothing moves), and A's weights
+    and batch-norm statistics are the same before and after B's training."""
+    args = staged_args("spl", tmp_path / "r", "--lr", "0")
+    runs.setup_runtime(args)
+    source, target, _, classes = train.build_data(args)
+    net = train.build_models(args, len(classes))
+    opt = train.build_optimisers(args, net)
+    a_before = {k: v.clone() for k, v in net["A"].state_dict().items()}
+    assert not same_weights(params(net["B"].backbone), params(net["A"].backbone))
+    state = {"selector_history": []}
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    theta = torch.full((len(classes),), labor.IAST_THETA0)
+    train.train_selector(args, net, opt, scaler, theta, data.ImagesOnly(target), state)
+    assert same_weights(params(net["B"].backbone), params(net["A"].backbone))
+    assert same_weights(net["A"].state_dict(), a_before)
+    assert net["A"].training  # back to training mode for stage 1c
+    assert len(state["selector_history"]) == 2  # 4 iterations, logged every 2
+
+
+def test_staged_scratch_keeps_b_own_start(tmp_path):
+    args = staged_args("spl", tmp_path / "r", "--lr", "0", "--selector-init", "scratch")
+    runs.setup_runtime(args)
+    _, target, _, classes = train.build_data(args)
+    net = train.build_models(args, len(classes))
+    b_before = params(net["B"].backbone)
+    train.train_selector(args, net, train.build_optimisers(args, net), torch.amp.GradScaler("cpu", enabled=False),
+                         torch.full((len(classes),), labor.IAST_THETA0), data.ImagesOnly(target),
+                         {"selector_history": []})
+    assert same_weights(params(net["B"].backbone), b_before)
+    assert not same_weights(params(net["B"].backbone), params(net["A"].backbone))
+
+
+def test_staged_run_labels_once_after_the_warmup(tmp_path):
+    m = run_mode("spl", tmp_path / "r", *STAGED)
+    assert m["schedule"] == "staged" and len(m["selection_rounds"]) == 1
+    assert m["labelled_pixels"] > 0 and m["stage_seconds"]["selector"] > 0
+    assert [h["selector_iter"] for h in m["selector_history"]] == [2, 4]
+    assert "loss_pseudo" not in m["history"][-1]  # B does not train beside A in the staged schedule
+
+
+def test_shared_warmup_and_selector_give_the_same_runs(tmp_path):
+    """Every run of a seed may reuse the warm-up and B that another run saved in --shared-dir: the results are
+    bit for bit those of a run that trains its own."""
+    shared = ["--shared-dir", str(tmp_path / "shared")]
+    run_mode("spl", tmp_path / "spl-own", *STAGED)
+    run_mode("random", tmp_path / "random-own", *STAGED, "--budget", "0.05")
+    first = run_mode("ppl", tmp_path / "ppl-first", *STAGED, *shared)      # trains and shares warm-up and B
+    assert first["shared_warmup"] is None
+    assert len(list((tmp_path / "shared").glob("warmup-seed0-*.pt"))) == 1
+    assert len(list((tmp_path / "shared").glob("selector-seed0-*.pt"))) == 1
+    spl = run_mode("spl", tmp_path / "spl-shared", *STAGED, *shared)
+    rnd = run_mode("random", tmp_path / "random-shared", *STAGED, *shared, "--budget", "0.05")
+    assert spl["shared_warmup"] and rnd["shared_warmup"]
+    for name in ("spl", "random"):
+        assert same_weights(weights(tmp_path / f"{name}-own"), weights(tmp_path / f"{name}-shared")), name
+    own = json.loads((tmp_path / "spl-own" / "metrics.json").read_text())
+    assert own["labelled_pixels"] == spl["labelled_pixels"] and own["miou"] == spl["miou"]
+    # another seed shares nothing with seed 0
+    other = run_mode("random", tmp_path / "random-seed1", *STAGED, *shared, "--budget", "0.05", "--seed", "1")
+    assert other["shared_warmup"] is None
+
+
+def test_staged_run_killed_in_the_selector_stage_resumes_exactly(tmp_path, monkeypatch, capsys):
+    """A crash while B trains: --resume restarts stage 1b from the checkpoint at the end of the warm-up and ends
+    exactly where an uninterrupted run ends."""
+    ref = run_mode("spl", tmp_path / "ref", *STAGED)
+    real_step = train.selector_step
+    calls = [0]
+
+    def crash(*a, **k):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise KeyboardInterrupt  # the kill
+        return real_step(*a, **k)
+
+    monkeypatch.setattr(train, "selector_step", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_mode("spl", tmp_path / "run", *STAGED)
+    monkeypatch.setattr(train, "selector_step", real_step)
+    assert runs.load_safe(tmp_path / "run" / runs.CHECKPOINT, "checkpoint")["iter"] == 4
+    args = train.get_args(["--resume", str(tmp_path / "run")])
+    args.quiet = True
+    resumed = train.run(args)
+    assert same_weights(weights(tmp_path / "ref"), weights(tmp_path / "run"))
+    assert resumed["labelled_pixels"] == ref["labelled_pixels"] and resumed["miou"] == ref["miou"]
+
+
+# ------------------------------------------------------------------------------------------ the sweep
+
+def test_sweep_writes_curve_and_spends_each_budget(tmp_path):
+    args = train.get_args(["--mode", "sweep", "--out", str(tmp_path), *TINY, *STAGED,
+                           "--budgets", "0.01", "0.05", "--seeds", "0"])
+    args.quiet = True
+    summary = train.run_sweep(args)
+    for f in ("sweep.md", "sweep.json", "budget_curve.png"):
+        assert (tmp_path / f).exists(), f
+    got = {(r["selector"], r["budget"]): r for r in summary}
+    expected = {("spl (whole mask)", None), ("adaptseg", None), ("supervised", None)} | {
+        (s, b) for s in ("random", "entropy", "spl", "ppl") for b in (0.01, 0.05)}
+    assert set(got) == expected
+    hw = 32 * 64
+    for b in (0.01, 0.05):
+        for s in ("random", "entropy", "ppl"):  # exactly the budget (PPL: as many points) in every image
+            assert got[(s, b)]["points_per_image"] == round(b * hw), (s, b)
+        assert got[("spl", b)]["points_per_image"] <= round(b * hw)  # capped: at most its mask
+    assert got[("adaptseg", None)]["labelled_fraction"] == 0 and got[("supervised", None)]["labelled_fraction"] == 1
+    # one warm-up and one B for the seed, shared by every run
+    assert len(list((tmp_path / "shared").glob("warmup-*.pt"))) == 1
+    assert len(list((tmp_path / "shared").glob("selector-*.pt"))) == 1
+    saved = json.loads((tmp_path / "sweep.json").read_text())
+    assert len(saved["runs"]) == len(expected)
+    # the same command again reads the finished runs back instead of training them
+    again = argparse.Namespace(**vars(args))
+    (tmp_path / "sweep.md").unlink()
+    assert train.run_sweep(again) == summary
