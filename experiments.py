@@ -118,7 +118,8 @@ def run_sweep(args, run, apply_defaults, image_pixels):
         for mode, budget, settings in plan:
             m = one_run(args, run, apply_defaults, out, mode, seed, **settings)
             name = "spl (whole mask)" if mode == "spl" and budget is None else mode
-            rows.append({"selector": name, "budget": budget, "seed": seed, "miou": m["miou"],
+            rows.append({"selector": name, "budget": budget, "seed": seed, "run": Path(m["args"]["out"]).name,
+                         "miou": m["miou"],
                          "labelled_fraction": m["labelled_fraction"], "points_per_image": m["points_per_image"],
                          "required_fraction": m.get("required_fraction")})
     summary = summarise_sweep(rows)
