@@ -10,6 +10,7 @@ ends with the same exit code within a second (a watcher thread, or exit_if_a_pee
 first). Checks that only rank 0 makes are made collectively (on_rank0).
 """
 import os
+import signal
 import sys
 import threading
 import time
@@ -89,6 +90,7 @@ def publish_error(message, code=2):
     with _peers["lock"]:
         _peers["published"] = True
     if _peers["store"] is not None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the launcher ends the others: this one exits with its code
         try:
             _peers["store"].set(_peers["key"], f"{code}|{message}")
         except Exception:  # noqa: BLE001 (then the others see their collective fail, as before)
