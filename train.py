@@ -14,8 +14,8 @@ Stages (each has a banner below and a progress bar at run time):
   4. outputs      metrics.json, checkpoint, selection, figures in the run folder.
 
 The modes: source_only, adaptseg, spl, ppl, random, entropy, supervised, table (see --help).
-The plumbing lives beside this file: runs.py (run folder, checkpoints, resume), distributed.py (torchrun),
-figures.py, experiments.py (--mode table) and bench.py (--benchmark).
+The plumbing lives beside this file: runs.py (valid flag values, run folder, checkpoints, resume, SIGTERM),
+distributed.py (torchrun), figures.py, experiments.py (--mode table) and bench.py (--benchmark).
 """
 import argparse
 import math
@@ -580,7 +580,7 @@ def main(argv=None):
         message = runs.error_message(e)
         if message is None:  # a bug here, or a collective that failed because another rank stopped
             exit_if_a_peer_failed()
-            publish_error(f"another process failed ({type(e).__name__}: {e}; see its traceback)", code=1)
+            publish_error(f"another process failed ({type(e).__name__}); see its traceback", code=1)
             raise
         publish_error(message)  # every other rank prints it too and stops, rather than wait in a collective
         print(f"error: {message}", file=sys.stderr)
