@@ -355,7 +355,10 @@ def stop_on_signal(run):
                 return
             _received[0] = signum
 
-        previous = {s: signal.signal(s, note) for s in STOP_SIGNALS}
+        previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+        for s, handler in previous.items():
+            if handler is not signal.SIG_IGN:  # e.g. SIGINT in a background job (`&`): it stays ignored
+                signal.signal(s, note)
         _received[0] = 0
         try:
             return run(args)
