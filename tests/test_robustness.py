@@ -113,7 +113,7 @@ def kill_when(proc, out, condition, keep=None, timeout=120):
     proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "metrics.json").exists(), "killed mid-run, so the run must not have finished"
-    return runs.load_safe(ckpt, "checkpoint")["iter"]
+    return runs.load_safe(out / runs.CHECKPOINT, "checkpoint")["iter"]
 
 
 def assert_same_run(ref, out):
