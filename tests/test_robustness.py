@@ -484,7 +484,7 @@ def test_exploding_learning_rate_keeps_a_finite_checkpoint(tmp_path, capsys):
         assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point()), net
 
 
-# ------------------------------------------------------------------------------------------------ run folders (issue 10)
+# ------------------------------------------------------------------------------------------------ run folders
 
 @pytest.mark.parametrize("how", ["chmod", "a write that fails"])
 def test_out_without_write_permission_is_refused(how, tmp_path, capsys, monkeypatch):
