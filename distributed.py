@@ -3,12 +3,24 @@
 train.py runs unchanged on one process; these helpers are what changes when WORLD_SIZE > 1. Stage 0 wraps the
 models, stage 2 gathers each rank's share of the selected pixels, stage 3 checks that every rank holds the
 same weights before evaluating.
+
+An error on one rank must not leave the others waiting in a collective until its timeout: the failing rank
+publishes its message in the rendezvous store (publish_error), and every other rank prints the same message and
+ends with the same exit code within a second (a watcher thread, or exit_if_a_peer_failed when a collective fails
+first). Checks that only rank 0 makes are made collectively (on_rank0).
 """
 import os
+import signal
+import sys
+import threading
+import time
+from datetime import timedelta
 
 import torch
 
-from runs import state_digest, unwrap
+from runs import UsageError, state_digest, unwrap
+
+_peers = {"store": None, "key": None, "published": False, "lock": threading.Lock()}
 
 
 def init_distributed(args):
@@ -26,6 +38,94 @@ def init_distributed(args):
         args.device = f"cuda:{local}"
     if args.rank != 0:
         args.quiet = True
+    _watch_peers()
+
+
+def _watch_peers():
+    """A client of the rendezvous store of our own (a store is not ours to share between threads) and a thread that
+    ends this process as soon as another rank has published an error."""
+    try:
+        _peers["store"] = torch.distributed.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                                                     is_master=False, timeout=timedelta(seconds=10))
+    except (KeyError, RuntimeError, ValueError):
+        return  # not started by torchrun (or alike): a failed collective still ends the other ranks
+    # torchrun's store outlives a restart of the workers: one key per attempt
+    _peers["key"] = f"labor-reference/error/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+    threading.Thread(target=_watch, daemon=True, name="peer-errors").start()
+
+
+def _watch():
+    while True:
+        time.sleep(0.2)
+        failure = _read_failure()
+        if failure is False:
+            return  # the store is gone (its host ended): nothing more can come from it
+        if failure:
+            _exit_for_peer(*failure)
+            return  # (only when the failure was this rank's own)
+
+
+def _read_failure():
+    """(exit code, message) published by a rank, None if none yet, False if the store cannot be reached."""
+    store, key = _peers["store"], _peers["key"]
+    try:
+        if not store.check([key]):
+            return None
+        code, message = store.get(key).decode().split("|", 1)
+        return int(code), message
+    except Exception:  # noqa: BLE001 (the connection to a store whose host has ended fails in several ways)
+        return False
+
+
+def _exit_for_peer(code, message):
+    with _peers["lock"]:
+        if _peers["published"]:
+            return  # this rank failed itself and reports its own error
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        os._exit(code)  # this rank may be blocked in a collective, which no exception would leave
+
+
+def publish_error(message, code=2):
+    """Called by a rank that stops with an error (main), before it exits: every other rank stops with it."""
+    with _peers["lock"]:
+        _peers["published"] = True
+    if _peers["store"] is not None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the launcher ends the others: this one exits with its code
+        try:
+            _peers["store"].set(_peers["key"], f"{code}|{message}")
+        except Exception:  # noqa: BLE001 (then the others see their collective fail, as before)
+            pass
+
+
+def exit_if_a_peer_failed(wait=3.0):
+    """Called after an unexpected error (a collective that failed because a peer ended): if a peer published its
+    error, print it and exit with its code, as the watcher would; otherwise return (the error is this rank's)."""
+    if _peers["store"] is None or _peers["published"]:
+        return
+    deadline = time.time() + wait
+    while time.time() < deadline:
+        failure = _read_failure()
+        if failure is False:
+            return
+        if failure:
+            _exit_for_peer(*failure)
+        time.sleep(0.05)
+
+
+def on_rank0(args, check, *a):
+    """check(*a) runs on rank 0 only (e.g. the run folder); a UsageError it raises is raised on every rank, so no
+    rank goes on to wait for one that has stopped."""
+    if args.world == 1:
+        return check(*a)
+    message = [None]
+    if args.rank == 0:
+        try:
+            check(*a)
+        except UsageError as e:
+            message = [str(e)]
+    torch.distributed.broadcast_object_list(message, src=0)
+    if message[0] is not None:
+        raise UsageError(message[0])
 
 
 def wrap_distributed(args, net):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 import figures
-from runs import UsageError
+from runs import UsageError, prepare_out
 
 TABLE_MODES = ("source_only", "adaptseg", "random", "entropy", "ppl", "spl", "supervised")
 
@@ -50,6 +50,7 @@ def run_table(args, run, apply_defaults):
     out = Path(args.out or f"runs/table-{time.strftime('%Y%m%d-%H%M%S')}")
     if (out / "results.md").exists():
         raise UsageError(f"{out} already holds a table (results.md); pick another --out or delete it")
+    prepare_out(out)  # a file, or a folder we cannot write in, is refused before the first run
     seeds = args.seeds or [args.seed]
     rows = {m: [] for m in TABLE_MODES}
     for seed in seeds:

@@ -3,13 +3,20 @@
 None of this is LabOR; it is what lets a run be killed at any moment and resumed exactly (stage 1 writes
 checkpoints, stage 4 writes the outputs), and what turns a user's mistake into one clear message.
 
+    ArgumentParser, positive_int, ... every flag's valid range, checked before any work starts
     save_atomic / load_safe      every file we write, written whole or not at all; read with weights_only=True
+    prepare_out                  the run folder: never a file, an earlier run or a folder we cannot write in
     checkpoint / restore         everything a resumed run needs to continue bit for bit
     InfiniteSampler / stream     seeded endless batches that can start at any position
     setup_runtime                device, threads, precision and the run folder's name
+    stop_on_signal / Stopped     SIGTERM, SIGINT: a checkpoint at the current iteration, then exit 128 + signal
     log_interval / write_metrics the log lines and metrics.json
+    error_message                what main prints for a mistake the user can fix
 """
 import argparse
+import contextlib
+import errno
+import functools
 import hashlib
 import json
 import math
@@ -17,12 +24,16 @@ import os
 import platform
 import shutil
 import resource
+import signal
+import tempfile
+import threading
 import time
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+import data
 import selection
 
 FORMAT = "labor-reference/1"   # every file we write carries it: a foreign file is refused by name
@@ -33,17 +44,77 @@ class UsageError(Exception):
     """A mistake the user can fix (bad flag, folder, file): printed as one message, exit code 2."""
 
 
+# ------------------------------------------------------------------------------------------------ arguments
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose mistakes raise UsageError, so that main prints them as its one 'error: ...' line (argparse
+    would print the usage block first) and a caller in Python gets an exception rather than SystemExit."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _checked(convert, ok, valid):
+    """An argparse type: convert the text and check the value; argparse puts the flag's name before the message."""
+    def check(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {valid}")
+        return value
+    return check
+
+
+def _finite(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+MIN_SIDE = 32  # the discriminator's five 4x4 stride-2 convolutions leave nothing of a smaller image
+positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
+non_negative_int = _checked(int, lambda v: v >= 0, "an integer >= 0")
+seed = _checked(int, lambda v: 0 <= v < 2 ** 32, "a seed, an integer in [0, 2**32)")
+image_side = _checked(int, lambda v: v >= MIN_SIDE, f"an image side of at least {MIN_SIDE} pixels (the "
+                                                    f"discriminator halves it five times)")
+positive_float = _checked(_finite, lambda v: v > 0, "a positive number")
+non_negative_float = _checked(_finite, lambda v: v >= 0, "a number >= 0")
+unit_float = _checked(_finite, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+fraction = _checked(_finite, lambda v: 0 < v <= 1, "a fraction in (0, 1], e.g. 0.022")
+momentum = _checked(_finite, lambda v: 0 <= v < 1, "a momentum in [0, 1)")
+existing_dir = _checked(str, lambda v: Path(v).is_dir(), "an existing folder")
+existing_file = _checked(str, lambda v: Path(v).is_file(), "an existing file")
+folder = _checked(str, lambda v: not Path(v).is_file(), "a folder (it may not exist yet), not a file")
+
+
 # ---------------------------------------------------------------------------------------------------- files
 
 def save_atomic(obj, path):
-    """torch.save to a temporary file, flush it to disk, then rename: a kill at any moment leaves either the old
-    file or the new one, never half of one."""
+    """torch.save (a str: the text) to a temporary file, flush it to disk, then rename: a kill or a full disk at any
+    moment leaves either the old file or the new one, never half of one, and no temporary file either."""
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            if isinstance(obj, str):
+                f.write(obj.encode())
+            else:
+                torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if not isinstance(e, OSError):
+            raise
+        hint = (f"; then continue with: python train.py --resume {path.parent}"
+                if (path.parent / CHECKPOINT).is_file() else "")
+        raise UsageError(f"cannot write {path} ({e.strerror or e}); the previous {path.name}, if any, is unchanged: "
+                         f"free some space or fix the folder's permissions{hint}") from None
 
 
 def load_safe(path, what):
@@ -63,18 +134,27 @@ def load_safe(path, what):
     return obj
 
 
-def prepare_out(out):
-    """Never overwrite an earlier run: a folder holding a run (metrics.json or a checkpoint) is refused."""
-    for f in ("metrics.json", CHECKPOINT, SELECTION):
+def prepare_out(out, resume=False):
+    """The run folder. Never overwrite an earlier run: a folder holding a run (metrics.json or a checkpoint) is
+    refused, unless resuming it. A file, or a folder we cannot write in, is refused now rather than at the first
+    checkpoint."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; the run needs a folder (a new one, or one without a run)")
+    for f in () if resume else ("metrics.json", CHECKPOINT, SELECTION):
         if (out / f).exists():
             raise UsageError(f"{out} already holds a run ({f}); continue it with --resume {out}, or pick another "
                              f"--out")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()  # a real write: permissions, read-only disks, ...
+    except OSError as e:
+        raise UsageError(f"cannot write in the run folder {out} ({e.strerror or e}); pick another --out") from None
 
 
 def args_dict(args):
     """The command-line settings as plain values (run-time fields like rank or dtype left out)."""
-    skip = ("rank", "world", "amp_dtype", "memory_format")
+    skip = ("rank", "world", "amp_dtype", "memory_format", "checkpoint")
     return {k: (str(v) if isinstance(v, torch.device) else v) for k, v in vars(args).items() if k not in skip}
 
 
@@ -101,12 +181,24 @@ def resume_args(cli):
     if (Path(cli.resume) / "metrics.json").exists():
         raise UsageError(f"{cli.resume} holds a finished run (metrics.json): there is nothing to resume; start a "
                          f"new run with another --out")
+    if not (Path(cli.resume) / CHECKPOINT).is_file():
+        raise UsageError(f"--resume {cli.resume}: there is no {Path(cli.resume) / CHECKPOINT}; give the folder of a "
+                         f"run that was stopped or killed")
     ckpt = load_safe(Path(cli.resume) / CHECKPOINT, "checkpoint")
     args = argparse.Namespace(**ckpt["args"])
     for k in RUNTIME_FLAGS:
         setattr(args, k, getattr(cli, k))
     args.out = cli.resume
+    args.checkpoint = ckpt  # run() restores from it: the file is read once
     return args
+
+
+def resume_checkpoint(args):
+    """The checkpoint a --resume run continues from (the one resume_args read; None for a new run)."""
+    if not args.resume:
+        return None
+    ckpt = vars(args).pop("checkpoint", None)  # popped: the run's weights are not kept twice in memory
+    return ckpt if ckpt is not None else load_safe(Path(args.out) / CHECKPOINT, "checkpoint")
 
 
 def unwrap(m):
@@ -217,7 +309,7 @@ def stream(dataset, args, seed, start, device):
     # its own generator: a loader started draws from the global RNG, and a resumed run starts it at another moment
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, drop_last=True,
                                          num_workers=args.num_workers, pin_memory=device.type == "cuda",
-                                         persistent_workers=args.num_workers > 0,
+                                         persistent_workers=args.num_workers > 0, worker_init_fn=ignore_stop_signals,
                                          generator=torch.Generator().manual_seed(seed))
     for batch in loader:
         yield [t.to(device, non_blocking=True) for t in batch]
@@ -259,6 +351,67 @@ def peak_memory_mb(device):
     return kb / 1024
 
 
+# ------------------------------------------------------------------------------------------------ signals
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)   # a cluster's pre-emption, Ctrl-C
+_received = [0]                                  # the signal that asked the run to stop (0: none)
+
+
+class Stopped(Exception):
+    """A run stopped by SIGTERM / SIGINT after writing its checkpoint; main exits with 128 + the signal."""
+
+    def __init__(self, signum, iteration, out):
+        super().__init__(f"stopped at iteration {iteration}; continue with: python train.py --resume {out}")
+        self.signum = signum
+
+
+def stop_on_signal(run):
+    """While `run` runs, SIGTERM and SIGINT only note the signal: the training loop looks at stop_requested at each
+    iteration boundary, writes a checkpoint there and raises Stopped. A second signal acts at once, as it would
+    without us. The previous handlers come back afterwards (notebooks and tests call run in this process)."""
+    @functools.wraps(run)
+    def wrapper(args):
+        if threading.current_thread() is not threading.main_thread():
+            return run(args)  # only the main thread may set handlers; there the signals act as usual
+
+        def note(signum, frame):
+            if _received[0]:
+                signal.signal(signum, previous[signum] or signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+                return
+            _received[0] = signum
+
+        previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+        for s, handler in previous.items():
+            if handler is not signal.SIG_IGN:  # e.g. SIGINT in a background job (`&`): it stays ignored
+                signal.signal(s, note)
+        _received[0] = 0
+        try:
+            return run(args)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler or signal.SIG_DFL)
+            _received[0] = 0
+    return wrapper
+
+
+def stop_requested(args):
+    """The signal received (0: none), agreed on by every rank, so that all of them stop at the same iteration."""
+    signum = _received[0]
+    if args.world > 1:
+        t = torch.tensor([signum], device=args.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        signum = int(t.item())
+    return signum
+
+
+def ignore_stop_signals(worker_id):
+    """DataLoader workers: a cluster (or Ctrl-C) signals the whole process group; the main process decides when to
+    stop and ends its workers itself, so they must not die under the batch it is waiting for."""
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+
+
 # ------------------------------------------------------------------------------------------------ outputs
 
 def log_interval(args, state, bar):
@@ -294,8 +447,23 @@ def write_metrics(args, out, state, miou, ious, classes, annotator, agree):
         "platform": {"python": platform.python_version(), "torch": torch.__version__,
                      "threads": torch.get_num_threads(), "device": str(args.device), "world": args.world},
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    save_atomic(json.dumps(metrics, indent=2), out / "metrics.json")  # half a metrics.json would mark it finished
     return metrics
+
+
+def error_message(e):
+    """The one line main prints for a mistake the user can fix (None: a bug, whose traceback is the useful part)."""
+    if isinstance(e, OSError) and e.errno in USER_OS_ERRORS:   # a full disk, no permission, ...
+        return f"{e.strerror}: {e.filename}" if e.filename else f"{e.strerror} (while writing the run's files)"
+    if not isinstance(e, (UsageError, data.DatasetError)):
+        return None
+    message = str(e).strip()
+    if "Original Traceback" in message:  # raised in a DataLoader worker: its last line is the message
+        message = message.splitlines()[-1].split(": ", 1)[-1]
+    return message
+
+
+USER_OS_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
 
 
 def required_fraction(rounds):

@@ -14,8 +14,8 @@ Stages (each has a banner below and a progress bar at run time):
   4. outputs      metrics.json, checkpoint, selection, figures in the run folder.
 
 The modes: source_only, adaptseg, spl, ppl, random, entropy, supervised, table (see --help).
-The plumbing lives beside this file: runs.py (run folder, checkpoints, resume), distributed.py (torchrun),
-figures.py, experiments.py (--mode table) and bench.py (--benchmark).
+The plumbing lives beside this file: runs.py (valid flag values, run folder, checkpoints, resume, SIGTERM),
+distributed.py (torchrun), figures.py, experiments.py (--mode table) and bench.py (--benchmark).
 """
 import argparse
 import math
@@ -36,7 +36,8 @@ import labor
 import models
 import runs
 import selection
-from distributed import gather_dict, init_distributed, ranks_agree, sync_buffers, wrap_distributed
+from distributed import (exit_if_a_peer_failed, gather_dict, init_distributed, on_rank0, publish_error, ranks_agree,
+                         sync_buffers, wrap_distributed)
 from runs import UsageError, autocast, unwrap
 
 MODES = ("source_only", "adaptseg", "spl", "ppl", "random", "entropy", "supervised", "table", "sweep")
@@ -49,7 +50,15 @@ DEFAULT_BUDGET = 0.022  # random/entropy run alone: the paper's SPL budget, 2.2%
 # ================================================================================================================
 
 def get_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    args = build_parser().parse_args(argv)
+    if args.resume:
+        args = runs.resume_args(args)
+    return apply_defaults(args)
+
+
+def build_parser():
+    """Every flag with its valid values (runs.py's types): a bad value is refused before any work starts."""
+    p = runs.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--mode", default="spl", help="one of " + ", ".join(MODES) + " (default: spl)")
     a("--preset", default="synthetic", choices=["synthetic", "paper"],
@@ -57,105 +66,108 @@ def get_args(argv=None):
            "(SGD 2.5e-4, momentum 0.9, wd 5e-4, poly 0.9; D: Adam 1e-4, betas (0.9, 0.99); 1280x720 / 1024x512)")
     # --- data
     a("--data", default="synthetic", choices=["synthetic", "gta5-cityscapes"], help="benchmark (default synthetic)")
-    a("--gta5-root", default=None, help="GTA5 folder with images/ and labels/")
-    a("--cityscapes-root", default=None, help="Cityscapes folder with leftImg8bit/ and gtFine/")
-    a("--gta5-list", default=None, help="optional AdaptSegNet-style list of GTA5 image names")
-    a("--cityscapes-list", default=None, help="optional list of Cityscapes train image names")
-    a("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
+    a("--gta5-root", type=runs.existing_dir, default=None, help="GTA5 folder with images/ and labels/")
+    a("--cityscapes-root", type=runs.existing_dir, default=None, help="Cityscapes folder with leftImg8bit/ and gtFine/")
+    a("--gta5-list", type=runs.existing_file, default=None, help="optional AdaptSegNet-style list of GTA5 image names")
+    a("--cityscapes-list", type=runs.existing_file, default=None, help="optional list of Cityscapes train image names")
+    a("--size", type=runs.image_side, nargs=2, default=None, metavar=("H", "W"),
       help="synthetic image size (default 96 192)")
-    a("--shift", type=float, default=0.6,
+    a("--shift", type=runs.unit_float, default=0.6,
       help="synthetic domain-shift strength: 0 = target looks like source, 1 = data.py's full target style "
            "(default 0.6, chosen on the tuning split: source-only then scores well under 70%% of supervised)")
-    a("--n-source", type=int, default=None, help="synthetic source-train images (default: data.py's)")
-    a("--n-target", type=int, default=None, help="synthetic target-train images (default: data.py's)")
-    a("--n-val", type=int, default=None, help="synthetic target-val images (default: data.py's)")
-    a("--data-seed", type=int, default=0, help="seed of the synthetic benchmark itself (default 0)")
+    a("--n-source", type=runs.positive_int, default=None, help="synthetic source-train images (default: data.py's)")
+    a("--n-target", type=runs.positive_int, default=None, help="synthetic target-train images (default: data.py's)")
+    a("--n-val", type=runs.positive_int, default=None, help="synthetic target-val images (default: data.py's)")
+    a("--data-seed", type=runs.seed, default=0, help="seed of the synthetic benchmark itself (default 0)")
     a("--eval-split", default="val", choices=["val", "tune"],
       help="'val' reports on target val; 'tune' on a tuning split generated with another seed (for choosing "
            "settings without looking at val; synthetic only)")
-    a("--num-workers", type=int, default=0, help="DataLoader workers (default 0; 4 suits the real datasets)")
+    a("--num-workers", type=runs.non_negative_int, default=0,
+      help="DataLoader workers (default 0; 4 suits the real datasets)")
     # --- models
     a("--model", default=None, choices=["tiny", "deeplabv2"], help="tiny (synthetic default) or deeplabv2")
-    a("--width", type=int, default=24, help="TinyBackbone width (default 24)")
+    a("--width", type=runs.positive_int, default=24, help="TinyBackbone width (default 24)")
     a("--weights", default=None, help="DeepLab-V2 backbone weights: 'imagenet' (torchvision download) or a "
                                       "file path to a torchvision resnet101 state dict (default none)")
-    a("--ndf", type=int, default=None, help="discriminator width (paper 64; tiny default 16)")
+    a("--ndf", type=runs.positive_int, default=None, help="discriminator width (paper 64; tiny default 16)")
     # --- optimisation
-    a("--iters", type=int, default=None, help="training iterations of stage 1 (synthetic default 500: a 5-minute run on 2 cores)")
-    a("--batch-size", type=int, default=None, help="images per batch per domain (paper 1; synthetic 8)")
-    a("--lr", type=float, default=None, help="SGD learning rate of A and B (paper 2.5e-4; synthetic 0.01)")
-    a("--lr-d", type=float, default=None, help="Adam learning rate of D (paper 1e-4)")
-    a("--momentum", type=float, default=0.9, help="SGD momentum (paper 0.9)")
-    a("--weight-decay", type=float, default=5e-4, help="SGD weight decay (paper 5e-4)")
-    a("--power", type=float, default=0.9, help="poly learning-rate power (paper 0.9)")
+    a("--iters", type=runs.positive_int, default=None,
+      help="training iterations of stage 1 (synthetic default 500: a 5-minute run on 2 cores)")
+    a("--batch-size", type=runs.positive_int, default=None, help="images per batch per domain (paper 1; synthetic 8)")
+    a("--lr", type=runs.positive_float, default=None,
+      help="SGD learning rate of A and B (paper 2.5e-4; synthetic 0.01)")
+    a("--lr-d", type=runs.positive_float, default=None, help="Adam learning rate of D (paper 1e-4)")
+    a("--momentum", type=runs.momentum, default=0.9, help="SGD momentum (paper 0.9)")
+    a("--weight-decay", type=runs.non_negative_float, default=5e-4, help="SGD weight decay (paper 5e-4)")
+    a("--power", type=runs.non_negative_float, default=0.9, help="poly learning-rate power (paper 0.9)")
     a("--gan", default="vanilla", choices=["vanilla", "ls"], help="adversarial loss (AdaptSegNet: vanilla)")
-    a("--lambda-seg-aux", type=float, default=labor.LAMBDA_SEG_AUX, help="aux segmentation weight (0.1)")
-    a("--lambda-adv", type=float, default=labor.LAMBDA_ADV_MAIN, help="Eq. 3 weight, main output (0.001)")
-    a("--lambda-adv-aux", type=float, default=labor.LAMBDA_ADV_AUX, help="Eq. 3 weight, aux output (0.0002)")
-    a("--lambda-target", type=float, default=1.0, help="Eq. 2 weight (1.0)")
-    a("--lambda-dis", type=float, default=0.2,
+    a("--lambda-seg-aux", type=runs.non_negative_float, default=labor.LAMBDA_SEG_AUX,
+      help="aux segmentation weight (0.1)")
+    a("--lambda-adv", type=runs.non_negative_float, default=labor.LAMBDA_ADV_MAIN,
+      help="Eq. 3 weight, main output (0.001)")
+    a("--lambda-adv-aux", type=runs.non_negative_float, default=labor.LAMBDA_ADV_AUX,
+      help="Eq. 3 weight, aux output (0.0002)")
+    a("--lambda-target", type=runs.non_negative_float, default=1.0, help="Eq. 2 weight (1.0)")
+    a("--lambda-dis", type=runs.non_negative_float, default=0.2,
       help="Eq. 6 weight in the selector's loss (not given in the paper; 0.2, chosen on the tuning split: it sets "
            "the mask size, here about 1.4%% of pixels)")
-    a("--iast-alpha", type=float, default=labor.IAST_ALPHA, help="IAST alpha (0.2)")
-    a("--iast-beta", type=float, default=labor.IAST_BETA, help="IAST beta (0.9)")
-    a("--iast-gamma", type=float, default=labor.IAST_GAMMA, help="IAST gamma (8.0 for GTA5)")
+    a("--iast-alpha", type=runs.unit_float, default=labor.IAST_ALPHA, help="IAST alpha (0.2)")
+    a("--iast-beta", type=runs.unit_float, default=labor.IAST_BETA, help="IAST beta (0.9)")
+    a("--iast-gamma", type=runs.non_negative_float, default=labor.IAST_GAMMA, help="IAST gamma (8.0 for GTA5)")
     # --- schedule: when B trains and when labels are bought
     a("--schedule", default="joint", choices=["joint", "staged"],
       help="'staged' (the paper's Fig. 2): warm up A (Eq. 1, 3), then train B on that A's pseudo-labels with A "
            "fixed, select, and continue A with the labels (Eq. 1-3); 'joint': B trains beside A from the start "
            "and labels are bought at --select-at (default joint)")
-    a("--warmup", type=float, default=0.5,
+    a("--warmup", type=runs.positive_float, default=0.5,
       help="staged: A's warm-up before selection, as iterations (>= 1) or a fraction of --iters (< 1) (default 0.5)")
-    a("--selector-iters", type=float, default=0.5,
+    a("--selector-iters", type=runs.positive_float, default=0.5,
       help="staged: B's training iterations with A fixed, as iterations (>= 1) or a fraction of --iters (< 1) "
            "(default 0.5)")
     a("--selector-init", default="a", choices=["a", "scratch"],
       help="staged: B's backbone starts from A's warm-up weights ('a', the analogue of the paper's shared "
            "ImageNet start) or from a random start ('scratch') (default a)")
-    a("--shared-dir", default=None,
+    a("--shared-dir", type=runs.folder, default=None,
       help="folder where a staged run saves A's warm-up and the trained B of its seed, and reuses them when "
            "another run with the same settings saved them first (--mode table and sweep use <out>/shared)")
     # --- selection
-    a("--select-at", type=float, nargs="+", default=[0.5],
+    a("--select-at", type=runs.non_negative_float, nargs="+", default=[0.5],
       help="labelling rounds, as iterations (>= 1) or fractions of --iters (< 1); several rounds split the "
            "budget (default 0.5: one round half-way)")
-    a("--budget", type=float, default=None,
+    a("--budget", type=runs.fraction, default=None,
       help="labelled fraction of pixels per image in (0, 1]: caps SPL; sets random/entropy (default: SPL "
            "labels its whole mask, random/entropy alone use 0.022)")
-    a("--points", type=int, default=40, help="PPL points per image (paper 40)")
+    a("--points", type=runs.positive_int, default=40, help="PPL points per image (paper 40)")
     a("--ppl-space", default="prob", choices=["prob", "feat"], help="PPL prototype space (default prob)")
     # --- run
-    a("--seed", type=int, default=0, help="training seed (default 0)")
-    a("--seeds", type=int, nargs="+", default=None, help="--mode table / sweep: several seeds, averaged")
-    a("--budgets", type=float, nargs="+", default=[0.001, 0.005, 0.01, 0.022, 0.05],
+    a("--seed", type=runs.seed, default=0, help="training seed (default 0)")
+    a("--seeds", type=runs.seed, nargs="+", default=None, help="--mode table / sweep: several seeds, averaged")
+    a("--budgets", type=runs.fraction, nargs="+", default=[0.001, 0.005, 0.01, 0.022, 0.05],
       help="--mode sweep: labelled fractions of pixels (PPL: as many points per image) "
            "(default 0.001 0.005 0.01 0.022 0.05)")
     a("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks cuda when available")
     a("--out", default=None, help="run folder (default runs/<mode>-<time>)")
-    a("--log-every", type=int, default=50, help="one log line every N iterations (default 50)")
-    a("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
+    a("--log-every", type=runs.positive_int, default=50, help="one log line every N iterations (default 50)")
+    a("--threads", type=runs.positive_int, default=None, help="CPU threads for torch (default: all cores)")
     a("--quiet", action="store_true", help="no progress bars or log lines (metrics.json is still written)")
     # --- robustness (checkpoints)
-    a("--save-every", type=int, default=100,
+    a("--save-every", type=runs.non_negative_int, default=100,
       help="write checkpoint.pt every N iterations, atomically, and at the end (default 100; 0: only at the end)")
     a("--resume", default=None, metavar="RUN_DIR",
       help="continue the run in RUN_DIR from its last complete checkpoint, with its own settings (other flags "
            "but --device/--threads/--num-workers/--quiet are ignored); labels already bought are reused")
     # --- speed (GPU)
     a("--amp", action="store_true", help="mixed precision: bf16 where supported, else fp16 with a GradScaler")
-    a("--source-size", type=int, nargs=2, default=None, metavar=("W", "H"),
+    a("--source-size", type=runs.image_side, nargs=2, default=None, metavar=("W", "H"),
       help="real data: source resize (paper preset 1280 720; otherwise 640 360)")
-    a("--target-size", type=int, nargs=2, default=None, metavar=("W", "H"),
+    a("--target-size", type=runs.image_side, nargs=2, default=None, metavar=("W", "H"),
       help="real data: target resize (paper preset 1024 512; otherwise 512 256)")
-    a("--benchmark", type=int, default=0, metavar="N",
+    a("--benchmark", type=runs.non_negative_int, default=0, metavar="N",
       help="time N LabOR iterations (after a warm-up) on random tensors at the configured resolution and print "
            "one JSON line: iterations/s, images/s, peak memory, achieved TFLOP/s; trains nothing")
-    a("--peak-tflops", type=float, default=None,
+    a("--peak-tflops", type=runs.positive_float, default=None,
       help="--benchmark: the device's peak TFLOP/s for the fraction-of-peak figure (default: looked up by name)")
-    args = p.parse_args(argv)
-    if args.resume:
-        args = runs.resume_args(args)
-    return apply_defaults(args)
+    return p
 
 
 def apply_defaults(args):
@@ -174,24 +186,17 @@ def apply_defaults(args):
         args.ndf = 64 if args.model == "deeplabv2" else 16
     if args.size is None:
         args.size = [96, 192]
-    if args.budget is not None and not 0 < args.budget <= 1:
-        raise UsageError(f"--budget {args.budget} is outside (0, 1]: it is a fraction of pixels, e.g. 0.022")
-    if args.points < 1:
-        raise UsageError(f"--points {args.points} must be at least 1")
-    if args.iters < 1:
-        raise UsageError(f"--iters {args.iters} must be at least 1")
+    select_iterations(args)  # (checks --select-at against --iters, or --warmup)
     if args.mode in ("table", "sweep") and args.resume:
         raise UsageError(f"--resume continues one run; give the same --mode {args.mode} command again instead: "
                          f"runs that finished are read back, the others run")
-    if args.warmup <= 0 or as_iterations(args.selector_iters, args.iters) < 1:
-        raise UsageError(f"--warmup {args.warmup} and --selector-iters {args.selector_iters} must be positive "
-                         f"(iterations >= 1, or fractions of --iters in (0, 1))")
-    if any(not 0 < b <= 1 for b in args.budgets):
-        raise UsageError(f"--budgets {args.budgets}: each must be a fraction of pixels in (0, 1], e.g. 0.022")
-    if args.save_every < 0:
-        raise UsageError(f"--save-every {args.save_every} must be 0 (only at the end) or positive")
+    if as_iterations(args.selector_iters, args.iters) < 1:
+        raise UsageError(f"--selector-iters {args.selector_iters} is less than one iteration of --iters "
+                         f"{args.iters}")
     if real and (not args.gta5_root or not args.cityscapes_root):
         raise UsageError("--data gta5-cityscapes needs --gta5-root and --cityscapes-root (see README, 'Full scale')")
+    if real and args.eval_split != "val":
+        raise UsageError("--eval-split tune exists for the synthetic benchmark only")
     if args.weights not in (None, "imagenet") and not Path(args.weights).is_file():
         raise UsageError(f"--weights {args.weights}: no such file; give 'imagenet' (torchvision download) or the "
                          f"path of a torchvision resnet101 state dict")
@@ -209,13 +214,14 @@ def select_iterations(args):
     """The labelling rounds as sorted iteration numbers in [0, iters): --select-at, or the end of the warm-up."""
     if args.schedule == "staged":
         its = [as_iterations(args.warmup, args.iters)]
-        if not 0 < its[0] < args.iters:
-            raise UsageError(f"--warmup {args.warmup} must leave iterations on both sides of the labelling round: "
-                             f"between 1 and --iters - 1 = {args.iters - 1}")
+        if not 0 < its[0] < args.iters or (args.warmup > 1 and args.warmup != int(args.warmup)):
+            raise UsageError(f"--warmup {args.warmup}: give a fraction of --iters in (0, 1) or whole iterations "
+                             f"in [1, --iters={args.iters}) that leave training on both sides of the labelling")
         return its
     its = sorted({as_iterations(s, args.iters) for s in args.select_at})
-    if any(i < 0 or i >= args.iters for i in its):
-        raise UsageError(f"--select-at {args.select_at} must fall inside [0, --iters={args.iters})")
+    if any(i < 0 or i >= args.iters for i in its) or any(s > 1 and s != int(s) for s in args.select_at):
+        raise UsageError(f"--select-at {' '.join(map(str, args.select_at))}: give fractions of --iters in [0, 1) or "
+                         f"whole iterations in [1, --iters={args.iters})")
     return its
 
 
@@ -236,8 +242,6 @@ def build_data(args):
         eval_seed = args.data_seed + (0 if args.eval_split == "val" else 1000)
         evals = data.SyntheticStreets("target", "val", n=args.n_val, seed=eval_seed, **kw)
         return source, target, evals, source.classes
-    if args.eval_split != "val":
-        raise UsageError("--eval-split tune exists for the synthetic benchmark only")
     src_size, tgt_size = data.real_sizes(args.preset, args.source_size, args.target_size)
     source = data.GTA5(args.gta5_root, list_path=args.gta5_list, size=src_size)
     target = data.Cityscapes(args.cityscapes_root, "train", list_path=args.cityscapes_list, size=tgt_size,
@@ -444,7 +448,8 @@ def select_round(args, net, target_images, annotator, revealed, round_idx, n_rou
     frac = None if budget is None else budget / n_rounds
     indices = list(range(args.rank, len(target_images), args.world))
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(target_images, indices), generator=torch.Generator(),
-                                         batch_size=args.batch_size, num_workers=args.num_workers)  # (see stream)
+                                         batch_size=args.batch_size, num_workers=args.num_workers,  # (see stream)
+                                         worker_init_fn=runs.ignore_stop_signals)
     chosen, masks, pred_bought = {}, {}, {}
     for x_t, idx in tqdm(loader, desc=f"selection {round_idx + 1}/{n_rounds}", leave=False,
                          disable=args.rank != 0 or args.quiet):
@@ -510,7 +515,8 @@ def evaluate(args, A, dataset, num_classes):
     conf = torch.zeros(num_classes, num_classes, dtype=torch.long, device=args.device)
     indices = list(range(args.rank, len(dataset), args.world))
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=args.batch_size,
-                                         num_workers=args.num_workers, generator=torch.Generator())  # (see stream)
+                                         num_workers=args.num_workers, generator=torch.Generator(),  # (see stream)
+                                         worker_init_fn=runs.ignore_stop_signals)
     for x, y in tqdm(loader, desc="evaluation", leave=False, disable=args.rank != 0 or args.quiet):
         x, y = x.to(args.device), y.to(args.device)
         pred = labor.upsample(A(x)[0], y.shape[-2:]).argmax(dim=1)                       # (B, H, W)
@@ -536,14 +542,14 @@ def iou_from_confusion(conf):
 # The run: stages 0 to 4 in order
 # ================================================================================================================
 
+@runs.stop_on_signal  # SIGTERM / SIGINT: stop at the next iteration boundary, with a checkpoint (runs.py)
 def run(args):
     """One run of args.mode: stages 0 to 4. Returns the metrics (also written to metrics.json)."""
     t_start = time.time()
     runs.setup_runtime(args)
     out = Path(args.out)
-    resume = runs.load_safe(out / runs.CHECKPOINT, "checkpoint") if args.resume else None
-    if args.rank == 0 and not args.resume:
-        runs.prepare_out(out)
+    on_rank0(args, runs.prepare_out, out, args.resume)
+    resume = runs.resume_checkpoint(args)
     select_its = select_iterations(args) if args.mode in SELECTING_MODES else []
     if args.mode == "supervised":
         select_its = [0]  # the annotator reveals every target-train label before training starts
@@ -596,6 +602,9 @@ def run(args):
     bar = tqdm(range(state["iter"], args.iters), desc=f"{args.mode}: adaptation", initial=state["iter"],
                total=args.iters, disable=args.rank != 0 or args.quiet)
     for it in bar:
+        if signum := runs.stop_requested(args):  # the checkpoint is at this iteration: a resumed run ends the same
+            checkpoint()
+            raise runs.Stopped(signum, it, out)
         if warmup_file is not None and it == as_iterations(args.warmup, args.iters) and not warmup_file.exists():
             checkpoint()
             runs.share(out / runs.CHECKPOINT, warmup_file)  # A's warm-up, for the other runs of this seed
@@ -695,10 +704,16 @@ def main(argv=None):
             run_sweep(args)
         else:
             run(args)
-    except (UsageError, data.DatasetError) as e:
-        message = str(e).strip()
-        if "Original Traceback" in message:  # raised in a DataLoader worker: its last line is the message
-            message = message.splitlines()[-1].split(": ", 1)[-1]
+    except runs.Stopped as e:  # SIGTERM / SIGINT: the checkpoint is written; 128 + n is the shell's convention
+        print(e, file=sys.stderr)
+        sys.exit(128 + e.signum)
+    except Exception as e:  # noqa: BLE001 (what is not a user's mistake is raised again below)
+        message = runs.error_message(e)
+        if message is None:  # a bug here, or a collective that failed because another rank stopped
+            exit_if_a_peer_failed()
+            publish_error(f"another process failed ({type(e).__name__}); see its traceback", code=1)
+            raise
+        publish_error(message)  # every other rank prints it too and stops, rather than wait in a collective
         print(f"error: {message}", file=sys.stderr)
         e.__traceback__ = None  # frees the failed run's DataLoader workers now (a worker's error is in a cycle)
         sys.exit(2)

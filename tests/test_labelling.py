@@ -124,7 +124,8 @@ def staged_args(mode, out, *extra):
 def test_staged_selector_starts_from_a_and_leaves_a_fixed(tmp_path):
     """Stage 1b with --selector-init a: B's backbone is A's (checked with lr 0, so nothing moves), and A's weights
     and batch-norm statistics are the same before and after B's training."""
-    args = staged_args("spl", tmp_path / "r", "--lr", "0")
+    args = staged_args("spl", tmp_path / "r")
+    args.lr = 0.0  # nothing moves (the command line refuses --lr 0)
     runs.setup_runtime(args)
     source, target, _, classes = train.build_data(args)
     net = train.build_models(args, len(classes))
@@ -142,7 +143,8 @@ def test_staged_selector_starts_from_a_and_leaves_a_fixed(tmp_path):
 
 
 def test_staged_scratch_keeps_b_own_start(tmp_path):
-    args = staged_args("spl", tmp_path / "r", "--lr", "0", "--selector-init", "scratch")
+    args = staged_args("spl", tmp_path / "r", "--selector-init", "scratch")
+    args.lr = 0.0
     runs.setup_runtime(args)
     _, target, _, classes = train.build_data(args)
     net = train.build_models(args, len(classes))

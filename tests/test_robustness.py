@@ -1,10 +1,17 @@
 """Runs that survive (issue 6): a run killed at any moment resumes from its last complete checkpoint and ends
 exactly as an uninterrupted one; labels are never bought twice; checkpoints load with weights_only=True, so a
 truncated, foreign or malicious one is refused by name; bad input and divergence give one clear error (exit 2)
-and never damage an earlier run. (Label leakage is tested in test_train.py.)"""
+and never damage an earlier run. (Label leakage is tested in test_train.py.)
+
+Issue 10: a run folder that is a file or cannot be written is refused, a full disk never costs the last good
+checkpoint; SIGTERM / SIGINT write a checkpoint at the current iteration and exit 128 + n, and the resumed run ends
+as the uninterrupted one; under torchrun an error on any rank ends every rank at once with the same message;
+--resume reads the checkpoint once. (Every flag's bad values: test_flags.py.)"""
+import errno
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -12,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -74,10 +82,9 @@ def start(out, *flags):
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def kill_when(proc, out, condition, keep=None, timeout=120):
-    """Poll out/checkpoint.pt (with runs.load_safe, as --resume reads it) and SIGKILL the process as soon as
-    condition(iteration) holds. keep=(path, predicate): also keep a copy of a checkpoint whose iteration satisfies
-    predicate. Returns the iteration of the checkpoint left on disk after the kill."""
+def wait_for_checkpoint(proc, out, condition, keep=None, timeout=120):
+    """Poll out/checkpoint.pt (with runs.load_safe, as --resume reads it) until condition(iteration) holds.
+    keep=(path, predicate): also keep a copy of a checkpoint whose iteration satisfies predicate."""
     ckpt, seen, t0 = out / runs.CHECKPOINT, None, time.time()
     snap = out.parent / (out.name + "-poll.pt")
     while proc.poll() is None and time.time() - t0 < timeout:
@@ -91,17 +98,22 @@ def kill_when(proc, out, condition, keep=None, timeout=120):
         if keep and keep[1](it) and not keep[0].exists():
             shutil.copyfile(snap, keep[0])
         if condition(it):
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            break
-    else:
-        proc.kill()
-        pytest.fail(f"the run ended (rc {proc.returncode}) or timed out before the kill; "
-                    f"stderr: {proc.stderr.read()[-2000:] if proc.stderr else ''}")
+            return
+    proc.kill()
+    pytest.fail(f"the run ended (rc {proc.returncode}) or timed out before the signal; "
+                f"stderr: {proc.stderr.read()[-2000:] if proc.stderr else ''}")
+
+
+def kill_when(proc, out, condition, keep=None, timeout=120):
+    """SIGKILL the process as soon as its checkpoint's iteration satisfies condition (see wait_for_checkpoint).
+    Returns the iteration of the checkpoint left on disk after the kill."""
+    wait_for_checkpoint(proc, out, condition, keep, timeout)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
     proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "metrics.json").exists(), "killed mid-run, so the run must not have finished"
-    return runs.load_safe(ckpt, "checkpoint")["iter"]
+    return runs.load_safe(out / runs.CHECKPOINT, "checkpoint")["iter"]
 
 
 def assert_same_run(ref, out):
@@ -313,6 +325,7 @@ def test_save_atomic_never_leaves_half_a_file(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         runs.save_atomic({"format": runs.FORMAT, "iter": 4, "w": torch.zeros(3)}, path)
     assert runs.load_safe(path, "checkpoint")["iter"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [runs.CHECKPOINT]   # and no half-written .tmp beside it
 
 
 # ------------------------------------------------------------------------------------------------ bad input
@@ -469,3 +482,234 @@ def test_exploding_learning_rate_keeps_a_finite_checkpoint(tmp_path, capsys):
     ckpt = runs.load_safe(out / runs.CHECKPOINT, "checkpoint")
     for net, weights in ckpt["nets"].items():
         assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point()), net
+
+
+# ------------------------------------------------------------------------------------------------ run folders
+
+@pytest.mark.parametrize("how", ["chmod", "a write that fails"])
+def test_out_without_write_permission_is_refused(how, tmp_path, capsys, monkeypatch):
+    """A folder we cannot write in is refused before any work, by name. Root writes through chmod, so there (as in
+    these tests' container) the write the check makes is made to fail instead."""
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    if how == "chmod":
+        if os.geteuid() == 0:
+            pytest.skip("root writes whatever the permissions say")
+        folder.chmod(0o555)
+    else:
+        def denied(dir=None, **kw):
+            raise PermissionError(errno.EACCES, "Permission denied", str(dir))
+        monkeypatch.setattr(runs, "tempfile", SimpleNamespace(TemporaryFile=denied))
+    code, err = main(["--mode", "spl", "--iters", "2", *TINY, "--out", folder, "--quiet"], capsys)
+    assert_one_clear_error(code, err, folder, "Permission denied", "--out")
+    assert list(folder.iterdir()) == []
+
+
+def test_full_disk_mid_run_keeps_the_last_checkpoint(reference, tmp_path, capsys, monkeypatch):
+    """The disk fills up at iteration 30's checkpoint (torch.save writes part of it, then ENOSPC): one line naming
+    the file, exit 2; checkpoint.pt is still iteration 28's, whole, and no .tmp is left. Once there is space again,
+    --resume ends exactly as the uninterrupted run."""
+    save = torch.save
+
+    def disk_fills_up(obj, f, *a, **kw):
+        if isinstance(obj, dict) and obj.get("iter", 0) >= 30:
+            f.write(b"PK\x03\x04 part of a zip")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return save(obj, f, *a, **kw)
+
+    monkeypatch.setattr(torch, "save", disk_fills_up)
+    out = tmp_path / "run"
+    code, err = main(["--out", out, *RUN, "--quiet"], capsys)
+    assert_one_clear_error(code, err, out / runs.CHECKPOINT, "No space left on device", f"--resume {out}")
+    assert runs.load_safe(out / runs.CHECKPOINT, "checkpoint")["iter"] == 28
+    assert not list(out.glob("*.tmp")) and not (out / "metrics.json").exists()
+    monkeypatch.setattr(torch, "save", save)
+    code, err = main(["--resume", out, "--threads", "1", "--quiet"], capsys)
+    assert code == 0, err
+    assert_same_run(reference, out)
+
+
+# ------------------------------------------------------------------------------------------------ SIGTERM, SIGINT
+
+def weights_digest(path):
+    """SHA-256 of a model_A.pt's weights (names and exact bytes), as runs.state_digest."""
+    h = hashlib.sha256()
+    weights = torch.load(path, weights_only=True)["A"]
+    for name in sorted(weights):
+        h.update(name.encode())
+        h.update(weights[name].reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def assert_same_result(ref, out):
+    """What a user compares: metrics.json's mIoU and labelled pixels, and the weights' digest."""
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (ref, out))
+    assert (ma["miou"], ma["labelled_pixels"]) == (mb["miou"], mb["labelled_pixels"])
+    assert weights_digest(ref / "model_A.pt") == weights_digest(out / "model_A.pt")
+
+
+@pytest.mark.parametrize("target", ["process", "process group with a DataLoader worker"])
+def test_sigterm_checkpoints_and_the_resumed_run_ends_the_same(target, reference, tmp_path, capsys):
+    """SIGTERM to a real `python train.py` mid-run (to it alone, or to its whole process group, as a cluster's
+    pre-emption does, DataLoader worker included): it writes a checkpoint at the current iteration, prints how to
+    continue, exits 128 + 15; `--resume` then ends exactly as the uninterrupted run."""
+    out = tmp_path / "run"
+    workers = ["--num-workers", "1"] if "group" in target else []
+    cmd = [sys.executable, "train.py", "--out", str(out), *run_flags(save_every=3), *workers, "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    wait_for_checkpoint(proc, out, lambda i: i >= 9)
+    if "group" in target:
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    n = runs.load_safe(out / runs.CHECKPOINT, "checkpoint")["iter"]
+    assert 9 <= n < 40 and not (out / "metrics.json").exists()
+    assert err.strip() == f"stopped at iteration {n}; continue with: python train.py --resume {out}", err
+    code, err = main(["--resume", out, "--threads", "1", "--quiet"], capsys)
+    assert code == 0, err
+    assert_same_result(reference, out)
+    assert_same_run(reference, out)
+
+
+def test_ctrl_c_checkpoints_at_the_current_iteration(reference, tmp_path, capsys, monkeypatch):
+    """SIGINT in this process during iteration 5 (--save-every 0: no checkpoint but iteration 0's): the run
+    stops at iteration 6 with a checkpoint there, exits 130, gives the previous SIGINT handler back, and resumes
+    to the uninterrupted result."""
+    step, calls = train.train_step, []
+
+    def interrupted_step(*a, **kw):
+        calls.append(1)
+        if len(calls) == 6:
+            os.kill(os.getpid(), signal.SIGINT)   # arrives mid-iteration: the step still completes
+        return step(*a, **kw)
+
+    monkeypatch.setattr(train, "train_step", interrupted_step)
+    handler = signal.getsignal(signal.SIGINT)
+    out = tmp_path / "run"
+    code, err = main(["--out", out, *run_flags(save_every=0), "--quiet"], capsys)
+    assert code == 128 + signal.SIGINT
+    assert err == f"stopped at iteration 6; continue with: python train.py --resume {out}\n"
+    assert runs.load_safe(out / runs.CHECKPOINT, "checkpoint")["iter"] == 6
+    assert signal.getsignal(signal.SIGINT) is handler and len(calls) == 6
+    monkeypatch.setattr(train, "train_step", step)
+    code, err = main(["--resume", out, "--threads", "1", "--quiet"], capsys)
+    assert code == 0, err
+    assert_same_result(reference, out)
+    assert_same_run(reference, out)
+
+
+def test_second_ctrl_c_stops_at_once(tmp_path, capsys, monkeypatch):
+    """A second SIGINT does what it would do without us (KeyboardInterrupt, now); the checkpoint on disk stays the
+    last complete one."""
+    step, calls = train.train_step, []
+
+    def twice(*a, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return step(*a, **kw)
+
+    monkeypatch.setattr(train, "train_step", twice)
+    handler = signal.getsignal(signal.SIGINT)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        main(["--out", out, *run_flags(save_every=0), "--quiet"], capsys)
+    assert runs.load_safe(out / runs.CHECKPOINT, "checkpoint")["iter"] == 0
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
+# ------------------------------------------------------------------------------------------------ --resume reads once
+
+def test_resume_reads_the_checkpoint_once(reference, tmp_path, capsys, monkeypatch):
+    out, ckpt = checkpoint_copy(reference, tmp_path)   # iteration 40 of 40: the resumed run only evaluates
+    load, reads = torch.load, []
+
+    def counting_load(f, *a, **kw):
+        reads.append(Path(f).name if isinstance(f, (str, os.PathLike)) else f)
+        return load(f, *a, **kw)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    code, err = main(["--resume", out, "--threads", "1", "--quiet"], capsys)
+    assert code == 0, err
+    assert reads.count(runs.CHECKPOINT) == 1, reads
+
+
+# ------------------------------------------------------------------------------------------------ several processes
+
+def torchrun(tmp_path, *flags, timeout=180):
+    """train.py under torchrun, 2 CPU processes (gloo). Returns (result, seconds, {rank: its stderr})."""
+    logs = tmp_path / "logs"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", "--redirects", "2",
+           "--log-dir", str(logs), "train.py", *flags, "--device", "cpu", "--quiet"]
+    t0 = time.time()
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    seconds = time.time() - t0
+    errs = {int(p.parent.name): p.read_text() for p in logs.rglob("stderr.log")}
+    return r, seconds, errs
+
+
+def assert_every_rank_stopped_with(r, seconds, errs, *names):
+    assert r.returncode != 0
+    assert sorted(errs) == [0, 1], (r.stderr[-3000:], errs)
+    lines = {rank: [line for line in err.splitlines() if line.strip()] for rank, err in errs.items()}
+    assert lines[0] == lines[1] and len(lines[0]) == 1 and lines[0][0].startswith("error: "), lines
+    for name in names:
+        assert str(name) in lines[0][0], (name, lines)
+    assert f'File "{ROOT}' not in r.stdout + r.stderr + errs[0] + errs[1]    # no traceback from our code
+    exit_codes = re.findall(r"^\s*exitcode\s+:\s*(-?\d+)", r.stderr, re.M)     # torchrun's report of each rank
+    assert exit_codes == ["2", "2"], r.stderr[-3000:]
+    assert seconds < 90, seconds     # start-up included; a hang would last the collective's timeout (30 min)
+
+
+def test_torchrun_error_on_rank0_only_ends_every_rank(reference, tmp_path):
+    """--out holding a run is refused by rank 0 (the one that writes): the other rank must not wait for it in a
+    collective. Both print the same line and exit 2, within seconds."""
+    folder = checkpoint_copy(reference, tmp_path)[0]
+    before = snapshot(folder)
+    r, seconds, errs = torchrun(tmp_path, "--mode", "spl", "--iters", "2", *TINY, "--out", str(folder))
+    assert_every_rank_stopped_with(r, seconds, errs, folder, "--resume")
+    assert snapshot(folder) == before
+
+
+def test_torchrun_error_mid_run_on_one_rank_ends_every_rank(fakes, tmp_path):
+    """A broken val image that only rank 1 reads (evaluation splits val by rank): rank 1 stops with the dataset's
+    message while rank 0 waits for it in the all-reduce of the confusion matrix; rank 0 prints the same line and
+    exits 2 too, at once."""
+    gta, cs = fakes
+    bad = truncate(sorted((cs / "leftImg8bit" / "val").rglob("*.png"))[1])      # val image 1: rank 1's
+    r, seconds, errs = torchrun(tmp_path, *REAL, "--gta5-root", str(gta), "--cityscapes-root", str(cs),
+                                "--out", str(tmp_path / "run"))
+    assert_every_rank_stopped_with(r, seconds, errs, bad)
+
+
+WATCHED = """
+import os, sys, time
+from datetime import timedelta
+from types import SimpleNamespace
+import torch
+sys.path.insert(0, os.getcwd())
+import distributed
+server = torch.distributed.TCPStore("127.0.0.1", 0, is_master=True, timeout=timedelta(seconds=10))
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(server.port))
+distributed._watch_peers()
+peer = torch.distributed.TCPStore("127.0.0.1", server.port, is_master=False)
+peer.set(distributed._peers["key"], "2|a message from rank 1")   # what publish_error on another rank writes
+print("set", flush=True)
+time.sleep(60)   # this rank is busy (or blocked in a collective): only the watcher can end it
+"""
+
+
+def test_the_watcher_ends_a_rank_that_cannot_see_the_error_itself():
+    """With NCCL a rank blocked in a collective gets no error when a peer ends; the watcher thread reads the peer's
+    published message from the store and ends this process with the same line and code, in well under a second."""
+    proc = subprocess.Popen([sys.executable, "-c", WATCHED], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "set\n"
+    t0 = time.time()
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and err == "error: a message from rank 1\n", err
+    assert time.time() - t0 < 5
