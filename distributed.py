@@ -18,6 +18,7 @@ from datetime import timedelta
 
 import torch
 
+import runs
 from runs import UsageError, state_digest, unwrap
 
 _peers = {"store": None, "key": None, "published": False, "lock": threading.Lock()}
@@ -163,3 +164,28 @@ def ranks_agree(args, net):
     digests = [None] * args.world
     torch.distributed.all_gather_object(digests, state_digest(net))
     return len(set(digests)) == 1
+
+
+def exit_cleanly(work):
+    """Runs work() (train.py's command line) and turns how it ends into what a user or a cluster expects:
+    a SIGTERM / SIGINT stop prints its message and exits 128 + n (the checkpoint is written); a user's mistake
+    prints one `error: ...` line, exit 2, on every rank; a bug keeps its traceback."""
+    try:
+        work()
+    except runs.Stopped as e:  # SIGTERM / SIGINT: the checkpoint is written; 128 + n is the shell's convention
+        print(e, file=sys.stderr)
+        sys.exit(128 + e.signum)
+    except Exception as e:  # noqa: BLE001 (what is not a user's mistake is raised again below)
+        message = runs.error_message(e)
+        if message is None:  # a bug here, or a collective that failed because another rank stopped
+            exit_if_a_peer_failed()
+            publish_error(f"another process failed ({type(e).__name__}); see its traceback", code=1)
+            raise
+        publish_error(message)  # every other rank prints it too and stops, rather than wait in a collective
+        print(f"error: {message}", file=sys.stderr)
+        e.__traceback__ = None  # frees the failed run's DataLoader workers now (a worker's error is in a cycle)
+        sys.exit(2)
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+

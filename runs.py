@@ -272,6 +272,52 @@ def share(src, dst):
     shutil.copyfile(src, tmp)
     os.replace(tmp, dst)
 
+# ------------------------------------------------------------------------------------- shared warm-up and B
+
+# What A's warm-up and the trained B depend on: runs that agree on these share them (--shared-dir).
+WARMUP_KEYS = ("data", "data_seed", "size", "shift", "n_source", "n_target", "gta5_root", "cityscapes_root",
+               "gta5_list", "cityscapes_list", "source_size", "target_size", "preset", "model", "width", "weights",
+               "ndf", "iters", "warmup", "batch_size", "lr", "lr_d", "momentum", "weight_decay", "power", "gan",
+               "lambda_seg_aux", "lambda_adv", "lambda_adv_aux", "seed", "amp", "device", "schedule")
+SELECTOR_KEYS = WARMUP_KEYS + ("selector_iters", "selector_init", "lambda_dis", "iast_alpha", "iast_beta",
+                               "iast_gamma")
+
+
+def shared_selector(args, B, state, train):
+    """train() (stage 1b, which returns theta), unless a run with the same settings and seed already trained this
+    B and saved it in --shared-dir: then B, theta and B's loss history are read back instead."""
+    path = shared_file(args, "selector", SELECTOR_KEYS)
+    if path is not None and path.exists():
+        saved = load_safe(path, "shared selector")
+        unwrap(B).load_state_dict(saved["B"])
+        state["selector_history"] = saved["selector_history"]
+        return saved["theta"].to(args.device)
+    theta = train()
+    if path is not None and args.rank == 0:
+        save_atomic({"format": FORMAT, "B": unwrap(B).state_dict(), "theta": theta.cpu(),
+                     "selector_history": state["selector_history"]}, path)
+    return theta
+
+
+
+def new_state():
+    """The trainer's counters and records: everything of a run, besides the models, that a checkpoint holds."""
+    return {"iter": 0, "rounds_done": 0, "history": [], "running": {}, "masks": {}, "a_wrong": {},
+            "selection_rounds": [], "selector_history": [], "shared_warmup": None,
+            "stage_time": {"setup": 0.0, "adaptation": 0.0, "selector": 0.0, "selection": 0.0, "evaluation": 0.0,
+                           "outputs": 0.0}}
+
+
+def record_losses(state, losses, it, out, saved_at):
+    """Adds one iteration's losses to the running sums; stops before a bad step reaches a checkpoint, so the last
+    one on disk stays good."""
+    for k, v in losses.items():
+        if not math.isfinite(v):
+            raise UsageError(f"training diverged: {k} = {v} at iteration {it}; the last good checkpoint is "
+                             f"{out / CHECKPOINT} (iteration {saved_at}); lower --lr and start again")
+        state["running"][k] = state["running"].get(k, 0.0) + v
+    state["running"]["n"] = state["running"].get("n", 0) + 1
+
 
 def state_digest(net):
     """SHA-256 over every parameter and buffer of every model (names and exact bytes): equal digests mean equal
@@ -448,6 +494,10 @@ def write_metrics(args, out, state, miou, ious, classes, annotator, agree):
                      "threads": torch.get_num_threads(), "device": str(args.device), "world": args.world},
     }
     save_atomic(json.dumps(metrics, indent=2), out / "metrics.json")  # half a metrics.json would mark it finished
+    if not args.quiet:
+        print(f"[{args.mode}] target {args.eval_split} mIoU {100 * miou:.2f}  labelled "
+              f"{100 * metrics['labelled_fraction']:.3f}% of target pixels  "
+              f"({metrics['points_per_image']:.1f} px/image)  wall {metrics['wall_seconds']:.0f}s  -> {out}")
     return metrics
 
 

@@ -18,8 +18,6 @@ The plumbing lives beside this file: runs.py (valid flag values, run folder, che
 distributed.py (torchrun), figures.py, experiments.py (--mode table) and bench.py (--benchmark).
 """
 import argparse
-import math
-import sys
 import time
 from pathlib import Path
 
@@ -36,8 +34,8 @@ import labor
 import models
 import runs
 import selection
-from distributed import (exit_if_a_peer_failed, gather_dict, init_distributed, on_rank0, publish_error, ranks_agree,
-                         sync_buffers, wrap_distributed)
+from distributed import (exit_cleanly, gather_dict, init_distributed, on_rank0, ranks_agree, sync_buffers,
+                         wrap_distributed)
 from runs import UsageError, autocast, unwrap
 
 MODES = ("source_only", "adaptseg", "spl", "ppl", "random", "entropy", "supervised", "table", "sweep")
@@ -398,33 +396,10 @@ def train_selector(args, net, opt, scaler, theta, target_images, state):
     return theta
 
 
-# What A's warm-up and the trained B depend on: runs that agree on these share them (--shared-dir).
-WARMUP_KEYS = ("data", "data_seed", "size", "shift", "n_source", "n_target", "gta5_root", "cityscapes_root",
-               "gta5_list", "cityscapes_list", "source_size", "target_size", "preset", "model", "width", "weights",
-               "ndf", "iters", "warmup", "batch_size", "lr", "lr_d", "momentum", "weight_decay", "power", "gan",
-               "lambda_seg_aux", "lambda_adv", "lambda_adv_aux", "seed", "amp", "device", "schedule")
-SELECTOR_KEYS = WARMUP_KEYS + ("selector_iters", "selector_init", "lambda_dis", "iast_alpha", "iast_beta",
-                               "iast_gamma")
-
-
 def uses_warmup(args):
     """Staged runs that adapt A before any label is bought share that warm-up (adaptseg is one without labels)."""
     return args.schedule == "staged" and args.mode in SELECTING_MODES + ("adaptseg",)
 
-
-def shared_or_trained_selector(args, net, opt, scaler, theta, target_images, state):
-    """train_selector, unless a run with the same settings and seed already trained this B (--shared-dir)."""
-    path = runs.shared_file(args, "selector", SELECTOR_KEYS)
-    if path is not None and path.exists():
-        saved = runs.load_safe(path, "shared selector")
-        unwrap(net["B"]).load_state_dict(saved["B"])
-        state["selector_history"] = saved["selector_history"]
-        return saved["theta"].to(args.device)
-    theta = train_selector(args, net, opt, scaler, theta, target_images, state)
-    if path is not None and args.rank == 0:
-        runs.save_atomic({"format": runs.FORMAT, "B": unwrap(net["B"]).state_dict(), "theta": theta.cpu(),
-                          "selector_history": state["selector_history"]}, path)
-    return theta
 
 
 # ================================================================================================================
@@ -569,12 +544,9 @@ def run(args):
     budget = args.budget  # None: SPL labels its whole inconsistency mask, random/entropy take the paper's 2.2%
     if budget is None and args.mode in ("random", "entropy"):
         budget = DEFAULT_BUDGET
-    state = {"iter": 0, "rounds_done": 0, "history": [], "running": {}, "masks": {}, "a_wrong": {},
-             "selection_rounds": [], "selector_history": [], "shared_warmup": None,
-             "stage_time": {"setup": 0.0, "adaptation": 0.0, "selector": 0.0, "selection": 0.0, "evaluation": 0.0,
-                            "outputs": 0.0}}
+    state = runs.new_state()  # iteration, rounds done, loss history, seconds per stage: all a checkpoint holds
     saved_selection = None
-    warmup_file = runs.shared_file(args, "warmup", WARMUP_KEYS) if uses_warmup(args) else None
+    warmup_file = runs.shared_file(args, "warmup", runs.WARMUP_KEYS) if uses_warmup(args) else None
     if resume is not None:  # everything an uninterrupted run would hold at this iteration
         theta, revealed = runs.restore(resume, state, net, opt, scaler, annotator)
         if (out / runs.SELECTION).exists():  # labels bought after the checkpoint are reused, never bought twice
@@ -618,7 +590,8 @@ def run(args):
                 if args.schedule == "staged" and "B" in net:  # ---- 1b. the selector B on the warmed-up A
                     t0 = time.time()
                     checkpoint()
-                    theta = shared_or_trained_selector(args, net, opt, scaler, theta, target_images, state)
+                    theta = runs.shared_selector(args, net["B"], state, lambda: train_selector(
+                        args, net, opt, scaler, theta, target_images, state))
                     state["stage_time"]["selector"] += time.time() - t0
                 t0 = time.time()
                 masks, required, a_wrong = select_round(args, net, target_images, annotator, revealed, r,
@@ -637,12 +610,7 @@ def run(args):
         batch_s, batch_t = next(src_stream), next(tgt_stream)
         y_t = revealed.batch(batch_t[1].tolist(), args.device) if revealed.pixels else None
         losses, theta = train_step(args, net, opt, theta, batch_s, batch_t, y_t, scaler)
-        for k, v in losses.items():
-            if not math.isfinite(v):  # stop before a bad step reaches a checkpoint: the last one stays good
-                raise UsageError(f"training diverged: {k} = {v} at iteration {it}; the last good checkpoint is "
-                                 f"{out / runs.CHECKPOINT} (iteration {saved_at[0]}); lower --lr and start again")
-            state["running"][k] = state["running"].get(k, 0.0) + v
-        state["running"]["n"] = state["running"].get("n", 0) + 1
+        runs.record_losses(state, losses, it, out, saved_at[0])  # a loss that is not finite stops the run here
         state["iter"] = it + 1
         state["stage_time"]["adaptation"] += time.time() - t0
         if state["iter"] % args.log_every == 0 or state["iter"] == args.iters:
@@ -670,12 +638,7 @@ def run(args):
     chosen = {i: m for i, m in zip(revealed.pixels, revealed.masks())}
     figures.save_figures(args, out, A, evals, target_images, chosen, state["masks"], revealed, state["a_wrong"])
     state["stage_time"]["outputs"] = time.time() - t0
-    metrics = runs.write_metrics(args, out, state, miou, ious, classes, annotator, agree)
-    if not args.quiet:
-        print(f"[{args.mode}] target {args.eval_split} mIoU {100 * miou:.2f}  labelled "
-              f"{100 * metrics['labelled_fraction']:.3f}% of target pixels  "
-              f"({metrics['points_per_image']:.1f} px/image)  wall {metrics['wall_seconds']:.0f}s  -> {out}")
-    return metrics
+    return runs.write_metrics(args, out, state, miou, ious, classes, annotator, agree)  # (and its summary line)
 
 
 def run_table(args):
@@ -693,7 +656,9 @@ def run_sweep(args):
 
 
 def main(argv=None):
-    try:
+    """The command line: one run, a table, a sweep or the benchmark. A user's mistake ends as one `error:` line
+    and exit code 2, a SIGTERM or Ctrl-C as a checkpoint and 128 + the signal (distributed.exit_cleanly)."""
+    def work():
         args = get_args(argv)
         init_distributed(args)
         if args.benchmark:
@@ -704,23 +669,8 @@ def main(argv=None):
             run_sweep(args)
         else:
             run(args)
-    except runs.Stopped as e:  # SIGTERM / SIGINT: the checkpoint is written; 128 + n is the shell's convention
-        print(e, file=sys.stderr)
-        sys.exit(128 + e.signum)
-    except Exception as e:  # noqa: BLE001 (what is not a user's mistake is raised again below)
-        message = runs.error_message(e)
-        if message is None:  # a bug here, or a collective that failed because another rank stopped
-            exit_if_a_peer_failed()
-            publish_error(f"another process failed ({type(e).__name__}); see its traceback", code=1)
-            raise
-        publish_error(message)  # every other rank prints it too and stops, rather than wait in a collective
-        print(f"error: {message}", file=sys.stderr)
-        e.__traceback__ = None  # frees the failed run's DataLoader workers now (a worker's error is in a cycle)
-        sys.exit(2)
-    finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
 
+    exit_cleanly(work)
 
 if __name__ == "__main__":
     main()
