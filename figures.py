@@ -87,10 +87,16 @@ def plot_table(path, results, seeds):
         frac = max(100 * r["labelled_fraction"], 1e-3)  # log axis: unlabelled methods drawn at 0.001%
         ax.errorbar(frac, 100 * r["miou_mean"], yerr=100 * r["miou_std"], marker=markers.get(r["mode"], "o"),
                     markersize=9, linestyle="none", label=r["mode"], capsize=3)
+    _finish(fig, ax, path, "labelled target pixels (%, log scale; 0.001 = none)",
+            f"Miniature Table 1 (synthetic, seeds {seeds})")
+
+
+def _finish(fig, ax, path, xlabel, title):
+    """mIoU against the labelled fraction on a log axis: labels, grid, legend, saved."""
     ax.set_xscale("log")
-    ax.set_xlabel("labelled target pixels (%, log scale; 0.001 = none)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("target val mIoU (%)")
-    ax.set_title(f"Miniature Table 1 (synthetic, seeds {seeds})")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -119,11 +125,4 @@ def plot_budget_curve(path, summary, seeds):
                        label=f"{r['selector']} ({100 * r['miou_mean']:.1f})")
             ax.axhspan(100 * (r["miou_mean"] - r["miou_std"]), 100 * (r["miou_mean"] + r["miou_std"]),
                        color=colour, alpha=0.08)
-    ax.set_xscale("log")
-    ax.set_xlabel("labelled target pixels (%, log scale)")
-    ax.set_ylabel("target val mIoU (%)")
-    ax.set_title(f"Budget curve (synthetic, seeds {seeds})")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _finish(fig, ax, path, "labelled target pixels (%, log scale)", f"Budget curve (synthetic, seeds {seeds})")
