@@ -21,7 +21,7 @@ import torch
 import runs
 from runs import UsageError, state_digest, unwrap
 
-_peers = {"store": None, "key": None, "published": False, "lock": threading.Lock()}
+_peers = {"store": None, "key": None, "world": 1, "published": False, "lock": threading.Lock()}
 
 
 def init_distributed(args):
@@ -52,12 +52,13 @@ def _watch_peers():
         return  # not started by torchrun (or alike): a failed collective still ends the other ranks
     # torchrun's store outlives a restart of the workers: one key per attempt
     _peers["key"] = f"labor-reference/error/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+    _peers["world"] = int(os.environ.get("WORLD_SIZE", "1"))
     threading.Thread(target=_watch, daemon=True, name="peer-errors").start()
 
 
 def _watch():
     while True:
-        time.sleep(0.2)
+        time.sleep(0.05)
         failure = _read_failure()
         if failure is False:
             return  # the store is gone (its host ended): nothing more can come from it
@@ -83,6 +84,7 @@ def _exit_for_peer(code, message):
         if _peers["published"]:
             return  # this rank failed itself and reports its own error
         print(f"error: {message}", file=sys.stderr, flush=True)
+        _gone()  # the failed rank waits for this before it ends (see _leave)
         os._exit(code)  # this rank may be blocked in a collective, which no exception would leave
 
 
@@ -184,8 +186,33 @@ def exit_cleanly(work):
         publish_error(message)  # every other rank prints it too and stops, rather than wait in a collective
         print(f"error: {message}", file=sys.stderr)
         e.__traceback__ = None  # frees the failed run's DataLoader workers now (a worker's error is in a cycle)
-        sys.exit(2)
+        _leave(2)
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
+
+def _gone(n=1):
+    """Count this rank as ended (n=1) in the store, or just read the count (n=0); returns how many have ended."""
+    try:
+        return _peers["store"].add(_peers["key"] + "/gone", n)
+    except Exception:  # noqa: BLE001 (the store's host has ended: nobody is left to wait for)
+        return _peers["world"]
+
+
+def _leave(code, wait=10.0):
+    """Exit with code after an error. Under torchrun the rank that failed waits until every other rank has printed
+    the message and counted itself out (_gone): when it ends first, torchrun stops the rest before their watchers
+    have read the message. Then it ends at once (os._exit), without tearing the process group down: gloo, torn
+    down after its peers are gone, can abort in C++ ("terminate called without an active exception")."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        sys.exit(code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if _peers["store"] is not None:
+        deadline = time.time() + wait
+        gone = _gone()
+        while gone < _peers["world"] and time.time() < deadline:  # ranks that failed by themselves count too
+            time.sleep(0.02)
+            gone = _gone(0)
+    os._exit(code)
