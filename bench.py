@@ -16,10 +16,21 @@ from tqdm import tqdm
 
 import data
 import labor
+import runs
 from distributed import wrap_distributed
 from runs import peak_memory_mb, setup_runtime
 
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.0, "A10": 125.0}  # dense, no sparsity
+
+
+def add_flags(p):
+    p.add_argument("--benchmark", type=runs.non_negative_int, default=0, metavar="N",
+                   help="time N LabOR iterations (after a warm-up) on random tensors at the configured resolution "
+                        "and print one JSON line: iterations/s, images/s, peak memory, achieved TFLOP/s; trains "
+                        "nothing")
+    p.add_argument("--peak-tflops", type=runs.positive_float, default=None,
+                   help="--benchmark: the device's peak TFLOP/s for the fraction-of-peak figure (default: looked up "
+                        "by name)")
 
 
 def benchmark(args, build_models, build_optimisers, train_step):

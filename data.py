@@ -687,6 +687,29 @@ class Cityscapes(_LabelledFolder):
 # 4. Helpers
 
 
+def add_flags(p):
+    """train.py's flags that describe the data: the synthetic benchmark's knobs and the real datasets' folders."""
+    import runs  # (runs reads data's errors: imported here, not at the top)
+    a = p.add_argument
+    a("--size", type=runs.image_side, nargs=2, default=None, metavar=("H", "W"),
+      help="synthetic image size (default 96 192)")
+    a("--shift", type=runs.unit_float, default=0.6,
+      help="synthetic domain-shift strength: 0 = target looks like source, 1 = data.py's full target style "
+           "(default 0.6, chosen on the tuning split: source-only then scores well under 70%% of supervised)")
+    a("--n-source", type=runs.positive_int, default=None, help="synthetic source-train images (default: data.py's)")
+    a("--n-target", type=runs.positive_int, default=None, help="synthetic target-train images (default: data.py's)")
+    a("--n-val", type=runs.positive_int, default=None, help="synthetic target-val images (default: data.py's)")
+    a("--data-seed", type=runs.seed, default=0, help="seed of the synthetic benchmark itself (default 0)")
+    a("--gta5-root", type=runs.existing_dir, default=None, help="GTA5 folder with images/ and labels/")
+    a("--cityscapes-root", type=runs.existing_dir, default=None, help="Cityscapes folder with leftImg8bit/ and gtFine/")
+    a("--gta5-list", type=runs.existing_file, default=None, help="optional AdaptSegNet-style list of GTA5 image names")
+    a("--cityscapes-list", type=runs.existing_file, default=None, help="optional list of Cityscapes train image names")
+    a("--source-size", type=runs.image_side, nargs=2, default=None, metavar=("W", "H"),
+      help="real data: source resize (paper preset 1280 720; otherwise 640 360)")
+    a("--target-size", type=runs.image_side, nargs=2, default=None, metavar=("W", "H"),
+      help="real data: target resize (paper preset 1024 512; otherwise 512 256)")
+
+
 def real_sizes(preset, source_size=None, target_size=None):
     """(W, H) of source and target images for the real datasets: AdaptSegNet's 1280x720 and 1024x512 with the
     paper preset, half of that otherwise; an explicit (W, H) wins."""

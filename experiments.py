@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+import data
 import figures
 from runs import UsageError, prepare_out
 
@@ -102,10 +103,14 @@ def write_table(out, results, rows, seeds, args):
 SWEEP_SELECTORS = ("random", "entropy", "spl", "ppl")
 
 
-def run_sweep(args, run, apply_defaults, image_pixels):
+def run_sweep(args, run, apply_defaults, image_pixels=None):
     """Every selector at every budget of args.budgets (fractions of pixels; PPL gets the same number of points per
     image: budget * image_pixels), SPL's whole mask, AdaptSeg and supervised, for each seed. Writes sweep.md,
     sweep.json and budget_curve.png."""
+    if image_pixels is None:  # the target image's size, as the annotator sees it
+        h, w = args.size if args.data == "synthetic" else \
+            data.real_sizes(args.preset, args.source_size, args.target_size)[1][::-1]   # (W, H) -> (H, W)
+        image_pixels = h * w
     out = Path(args.out or f"runs/sweep-{time.strftime('%Y%m%d-%H%M%S')}")
     if (out / "sweep.md").exists():
         raise UsageError(f"{out} already holds a sweep (sweep.md); pick another --out or delete it")

@@ -14,7 +14,9 @@ Eq. 3  L_adv(A, D)                   output-space adversarial         -> adv_gen
 Eq. 5  y_hat = IAST pseudo-labels    class-wise adaptive thresholds   -> iast_update, pseudo_labels, pseudo_label_loss
 Eq. 6  L_dis(F1, F2) = mean|p1 - p2| MCD discrepancy                  -> discrepancy
 (Eq. 4, the inconsistency mask, is a selection rule, not a loss: selection.py.)
+The metric every table reports, mIoU from a confusion matrix, closes the file: iou_from_confusion.
 """
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -154,3 +156,13 @@ def discrepancy(logits1, logits2):
     p1 = F.softmax(logits1, dim=1)                                    # (B, C, h, w)
     p2 = F.softmax(logits2, dim=1)                                    # (B, C, h, w)
     return (p1 - p2).abs().mean()
+
+
+def iou_from_confusion(conf):
+    """The benchmark's metric. conf[i, j] = pixels of class i predicted j; IoU_c = TP / (TP + FP + FN).
+    Returns (mIoU over the classes present in labels or predictions, per-class IoU with NaN for absent ones)."""
+    conf = conf.double()
+    tp = conf.diag()
+    union = conf.sum(0) + conf.sum(1) - tp
+    iou = tp / union                                       # NaN where union == 0
+    return float(np.nanmean(iou.numpy())), iou.tolist()

@@ -30,6 +30,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -88,6 +89,41 @@ momentum = _checked(_finite, lambda v: 0 <= v < 1, "a momentum in [0, 1)")
 existing_dir = _checked(str, lambda v: Path(v).is_dir(), "an existing folder")
 existing_file = _checked(str, lambda v: Path(v).is_file(), "an existing file")
 folder = _checked(str, lambda v: not Path(v).is_file(), "a folder (it may not exist yet), not a file")
+
+
+def add_run_flags(p):
+    """The flags of the run itself, not of the method: where it runs, where it writes, checkpoints."""
+    a = p.add_argument
+    a("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks cuda when available")
+    a("--out", default=None, help="run folder (default runs/<mode>-<time>)")
+    a("--log-every", type=positive_int, default=50, help="one log line every N iterations (default 50)")
+    a("--threads", type=positive_int, default=None, help="CPU threads for torch (default: all cores)")
+    a("--num-workers", type=non_negative_int, default=0,
+      help="DataLoader workers (default 0; 4 suits the real datasets)")
+    a("--quiet", action="store_true", help="no progress bars or log lines (metrics.json is still written)")
+    a("--save-every", type=non_negative_int, default=100,
+      help="write checkpoint.pt every N iterations, atomically, and at the end (default 100; 0: only at the end)")
+    a("--resume", default=None, metavar="RUN_DIR",
+      help="continue the run in RUN_DIR from its last complete checkpoint, with its own settings (other flags "
+           "but --device/--threads/--num-workers/--quiet are ignored); labels already bought are reused")
+    a("--amp", action="store_true", help="mixed precision: bf16 where supported, else fp16 with a GradScaler")
+
+
+def check_args(args):
+    """What no single flag's type can check: flags that need each other, files, the device."""
+    real = args.data == "gta5-cityscapes"
+    if args.mode in ("table", "sweep") and args.resume:
+        raise UsageError(f"--resume continues one run; give the same --mode {args.mode} command again instead: "
+                         f"runs that finished are read back, the others run")
+    if real and (not args.gta5_root or not args.cityscapes_root):
+        raise UsageError("--data gta5-cityscapes needs --gta5-root and --cityscapes-root (see README, 'Full scale')")
+    if real and args.eval_split != "val":
+        raise UsageError("--eval-split tune exists for the synthetic benchmark only")
+    if args.weights not in (None, "imagenet") and not Path(args.weights).is_file():
+        raise UsageError(f"--weights {args.weights}: no such file; give 'imagenet' (torchvision download) or the "
+                         f"path of a torchvision resnet101 state dict")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda, but torch sees no CUDA GPU here; use --device cpu (or auto)")
 
 
 # ---------------------------------------------------------------------------------------------------- files
@@ -245,6 +281,28 @@ def restore(ckpt, state, net, opt, scaler, annotator, partial=False):
     return ckpt["theta"], selection.RevealedLabels.from_state_dict(ckpt["revealed"])
 
 
+def start_from(resume, warmup_file, out, state, net, opt, scaler, annotator):
+    """Where a run starts when not from scratch: its own checkpoint (resume, with selection.pt when labels were
+    bought after it), or else the shared warm-up of its seed (A, D and their optimisers; this run's own records
+    start empty). Returns (theta, revealed labels, saved selection or None)."""
+    if resume is not None:  # everything an uninterrupted run would hold at this iteration
+        theta, revealed = restore(resume, state, net, opt, scaler, annotator)
+        saved = load_safe(out / SELECTION, "selection") if (out / SELECTION).exists() else None
+        return theta, revealed, saved  # labels bought after the checkpoint are reused, never bought twice
+    theta, revealed = restore(load_safe(warmup_file, "shared warm-up"), state, net, opt, scaler, annotator,
+                              partial=True)
+    state["shared_warmup"] = str(warmup_file)
+    return theta, revealed, None
+
+
+def replay_selection(saved, annotator, state):
+    """The labels a killed run bought after its last checkpoint (selection.pt): returned as RevealedLabels, with
+    the annotator's counters and the round records restored, so that nothing is bought twice."""
+    annotator.load_state_dict(saved["annotator"])
+    state.update({k: saved[k] for k in ("masks", "a_wrong", "selection_rounds")})
+    return selection.RevealedLabels.from_state_dict(saved)
+
+
 def save_selection(args, out, revealed, annotator, state):
     """selection.pt: every label bought so far (sparse: image, pixel, label), the annotator's counters, what each
     round's labels fixed and the figure masks; written after each round so that a killed run never buys the same
@@ -359,6 +417,19 @@ def stream(dataset, args, seed, start, device):
                                          generator=torch.Generator().manual_seed(seed))
     for batch in loader:
         yield [t.to(device, non_blocking=True) for t in batch]
+
+
+def rank_share(dataset, args):
+    """This rank's share of a dataset (every world-th image), in order: selection and evaluation go through it."""
+    indices = list(range(args.rank, len(dataset), args.world))
+    return torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=args.batch_size,
+                                       num_workers=args.num_workers, generator=torch.Generator(),  # (see stream)
+                                       worker_init_fn=ignore_stop_signals)
+
+
+def hash_seed(*numbers):
+    """A stable seed from several integers (Python's hash() of a tuple is salted per process)."""
+    return int(np.random.SeedSequence(list(numbers)).generate_state(1)[0])
 
 
 # ------------------------------------------------------------------------------------------------ runtime

@@ -165,6 +165,21 @@ def entropy_select(logits_a, n_per_image, exclude=None):
     return _top_per_image(entropy, n_per_image, candidates=None if exclude is None else ~exclude)
 
 
+def baseline_select(mode, logits_a, budget, seeds, exclude=None):
+    """A batch of Table 1's baselines: 'random' (uniform, drawn with seeds[j] for image j, so the choice does not
+    depend on how images are batched or split across processes) or 'entropy' (A's most uncertain pixels), each at
+    `budget` of the pixels; 'supervised': every pixel. logits_a: A's logits at image size (B, C, H, W)."""
+    b, _, h, w = logits_a.shape
+    if mode == "supervised":
+        return torch.ones(b, h, w, dtype=torch.bool)
+    n = budget_to_pixels(budget, h, w)
+    if mode == "entropy":
+        return entropy_select(logits_a, n, exclude=exclude)
+    return torch.cat([random_select((1, h, w), n, torch.Generator().manual_seed(s),
+                                    exclude=None if exclude is None else exclude[j:j + 1])
+                      for j, s in enumerate(seeds)])
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Was the label required? What each bought label fixes
 # --------------------------------------------------------------------------------------------------------------
@@ -201,6 +216,22 @@ class RequiredCounter:
                      for name, b, w in zip(classes, self.bought, self.wrong)}
         return {"required_fraction": int(self.wrong.sum()) / max(total, 1), "bought_pixels": total,
                 "a_wrong_pixels": int(self.wrong.sum()), "per_class": per_class}
+
+
+def buy(annotator, revealed, chosen, pred_a, classes, keep=()):
+    """Ask the annotator for the chosen pixels of every image (once per image, in index order), keep the labels
+    in `revealed` and count what they fix. chosen: {index: (H, W) bool}; pred_a: {index: (n,) A's prediction on
+    those pixels at selection time}. Returns RequiredCounter's summary and, for the images in `keep`, (H, W) bool
+    maps of the bought pixels where A was wrong."""
+    required, a_wrong = RequiredCounter(len(classes)), {}
+    for i in sorted(chosen):
+        y = annotator.annotate([i], chosen[i][None])[0]                                   # (H, W), 255 unbought
+        revealed.add(i, y)
+        required.add(pred_a[i], y[chosen[i]])
+        if i in keep:
+            a_wrong[i] = torch.zeros_like(chosen[i])
+            a_wrong[i][chosen[i]] = (pred_a[i].long() != y[chosen[i]]) & (y[chosen[i]] != IGNORE_INDEX)
+    return required.summary(classes), a_wrong
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -64,24 +64,10 @@ def build_parser():
            "(SGD 2.5e-4, momentum 0.9, wd 5e-4, poly 0.9; D: Adam 1e-4, betas (0.9, 0.99); 1280x720 / 1024x512)")
     # --- data
     a("--data", default="synthetic", choices=["synthetic", "gta5-cityscapes"], help="benchmark (default synthetic)")
-    a("--gta5-root", type=runs.existing_dir, default=None, help="GTA5 folder with images/ and labels/")
-    a("--cityscapes-root", type=runs.existing_dir, default=None, help="Cityscapes folder with leftImg8bit/ and gtFine/")
-    a("--gta5-list", type=runs.existing_file, default=None, help="optional AdaptSegNet-style list of GTA5 image names")
-    a("--cityscapes-list", type=runs.existing_file, default=None, help="optional list of Cityscapes train image names")
-    a("--size", type=runs.image_side, nargs=2, default=None, metavar=("H", "W"),
-      help="synthetic image size (default 96 192)")
-    a("--shift", type=runs.unit_float, default=0.6,
-      help="synthetic domain-shift strength: 0 = target looks like source, 1 = data.py's full target style "
-           "(default 0.6, chosen on the tuning split: source-only then scores well under 70%% of supervised)")
-    a("--n-source", type=runs.positive_int, default=None, help="synthetic source-train images (default: data.py's)")
-    a("--n-target", type=runs.positive_int, default=None, help="synthetic target-train images (default: data.py's)")
-    a("--n-val", type=runs.positive_int, default=None, help="synthetic target-val images (default: data.py's)")
-    a("--data-seed", type=runs.seed, default=0, help="seed of the synthetic benchmark itself (default 0)")
+    data.add_flags(p)  # --size, --shift, --n-source, ..., --data-seed; --gta5-root, --cityscapes-root, ...
     a("--eval-split", default="val", choices=["val", "tune"],
       help="'val' reports on target val; 'tune' on a tuning split generated with another seed (for choosing "
            "settings without looking at val; synthetic only)")
-    a("--num-workers", type=runs.non_negative_int, default=0,
-      help="DataLoader workers (default 0; 4 suits the real datasets)")
     # --- models
     a("--model", default=None, choices=["tiny", "deeplabv2"], help="tiny (synthetic default) or deeplabv2")
     a("--width", type=runs.positive_int, default=24, help="TinyBackbone width (default 24)")
@@ -143,28 +129,8 @@ def build_parser():
     a("--budgets", type=runs.fraction, nargs="+", default=[0.001, 0.005, 0.01, 0.022, 0.05],
       help="--mode sweep: labelled fractions of pixels (PPL: as many points per image) "
            "(default 0.001 0.005 0.01 0.022 0.05)")
-    a("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks cuda when available")
-    a("--out", default=None, help="run folder (default runs/<mode>-<time>)")
-    a("--log-every", type=runs.positive_int, default=50, help="one log line every N iterations (default 50)")
-    a("--threads", type=runs.positive_int, default=None, help="CPU threads for torch (default: all cores)")
-    a("--quiet", action="store_true", help="no progress bars or log lines (metrics.json is still written)")
-    # --- robustness (checkpoints)
-    a("--save-every", type=runs.non_negative_int, default=100,
-      help="write checkpoint.pt every N iterations, atomically, and at the end (default 100; 0: only at the end)")
-    a("--resume", default=None, metavar="RUN_DIR",
-      help="continue the run in RUN_DIR from its last complete checkpoint, with its own settings (other flags "
-           "but --device/--threads/--num-workers/--quiet are ignored); labels already bought are reused")
-    # --- speed (GPU)
-    a("--amp", action="store_true", help="mixed precision: bf16 where supported, else fp16 with a GradScaler")
-    a("--source-size", type=runs.image_side, nargs=2, default=None, metavar=("W", "H"),
-      help="real data: source resize (paper preset 1280 720; otherwise 640 360)")
-    a("--target-size", type=runs.image_side, nargs=2, default=None, metavar=("W", "H"),
-      help="real data: target resize (paper preset 1024 512; otherwise 512 256)")
-    a("--benchmark", type=runs.non_negative_int, default=0, metavar="N",
-      help="time N LabOR iterations (after a warm-up) on random tensors at the configured resolution and print "
-           "one JSON line: iterations/s, images/s, peak memory, achieved TFLOP/s; trains nothing")
-    a("--peak-tflops", type=runs.positive_float, default=None,
-      help="--benchmark: the device's peak TFLOP/s for the fraction-of-peak figure (default: looked up by name)")
+    runs.add_run_flags(p)  # --device, --out, --threads, --quiet, --save-every, --resume, --amp, --num-workers, ...
+    bench.add_flags(p)     # --benchmark N, --peak-tflops
     return p
 
 
@@ -185,21 +151,10 @@ def apply_defaults(args):
     if args.size is None:
         args.size = [96, 192]
     select_iterations(args)  # (checks --select-at against --iters, or --warmup)
-    if args.mode in ("table", "sweep") and args.resume:
-        raise UsageError(f"--resume continues one run; give the same --mode {args.mode} command again instead: "
-                         f"runs that finished are read back, the others run")
     if as_iterations(args.selector_iters, args.iters) < 1:
         raise UsageError(f"--selector-iters {args.selector_iters} is less than one iteration of --iters "
                          f"{args.iters}")
-    if real and (not args.gta5_root or not args.cityscapes_root):
-        raise UsageError("--data gta5-cityscapes needs --gta5-root and --cityscapes-root (see README, 'Full scale')")
-    if real and args.eval_split != "val":
-        raise UsageError("--eval-split tune exists for the synthetic benchmark only")
-    if args.weights not in (None, "imagenet") and not Path(args.weights).is_file():
-        raise UsageError(f"--weights {args.weights}: no such file; give 'imagenet' (torchvision download) or the "
-                         f"path of a torchvision resnet101 state dict")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda, but torch sees no CUDA GPU here; use --device cpu (or auto)")
+    runs.check_args(args)    # data folders, weights file, device, --resume
     return args
 
 
@@ -221,8 +176,6 @@ def select_iterations(args):
         raise UsageError(f"--select-at {' '.join(map(str, args.select_at))}: give fractions of --iters in [0, 1) or "
                          f"whole iterations in [1, --iters={args.iters})")
     return its
-
-
 
 
 # ================================================================================================================
@@ -421,13 +374,9 @@ def select_round(args, net, target_images, annotator, revealed, round_idx, n_rou
     mods = {k: unwrap(m).eval() for k, m in net.items()}  # plain modules: no collective calls per forward
     points = args.points // n_rounds + (1 if round_idx < args.points % n_rounds else 0)
     frac = None if budget is None else budget / n_rounds
-    indices = list(range(args.rank, len(target_images), args.world))
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(target_images, indices), generator=torch.Generator(),
-                                         batch_size=args.batch_size, num_workers=args.num_workers,  # (see stream)
-                                         worker_init_fn=runs.ignore_stop_signals)
     chosen, masks, pred_bought = {}, {}, {}
-    for x_t, idx in tqdm(loader, desc=f"selection {round_idx + 1}/{n_rounds}", leave=False,
-                         disable=args.rank != 0 or args.quiet):
+    for x_t, idx in tqdm(runs.rank_share(target_images, args), desc=f"selection {round_idx + 1}/{n_rounds}",
+                         leave=False, disable=args.rank != 0 or args.quiet):
         x_t = x_t.to(args.device, non_blocking=True)
         size = x_t.shape[-2:]
         exclude = revealed.mask(idx.tolist(), args.device) if round_idx > 0 else None   # no pixel bought twice
@@ -435,11 +384,11 @@ def select_round(args, net, target_images, annotator, revealed, round_idx, n_rou
             logits_a = mods["A"](x_t)[0]                       # A at selection time: was each label required?
             if args.mode in ("spl", "ppl"):
                 logits1, logits2, feat = mods["B"](x_t)
-        pred_a = labor.upsample(logits_a.float(), size).argmax(dim=1).cpu()              # (B, H, W)
+        logits_a = labor.upsample(logits_a.float(), size)                                 # (B, C, H, W)
         if args.mode in ("spl", "ppl"):
             p1 = labor.upsample(logits1.float(), size)                                   # (B, C, H, W)
             p2 = labor.upsample(logits2.float(), size)                                   # (B, C, H, W)
-            for i, m in zip(idx.tolist(), selection.inconsistency_mask(p1, p2).cpu()):
+            for i, m in zip(idx.tolist(), selection.inconsistency_mask(p1, p2).cpu()):   # Eq. 4, for the figures
                 if i < figures.FIGURE_ROWS:
                     masks[i] = m
             if args.mode == "spl":
@@ -447,35 +396,16 @@ def select_round(args, net, target_images, annotator, revealed, round_idx, n_rou
             else:
                 sel = selection.ppl_select(p1, p2, points, feat=feat if args.ppl_space == "feat" else None,
                                            exclude=exclude)
-        elif args.mode == "random":
-            n = selection.budget_to_pixels(frac, *size)
-            sel = torch.cat([selection.random_select(
-                (1, *size), n, torch.Generator().manual_seed(hash_seed(args.seed, round_idx, i)),
-                exclude=None if exclude is None else exclude[j:j + 1]) for j, i in enumerate(idx.tolist())])
-        elif args.mode == "entropy":
-            n = selection.budget_to_pixels(frac, *size)
-            sel = selection.entropy_select(labor.upsample(logits_a.float(), size), n, exclude=exclude)
-        else:  # supervised: every pixel
-            sel = torch.ones(len(x_t), *size, dtype=torch.bool)
-        for i, m, p in zip(idx.tolist(), sel.cpu(), pred_a):
+        else:  # random, entropy, supervised
+            seeds = [runs.hash_seed(args.seed, round_idx, i) for i in idx.tolist()]
+            sel = selection.baseline_select(args.mode, logits_a, frac, seeds, exclude=exclude)
+        for i, m, p in zip(idx.tolist(), sel.cpu(), logits_a.argmax(dim=1).cpu()):
             chosen[i], pred_bought[i] = m, p[m].to(torch.uint8)   # A's prediction on the bought pixels only
     chosen, pred_bought = gather_dict(args, chosen), gather_dict(args, pred_bought)
-    required, a_wrong = selection.RequiredCounter(len(classes)), {}
-    for i in sorted(chosen):  # the annotator is asked once per image, in index order, on every rank
-        y = annotator.annotate([i], chosen[i][None])[0]                                   # (H, W), 255 unbought
-        revealed.add(i, y)
-        required.add(pred_bought[i], y[chosen[i]])
-        if i < figures.FIGURE_ROWS:
-            a_wrong[i] = torch.zeros_like(chosen[i])
-            a_wrong[i][chosen[i]] = (pred_bought[i].long() != y[chosen[i]]) & (y[chosen[i]] != labor.IGNORE_INDEX)
+    required, a_wrong = selection.buy(annotator, revealed, chosen, pred_bought, classes, range(figures.FIGURE_ROWS))
     for m in mods.values():
         m.train()
-    return gather_dict(args, masks), required.summary(classes), a_wrong
-
-
-def hash_seed(*numbers):
-    """A stable seed from several integers (Python's hash() of a tuple is salted per process)."""
-    return int(np.random.SeedSequence(list(numbers)).generate_state(1)[0])
+    return gather_dict(args, masks), required, a_wrong
 
 
 # ================================================================================================================
@@ -488,11 +418,8 @@ def evaluate(args, A, dataset, num_classes):
     A class absent from both ground truth and predictions has no IoU (NaN) and is left out of the mean."""
     A.eval()
     conf = torch.zeros(num_classes, num_classes, dtype=torch.long, device=args.device)
-    indices = list(range(args.rank, len(dataset), args.world))
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=args.batch_size,
-                                         num_workers=args.num_workers, generator=torch.Generator(),  # (see stream)
-                                         worker_init_fn=runs.ignore_stop_signals)
-    for x, y in tqdm(loader, desc="evaluation", leave=False, disable=args.rank != 0 or args.quiet):
+    for x, y in tqdm(runs.rank_share(dataset, args), desc="evaluation", leave=False,
+                     disable=args.rank != 0 or args.quiet):
         x, y = x.to(args.device), y.to(args.device)
         pred = labor.upsample(A(x)[0], y.shape[-2:]).argmax(dim=1)                       # (B, H, W)
         valid = y != labor.IGNORE_INDEX
@@ -501,16 +428,7 @@ def evaluate(args, A, dataset, num_classes):
     if args.world > 1:
         torch.distributed.all_reduce(conf)
     A.train()
-    return iou_from_confusion(conf.cpu())
-
-
-def iou_from_confusion(conf):
-    """conf[i, j] = pixels of class i predicted j. IoU_c = TP / (TP + FP + FN). Returns (mIoU, per-class IoU)."""
-    conf = conf.double()
-    tp = conf.diag()
-    union = conf.sum(0) + conf.sum(1) - tp
-    iou = tp / union                                       # NaN where union == 0
-    return float(np.nanmean(iou.numpy())), iou.tolist()
+    return labor.iou_from_confusion(conf.cpu())
 
 
 # ================================================================================================================
@@ -547,14 +465,9 @@ def run(args):
     state = runs.new_state()  # iteration, rounds done, loss history, seconds per stage: all a checkpoint holds
     saved_selection = None
     warmup_file = runs.shared_file(args, "warmup", runs.WARMUP_KEYS) if uses_warmup(args) else None
-    if resume is not None:  # everything an uninterrupted run would hold at this iteration
-        theta, revealed = runs.restore(resume, state, net, opt, scaler, annotator)
-        if (out / runs.SELECTION).exists():  # labels bought after the checkpoint are reused, never bought twice
-            saved_selection = runs.load_safe(out / runs.SELECTION, "selection")
-    elif warmup_file is not None and warmup_file.exists():  # A's warm-up, trained once per seed by another run
-        theta, revealed = runs.restore(runs.load_safe(warmup_file, "shared warm-up"), state, net, opt, scaler,
-                                       annotator, partial=True)
-        state["shared_warmup"] = str(warmup_file)
+    if resume is not None or (warmup_file is not None and warmup_file.exists()):  # a resumed run, or A's warm-up
+        theta, revealed, saved_selection = runs.start_from(resume, warmup_file, out, state, net, opt, scaler,
+                                                           annotator)   # (trained once per seed by another run)
     theta = theta.to(args.device)
     net = wrap_distributed(args, net)
     src_stream = runs.stream(source, args, args.seed * 2 + 0, state["iter"] * args.batch_size, args.device)
@@ -583,9 +496,7 @@ def run(args):
         if it in select_its and state["rounds_done"] == select_its.index(it):
             r = state["rounds_done"]
             if saved_selection is not None and saved_selection["rounds_done"] > r:   # bought before the kill
-                revealed = selection.RevealedLabels.from_state_dict(saved_selection)
-                annotator.load_state_dict(saved_selection["annotator"])
-                state.update({k: saved_selection[k] for k in ("masks", "a_wrong", "selection_rounds")})
+                revealed = runs.replay_selection(saved_selection, annotator, state)
             else:
                 if args.schedule == "staged" and "B" in net:  # ---- 1b. the selector B on the warmed-up A
                     t0 = time.time()
@@ -648,11 +559,7 @@ def run_table(args):
 
 def run_sweep(args):
     """--mode sweep: every selector at every --budgets, for each seed (experiments.py drives `run`)."""
-    if args.data == "synthetic":
-        h, w = args.size
-    else:
-        w, h = data.real_sizes(args.preset, args.source_size, args.target_size)[1]
-    return experiments.run_sweep(args, run, apply_defaults, image_pixels=h * w)
+    return experiments.run_sweep(args, run, apply_defaults)
 
 
 def main(argv=None):

@@ -61,7 +61,7 @@ def test_paper_command_trains_and_evaluates_at_full_resolution(fakes, tmp_path, 
     are the paper's; evaluation upsamples predictions to the full-resolution Cityscapes val labels."""
     seen = {"upsample_sizes": []}
     build_optimisers, evaluate = train.build_optimisers, train.evaluate
-    iou_from_confusion, upsample = train.iou_from_confusion, labor.upsample
+    iou_from_confusion, upsample = labor.iou_from_confusion, labor.upsample
 
     def spy_optimisers(args, net):
         opt = build_optimisers(args, net)
@@ -87,7 +87,7 @@ def test_paper_command_trains_and_evaluates_at_full_resolution(fakes, tmp_path, 
 
     monkeypatch.setattr(train, "build_optimisers", spy_optimisers)
     monkeypatch.setattr(train, "evaluate", spy_evaluate)
-    monkeypatch.setattr(train, "iou_from_confusion", spy_iou)
+    monkeypatch.setattr(labor, "iou_from_confusion", spy_iou)
     monkeypatch.setattr(labor, "upsample", spy_upsample)
     out = tmp_path / "run"
     train.main(paper_command(fakes) + SMALL + ["--out", str(out)])

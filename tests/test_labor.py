@@ -296,3 +296,15 @@ def test_discrepancy_on_detached_heads_trains_heads_only():
     sel.zero_grad(set_to_none=True)
     (-labor.discrepancy(l1, l2)).backward()
     assert sum(p.grad.abs().sum().item() for p in sel.backbone.parameters() if p.grad is not None) > 0
+
+
+def test_iou_from_confusion_by_hand():
+    """conf[i, j] = pixels of class i predicted j. Class 0: TP 3, FN 1, FP 2 -> 3/6; class 1: TP 4, FN 2, FP 1 ->
+    4/7; class 2 never occurs nor is predicted: NaN, and left out of the mean."""
+    conf = torch.tensor([[3, 1, 0], [2, 4, 0], [0, 0, 0]])
+    miou, iou = labor.iou_from_confusion(conf)
+    assert iou[0] == pytest.approx(0.5) and iou[1] == pytest.approx(4 / 7) and math.isnan(iou[2])
+    assert miou == pytest.approx((0.5 + 4 / 7) / 2)
+    # a class that is only predicted, never true, has IoU 0 and counts in the mean
+    miou, iou = labor.iou_from_confusion(torch.tensor([[5, 1], [0, 0]]))
+    assert iou == pytest.approx([5 / 6, 0.0]) and miou == pytest.approx(5 / 12)

@@ -385,3 +385,40 @@ def _roundtrip(obj):
     torch.save(obj, buf)
     buf.seek(0)
     return buf
+
+
+def test_baseline_select_matches_the_single_image_rules():
+    """random: image j is drawn with its own seed, exactly as random_select would draw it alone (so batching and
+    splitting across processes change nothing); entropy: entropy_select; supervised: every pixel."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4, 10, 12)                                            # (B, C, H, W)
+    seeds = [11, 12, 13]
+    sel = selection.baseline_select("random", logits, 0.1, seeds)
+    n = selection.budget_to_pixels(0.1, 10, 12)
+    for j, s in enumerate(seeds):
+        alone = selection.random_select((1, 10, 12), n, torch.Generator().manual_seed(s))
+        assert torch.equal(sel[j:j + 1], alone) and int(sel[j].sum()) == n
+    exclude = torch.zeros(3, 10, 12, dtype=torch.bool)
+    exclude[:, :5] = True
+    assert not (selection.baseline_select("random", logits, 0.1, seeds, exclude=exclude) & exclude).any()
+    assert torch.equal(selection.baseline_select("entropy", logits, 0.1, seeds), selection.entropy_select(logits, n))
+    assert selection.baseline_select("supervised", logits, None, seeds).all()
+
+
+def test_buy_reveals_stores_and_counts_what_a_got_wrong():
+    """Two images, 2x3 labels; A's prediction on the bought pixels is right on 2 of 4 counted ones (the 255 pixel
+    is not counted). buy stores the labels, counts them, and maps where A was wrong for the images kept."""
+    labels = {0: torch.tensor([[0, 1, 1], [2, 2, 255]]), 1: torch.tensor([[1, 1, 1], [0, 0, 0]])}
+    annotator = selection.Annotator(lambda i: labels[i])
+    revealed = selection.RevealedLabels((2, 3))
+    chosen = {0: torch.tensor([[True, True, False], [False, True, True]]),        # labels 0, 1, 2, 255
+              1: torch.tensor([[False, False, False], [True, False, False]])}     # label 0
+    pred = {0: torch.tensor([0, 2, 2, 1], dtype=torch.uint8), 1: torch.tensor([1], dtype=torch.uint8)}
+    summary, a_wrong = selection.buy(annotator, revealed, chosen, pred, ["a", "b", "c"], keep=[0])
+    assert summary["bought_pixels"] == 4 and summary["a_wrong_pixels"] == 2 and summary["required_fraction"] == 0.5
+    assert summary["per_class"]["a"] == {"share_of_bought": 0.5, "a_error_rate": 0.5}
+    assert summary["per_class"]["b"] == {"share_of_bought": 0.25, "a_error_rate": 1.0}
+    assert torch.equal(a_wrong[0], torch.tensor([[False, True, False], [False, False, False]])) and 1 not in a_wrong
+    assert annotator.pixels_revealed == 5 and sorted(revealed.pixels) == [0, 1]
+    assert torch.equal(revealed.batch([0, 1]), torch.where(torch.stack([chosen[0], chosen[1]]),
+                                                           torch.stack([labels[0], labels[1]]), 255))
