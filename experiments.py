@@ -18,6 +18,7 @@ import numpy as np
 
 import data
 import figures
+import runs
 from runs import UsageError, prepare_out
 
 TABLE_MODES = ("source_only", "adaptseg", "random", "entropy", "ppl", "spl", "supervised")
@@ -25,6 +26,15 @@ TABLE_MODES = ("source_only", "adaptseg", "random", "entropy", "ppl", "spl", "su
 # Published mIoU, GTA5 -> Cityscapes, DeepLab-V2: source only and AdaptSegNet (multi-level) from Tsai et al. 2018,
 # LabOR SPL (2.2% of pixels) from Shin et al. 2021, whose fully supervised model is within 0.1 of it.
 PAPER_TABLE = {"source_only": 36.6, "adaptseg": 42.4, "spl": 66.6}
+
+
+def add_flags(p):
+    """train.py's flags for several runs at once."""
+    p.add_argument("--seeds", type=runs.seed, nargs="+", default=None,
+                   help="--mode table / sweep: several seeds, averaged")
+    p.add_argument("--budgets", type=runs.fraction, nargs="+", default=[0.001, 0.005, 0.01, 0.022, 0.05],
+                   help="--mode sweep: labelled fractions of pixels (PPL: as many points per image) "
+                        "(default 0.001 0.005 0.01 0.022 0.05)")
 
 
 def one_run(args, run, apply_defaults, out, mode, seed, name=None, **settings):

@@ -14,8 +14,9 @@ Stages (each has a banner below and a progress bar at run time):
   4. outputs      metrics.json, checkpoint, selection, figures in the run folder.
 
 The modes: source_only, adaptseg, spl, ppl, random, entropy, supervised, table (see --help).
-The plumbing lives beside this file: runs.py (valid flag values, run folder, checkpoints, resume, SIGTERM),
-distributed.py (torchrun), figures.py, experiments.py (--mode table) and bench.py (--benchmark).
+The plumbing lives beside this file: runs.py (the run's own flags, valid flag values, run folder, checkpoints,
+resume, SIGTERM), distributed.py (torchrun), figures.py, experiments.py (--mode table, sweep), bench.py
+(--benchmark); data.py, experiments.py and bench.py add their own flags to the parser below.
 """
 import argparse
 import time
@@ -55,7 +56,9 @@ def get_args(argv=None):
 
 
 def build_parser():
-    """Every flag with its valid values (runs.py's types): a bad value is refused before any work starts."""
+    """The method's flags, with the paper's values; data, run, table/sweep and benchmark flags come from data.py,
+    runs.py, experiments.py and bench.py. Every flag has its valid values (runs.py's types): a bad value is refused
+    before any work starts."""
     p = runs.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--mode", default="spl", help="one of " + ", ".join(MODES) + " (default: spl)")
@@ -125,10 +128,7 @@ def build_parser():
     a("--ppl-space", default="prob", choices=["prob", "feat"], help="PPL prototype space (default prob)")
     # --- run
     a("--seed", type=runs.seed, default=0, help="training seed (default 0)")
-    a("--seeds", type=runs.seed, nargs="+", default=None, help="--mode table / sweep: several seeds, averaged")
-    a("--budgets", type=runs.fraction, nargs="+", default=[0.001, 0.005, 0.01, 0.022, 0.05],
-      help="--mode sweep: labelled fractions of pixels (PPL: as many points per image) "
-           "(default 0.001 0.005 0.01 0.022 0.05)")
+    experiments.add_flags(p)  # --seeds, --budgets (--mode table and sweep)
     runs.add_run_flags(p)  # --device, --out, --threads, --quiet, --save-every, --resume, --amp, --num-workers, ...
     bench.add_flags(p)     # --benchmark N, --peak-tflops
     return p
@@ -362,15 +362,10 @@ def uses_warmup(args):
 @torch.no_grad()
 def select_round(args, net, target_images, annotator, revealed, round_idx, n_rounds, budget, classes):
     """One labelling round over every target-train image: choose pixels, ask the annotator, store the labels in
-    `revealed`. Returns (masks, required, a_wrong): for the figures, {index: inconsistency mask (H, W) bool} of the
-    first few images; what the bought labels fix (selection.RequiredCounter's summary: where A's prediction at
-    selection time differs from the revealed label); and {index: (H, W) bool, bought pixels where A was wrong}
-    for the first few images.
-
-    With several processes each rank selects its share of the images and the choices are gathered, so every
-    image is labelled exactly once and the result equals a single-process run's. Each random choice is seeded
-    by (seed, round, image), so it does not depend on how images are split across processes.
-    """
+    `revealed`. Returns (masks, required, a_wrong): the inconsistency masks (Eq. 4) of the figures' images; what
+    the bought labels fix (selection.RequiredCounter's summary); where A was wrong on them (figures' images).
+    Under torchrun each rank chooses for its share of the images and the choices are gathered: every image is
+    labelled once, as in a single-process run."""
     mods = {k: unwrap(m).eval() for k, m in net.items()}  # plain modules: no collective calls per forward
     points = args.points // n_rounds + (1 if round_idx < args.points % n_rounds else 0)
     frac = None if budget is None else budget / n_rounds
