@@ -318,7 +318,8 @@ def shared_file(args, what, keys):
     carries a digest of every setting it depends on, so runs that differ in any of them never share."""
     if not getattr(args, "shared_dir", None):
         return None
-    settings = json.dumps({k: str(getattr(args, k, None)) for k in keys}, sort_keys=True)
+    settings = json.dumps({k: str(getattr(args, k, None)) for k in keys  # a key added later counts once set,
+                           if k not in LATER_KEYS or getattr(args, k, None) is not None}, sort_keys=True)  # (*)
     digest = hashlib.sha256(settings.encode()).hexdigest()[:12]
     return Path(args.shared_dir) / f"{what}-seed{args.seed}-{digest}.pt"
 
@@ -333,10 +334,12 @@ def share(src, dst):
 # ------------------------------------------------------------------------------------- shared warm-up and B
 
 # What A's warm-up and the trained B depend on: runs that agree on these share them (--shared-dir).
-WARMUP_KEYS = ("data", "data_seed", "size", "shift", "n_source", "n_target", "gta5_root", "cityscapes_root",
-               "gta5_list", "cityscapes_list", "source_size", "target_size", "preset", "model", "width", "weights",
-               "ndf", "iters", "warmup", "batch_size", "lr", "lr_d", "momentum", "weight_decay", "power", "gan",
-               "lambda_seg_aux", "lambda_adv", "lambda_adv_aux", "seed", "amp", "device", "schedule")
+# (*) LATER_KEYS came after files had been shared: left out of the digest while unset, so those keep their names.
+LATER_KEYS = ("thing_shift",)
+WARMUP_KEYS = ("data", "data_seed", "size", "shift", "thing_shift", "n_source", "n_target", "gta5_root",
+               "cityscapes_root", "gta5_list", "cityscapes_list", "source_size", "target_size", "preset", "model",
+               "width", "weights", "ndf", "iters", "warmup", "batch_size", "lr", "lr_d", "momentum", "weight_decay",
+               "power", "gan", "lambda_seg_aux", "lambda_adv", "lambda_adv_aux", "seed", "amp", "device", "schedule")
 SELECTOR_KEYS = WARMUP_KEYS + ("selector_iters", "selector_init", "lambda_dis", "iast_alpha", "iast_beta",
                                "iast_gamma")
 

@@ -186,7 +186,7 @@ def build_data(args):
     """Returns source_train (labelled), target_train (labelled: for the annotator only), target_eval (labelled),
     and the class names."""
     if args.data == "synthetic":
-        kw = dict(size=tuple(args.size), shift=args.shift)
+        kw = dict(size=tuple(args.size), shift=args.shift, thing_shift=getattr(args, "thing_shift", None))
         source = data.SyntheticStreets("source", "train", n=args.n_source, seed=args.data_seed, **kw)
         target = data.SyntheticStreets("target", "train", n=args.n_target, seed=args.data_seed, **kw)
         # the tuning split has val's distribution and another seed, so choosing settings never sees val

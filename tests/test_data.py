@@ -122,6 +122,22 @@ def test_shift_controls_the_domain_gap():
     assert n_colours(flat) < 100 < n_colours(busy)
 
 
+def test_thing_shift_moves_only_the_things_colours():
+    """thing_shift=None is shift (the benchmark unchanged); thing_shift=0 paints the target's things (here persons)
+    in their source colour while everything else keeps the shift; the labels never change."""
+    default = data.make_scene("target", 3, shift=0.6)
+    assert all((a == b).all() for a, b in zip(default, data.make_scene("target", 3, shift=0.6, thing_shift=0.6)))
+    things0 = data.make_scene("target", 3, shift=0.6, thing_shift=0.0)
+    assert (things0[1] == default[1]).all()
+    label = default[1]
+    person, sky = label == data.SYNTHETIC_CLASSES.index("person"), label == data.SYNTHETIC_CLASSES.index("sky")
+    src_person = np.array(data.SOURCE_COLORS["person"], np.float32)
+    gap = lambda im: np.abs(im[person].mean(0) - src_person).max()  # noqa: E731
+    print("person colour gap to source, thing_shift 0.6 / 0:", gap(default[0]), gap(things0[0]))
+    assert gap(things0[0]) < gap(default[0]) - 30
+    assert np.abs(things0[0][sky].astype(float).mean(0) - default[0][sky].astype(float).mean(0)).max() < 3
+
+
 def test_source_ignores_shift():
     a, b = data.make_scene("source", 5, shift=0.0), data.make_scene("source", 5, shift=1.0)
     assert (a[0] == b[0]).all() and (a[1] == b[1]).all()

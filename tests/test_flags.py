@@ -37,6 +37,7 @@ BAD_VALUES = {
     "--cityscapes-list": ["{tmp}/missing.txt", "{tmp}"],
     "--size": ["16 16", "32 31", "0 64", "-32 64", "x 64", "32"],
     "--shift": ["5", "-0.1", "nan", "strong"],
+    "--thing-shift": ["1.5", "-0.1", "nan"],
     "--n-source": ["0", "-3", "2.5"],
     "--n-target": ["0"],
     "--n-val": ["0"],
