@@ -239,3 +239,20 @@ def test_sweep_writes_curve_and_spends_each_budget(tmp_path):
     again = argparse.Namespace(**vars(args))
     (tmp_path / "sweep.md").unlink()
     assert train.run_sweep(again) == summary
+
+
+def test_shared_file_names_change_with_every_setting_and_not_with_a_later_unset_key(tmp_path):
+    """Runs share a warm-up only when every setting it depends on agrees. A key added later (--thing-shift) leaves
+    the name of files shared before it existed unchanged while unset, and changes it once set."""
+    args = train.get_args(["--schedule", "staged", "--shared-dir", str(tmp_path), "--mode", "spl"])
+    name = runs.shared_file(args, "warmup", runs.WARMUP_KEYS)
+    assert name.parent == tmp_path and name.name.startswith("warmup-seed0-")
+    older = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in runs.LATER_KEYS})
+    assert runs.shared_file(older, "warmup", runs.WARMUP_KEYS) == name     # a run from before the key existed
+    for key, value in [("thing_shift", 0.0), ("shift", 0.5), ("seed", 1), ("warmup", 0.4)]:
+        changed = argparse.Namespace(**{**vars(args), key: value})
+        assert runs.shared_file(changed, "warmup", runs.WARMUP_KEYS) != name, key
+    changed = argparse.Namespace(**{**vars(args), "lambda_dis": 0.5})     # B's settings: not the warm-up's
+    assert runs.shared_file(changed, "warmup", runs.WARMUP_KEYS) == name
+    assert runs.shared_file(changed, "selector", runs.SELECTOR_KEYS) != runs.shared_file(args, "selector",
+                                                                                         runs.SELECTOR_KEYS)
