@@ -67,7 +67,8 @@ BAD_VALUES = {
     "--iast-beta": ["-0.1", "2"],
     "--iast-gamma": ["-8"],
     # --- selection (with --iters 2: iteration 2 is past the end; 1.5 is no whole iteration)
-    "--select-at": ["-0.5", "2", "1.5", "0.5 7"],
+    "--select-at": ["-0.5 --schedule joint", "2 --schedule joint", "1.5 --schedule joint", "0.5 7 --schedule joint",
+                    "0.5"],  # (the last: a valid value, but the default, staged schedule labels after --warmup)
     "--budget": ["0", "1.5", "-0.02"],
     "--points": ["0", "-40"],
     "--ppl-space": ["pixels"],

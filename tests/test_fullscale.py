@@ -26,15 +26,16 @@ ROOT = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)  # the tests share a small CPU
 
 # The synthetic benchmark, tiny (as tests/test_train.py)
-TINY = ["--iters", "3", "--n-source", "8", "--n-target", "6", "--n-val", "4", "--size", "32", "64",
-        "--batch-size", "2", "--width", "8", "--log-every", "3", "--threads", "1", "--save-every", "0",
+# --schedule joint: these runs label at the iterations they choose (--select-at)
+TINY = ["--schedule", "joint", "--iters", "3", "--n-source", "8", "--n-target", "6", "--n-val", "4", "--size", "32",
+        "64", "--batch-size", "2", "--width", "8", "--log-every", "3", "--threads", "1", "--save-every", "0",
         "--device", "cpu", "--quiet"]
 # Fake Cityscapes is written at 64x128 (H x W) and read at --target-size 64 32 (W H), i.e. 32x64: the full-resolution
 # val labels differ from the training resolution, so the test sees whether predictions are upsampled to them.
 # (32 pixels is the least side FCDiscriminator's five stride-2 convolutions accept.)
 SOURCE_HW, TARGET_HW, FULL_HW = (32, 64), (32, 64), (64, 128)
-SMALL = ["--source-size", "64", "32", "--target-size", "64", "32", "--iters", "2", "--batch-size", "1",
-         "--select-at", "1", "--threads", "1", "--save-every", "0", "--device", "cpu", "--quiet"]
+SMALL = ["--schedule", "joint", "--source-size", "64", "32", "--target-size", "64", "32", "--iters", "2",
+         "--batch-size", "1", "--select-at", "1", "--threads", "1", "--save-every", "0", "--device", "cpu", "--quiet"]
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,9 @@ import runs  # noqa: E402
 import selection  # noqa: E402
 import train  # noqa: E402
 
-TINY = ["--iters", "8", "--n-source", "8", "--n-target", "6", "--n-val", "4", "--size", "32", "64",
-        "--batch-size", "2", "--width", "8", "--log-every", "2", "--threads", "1"]
+# --schedule joint: these runs label at the iterations they choose (--select-at)
+TINY = ["--schedule", "joint", "--iters", "8", "--n-source", "8", "--n-target", "6", "--n-val", "4", "--size", "32",
+        "64", "--batch-size", "2", "--width", "8", "--log-every", "2", "--threads", "1"]
 STAGED = ["--schedule", "staged", "--warmup", "4", "--selector-iters", "4"]
 
 
@@ -243,16 +244,29 @@ def test_sweep_writes_curve_and_spends_each_budget(tmp_path):
 
 def test_shared_file_names_change_with_every_setting_and_not_with_a_later_unset_key(tmp_path):
     """Runs share a warm-up only when every setting it depends on agrees. A key added later (--thing-shift) leaves
-    the name of files shared before it existed unchanged while unset, and changes it once set."""
+    the name of files shared before it existed unchanged while unset, and changes it once set (as it is by default)."""
     args = train.get_args(["--schedule", "staged", "--shared-dir", str(tmp_path), "--mode", "spl"])
     name = runs.shared_file(args, "warmup", runs.WARMUP_KEYS)
     assert name.parent == tmp_path and name.name.startswith("warmup-seed0-")
     older = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in runs.LATER_KEYS})
-    assert runs.shared_file(older, "warmup", runs.WARMUP_KEYS) == name     # a run from before the key existed
-    for key, value in [("thing_shift", 0.0), ("shift", 0.5), ("seed", 1), ("warmup", 0.4)]:
+    unset = argparse.Namespace(**{**vars(args), "thing_shift": None})
+    assert runs.shared_file(older, "warmup", runs.WARMUP_KEYS) == runs.shared_file(unset, "warmup", runs.WARMUP_KEYS)
+    assert args.thing_shift == 0.0 and runs.shared_file(older, "warmup", runs.WARMUP_KEYS) != name
+    for key, value in [("thing_shift", 0.6), ("shift", 0.5), ("seed", 1), ("warmup", 0.4)]:
         changed = argparse.Namespace(**{**vars(args), key: value})
         assert runs.shared_file(changed, "warmup", runs.WARMUP_KEYS) != name, key
     changed = argparse.Namespace(**{**vars(args), "lambda_dis": 0.5})     # B's settings: not the warm-up's
     assert runs.shared_file(changed, "warmup", runs.WARMUP_KEYS) == name
     assert runs.shared_file(changed, "selector", runs.SELECTOR_KEYS) != runs.shared_file(args, "selector",
                                                                                          runs.SELECTOR_KEYS)
+
+
+def test_defaults_are_the_staged_schedule_on_the_recalibrated_benchmark():
+    """Chosen on the tuning split (README): the staged schedule, B from A, --thing-shift 0. The staged schedule
+    labels once, at the end of the warm-up; the joint one, by default, half-way (--select-at 0.5)."""
+    args = train.get_args([])
+    assert (args.schedule, args.selector_init, args.thing_shift, args.select_at) == ("staged", "a", 0.0, None)
+    assert train.select_iterations(args) == [250]                     # --warmup 0.5 of --iters 500
+    joint = train.get_args(["--schedule", "joint", "--iters", "40", "--select-at", "0.25", "30"])
+    assert train.select_iterations(joint) == [10, 30]
+    assert train.select_iterations(train.get_args(["--schedule", "joint"])) == [250]

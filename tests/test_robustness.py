@@ -35,8 +35,9 @@ import selection  # noqa: E402
 import runs  # noqa: E402
 import train  # noqa: E402
 
-TINY = ["--n-source", "8", "--n-target", "6", "--n-val", "4", "--size", "32", "64", "--batch-size", "2",
-        "--width", "8", "--log-every", "3", "--threads", "1"]
+# --schedule joint: these runs label at the iterations they choose (--select-at)
+TINY = ["--schedule", "joint", "--n-source", "8", "--n-target", "6", "--n-val", "4", "--size", "32", "64",
+        "--batch-size", "2", "--width", "8", "--log-every", "3", "--threads", "1"]
 SELECT_AT = 20  # SPL at iteration 20 of 40 labels a few hundred pixels with these settings (at 3: none)
 
 
