@@ -6,10 +6,11 @@
 Stages (each has a banner below and a progress bar at run time):
   0. set-up       arguments, device, data, models A, B, D and their optimisers
   1. adaptation   A learns from source labels (Eq. 1) and fools D on target (Eq. 3); once target labels exist
-                  A learns from them too (Eq. 2). Beside it the pixel selector B learns A's pseudo-labels (Eq. 5)
-                  while its two heads are pushed apart (Eq. 6).
-  2. selection    at --select-at, B looks at every target-train image; SPL or PPL choose pixels (Eq. 4),
-                  the annotator reveals their labels. (Runs inside stage 1, at the chosen iterations.)
+                  A learns from them too (Eq. 2). The pixel selector B learns A's pseudo-labels (Eq. 5) while
+                  its two heads are pushed apart (Eq. 6): by default (--schedule staged, the paper's Fig. 2) in
+                  1b, after A's --warmup and with A fixed; with --schedule joint, beside A from the start.
+  2. selection    B looks at every target-train image; SPL or PPL choose pixels (Eq. 4), the annotator reveals
+                  their labels. (Runs inside stage 1: after 1b, or at --select-at under the joint schedule.)
   3. evaluation   A on target val: mIoU from one confusion matrix over the whole split, final model only.
   4. outputs      metrics.json, checkpoint, selection, figures in the run folder.
 
