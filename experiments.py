@@ -47,12 +47,28 @@ def one_run(args, run, apply_defaults, out, mode, seed, name=None, **settings):
     a.out = str(out / (name or "-".join([mode, *[f"{k}{v:g}" for k, v in settings.items()], f"seed{seed}"])))
     done = Path(a.out) / "metrics.json"
     if done.exists():
+        saved = json.loads(done.read_text())
+        if differ := changed_settings(saved.get("args", {}), runs.args_dict(a)):
+            raise UsageError(f"{a.out} holds a finished run with other settings ({', '.join(differ)}); give the "
+                             f"same command as before to continue that experiment, or another --out")
         if not args.quiet:
             print(f"=== {a.out}: done before, read from its metrics.json ===")
-        return json.loads(done.read_text())
+        return saved
     if not args.quiet:
         print(f"=== {a.out} ===")
     return run(apply_defaults(a))
+
+
+# Settings that change where and how fast a run works, not what it computes.
+PLUMBING = ("out", "quiet", "threads", "log_every", "num_workers", "save_every", "resume", "shared_dir", "seeds",
+            "budgets", "device")
+
+
+def changed_settings(saved, wanted):
+    """The settings (besides PLUMBING) in which a finished run's saved args differ from the wanted ones; a setting
+    the saved run does not know (a flag added since) counts as unset."""
+    return [f"--{k.replace('_', '-')} {saved.get(k)} -> {v}" for k, v in wanted.items()
+            if k not in PLUMBING and saved.get(k) != v]
 
 
 def run_table(args, run, apply_defaults):

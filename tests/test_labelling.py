@@ -12,6 +12,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import data  # noqa: E402
+import experiments  # noqa: E402
 import labor  # noqa: E402
 import runs  # noqa: E402
 import selection  # noqa: E402
@@ -270,3 +271,26 @@ def test_defaults_are_the_staged_schedule_on_the_recalibrated_benchmark():
     joint = train.get_args(["--schedule", "joint", "--iters", "40", "--select-at", "0.25", "30"])
     assert train.select_iterations(joint) == [10, 30]
     assert train.select_iterations(train.get_args(["--schedule", "joint"])) == [250]
+
+
+def test_an_experiment_reads_a_finished_run_only_if_its_settings_agree(tmp_path):
+    """--mode table / sweep read a run folder that holds metrics.json instead of running it again, but only when
+    that run had the same settings; otherwise the experiment stops with a clear error instead of mixing them."""
+    args = train.get_args(["--mode", "table", *TINY, "--out", str(tmp_path)])
+    calls = []
+
+    def fake_run(a):  # stands for train.run: records the call, writes metrics.json as run does
+        calls.append(a.mode)
+        out = Path(a.out)
+        out.mkdir(parents=True)
+        m = {"miou": 0.5, "args": runs.args_dict(a)}
+        (out / "metrics.json").write_text(json.dumps(m))
+        return m
+
+    first = experiments.one_run(args, fake_run, lambda a: a, tmp_path, "random", 0, budget=0.05)
+    again = experiments.one_run(args, fake_run, lambda a: a, tmp_path, "random", 0, budget=0.05)
+    assert calls == ["random"] and again == first                    # read, not run again
+    other = argparse.Namespace(**{**vars(args), "iters": 9, "quiet": False, "threads": 2})
+    with pytest.raises(train.UsageError, match=r"other settings \(--iters 8 -> 9\)"):
+        experiments.one_run(other, fake_run, lambda a: a, tmp_path, "random", 0, budget=0.05)
+    assert calls == ["random"]
