@@ -67,8 +67,19 @@ PLUMBING = ("out", "quiet", "threads", "log_every", "num_workers", "save_every",
 def changed_settings(saved, wanted):
     """The settings (besides PLUMBING) in which a finished run's saved args differ from the wanted ones; a setting
     the saved run does not know (a flag added since) counts as unset."""
+    saved, wanted = effective(saved), effective(wanted)
     return [f"--{k.replace('_', '-')} {saved.get(k)} -> {v}" for k, v in wanted.items()
             if k not in PLUMBING and saved.get(k) != v]
+
+
+def effective(settings):
+    """Settings as they act: runs saved before a default changed wrote them otherwise."""
+    s = dict(settings)
+    if s.get("schedule") == "staged":
+        s["select_at"] = None           # the staged schedule labels after --warmup (older runs saved [0.5])
+    if s.get("thing_shift") is None:
+        s["thing_shift"] = s.get("shift")   # unset: the things shift with the rest (runs before --thing-shift 0)
+    return s
 
 
 def run_table(args, run, apply_defaults):
@@ -108,9 +119,17 @@ def summarise_table(rows, args):
     return results
 
 
+def benchmark_name(args):
+    if args.data != "synthetic":
+        return args.data
+    thing = args.shift if args.thing_shift is None else args.thing_shift
+    return f"synthetic benchmark (--shift {args.shift:g}, --thing-shift {thing:g})"
+
+
 def write_table(out, results, rows, seeds, args):
     out.mkdir(parents=True, exist_ok=True)
-    lines = [f"Miniature Table 1: synthetic benchmark, seeds {seeds}, {args.iters} iterations, model {args.model}.",
+    lines = [f"Miniature Table 1: {benchmark_name(args)}, seeds {seeds}, {args.iters} iterations, schedule "
+             f"{args.schedule}, model {args.model}.",
              "", "| method | mIoU (%) | of supervised | labelled pixels (%) | px / image | paper, GTA5->Cityscapes |",
              "|---|---|---|---|---|---|"]
     for r in results:
@@ -178,8 +197,8 @@ def summarise_sweep(rows):
 
 def write_sweep(out, summary, rows, seeds, args):
     out.mkdir(parents=True, exist_ok=True)
-    lines = [f"Budget sweep: synthetic benchmark, seeds {seeds}, {args.iters} iterations, schedule {args.schedule}, "
-             f"model {args.model}.", "",
+    lines = [f"Budget sweep: {benchmark_name(args)}, seeds {seeds}, {args.iters} iterations, schedule "
+             f"{args.schedule}, model {args.model}.", "",
              "| selector | budget asked (%) | labelled pixels (%) | px / image | mIoU (%) | per seed | required_fraction |",
              "|---|---|---|---|---|---|---|"]
     for r in sorted(summary, key=lambda r: (r["budget"] is not None, r["budget"] or 0, r["selector"])):

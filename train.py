@@ -493,7 +493,8 @@ def run(args):
             raise runs.Stopped(signum, it, out)
         if warmup_file is not None and it == as_iterations(args.warmup, args.iters) and not warmup_file.exists():
             checkpoint()
-            runs.share(out / runs.CHECKPOINT, warmup_file)  # A's warm-up, for the other runs of this seed
+            if args.rank == 0:  # (rank 0 alone writes checkpoints)
+                runs.share(out / runs.CHECKPOINT, warmup_file)  # A's warm-up, for the other runs of this seed
         if it in select_its and state["rounds_done"] == select_its.index(it):
             r = state["rounds_done"]
             if saved_selection is not None and saved_selection["rounds_done"] > r:   # bought before the kill

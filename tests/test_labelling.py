@@ -294,3 +294,11 @@ def test_an_experiment_reads_a_finished_run_only_if_its_settings_agree(tmp_path)
     with pytest.raises(train.UsageError, match=r"other settings \(--iters 8 -> 9\)"):
         experiments.one_run(other, fake_run, lambda a: a, tmp_path, "random", 0, budget=0.05)
     assert calls == ["random"]
+    # runs saved before the defaults changed wrote the same settings otherwise: staged runs saved --select-at 0.5,
+    # runs of the first benchmark --thing-shift None (= --shift)
+    now = {"schedule": "staged", "select_at": None, "shift": 0.6, "thing_shift": 0.6, "iters": 8}
+    before = {"schedule": "staged", "select_at": [0.5], "shift": 0.6, "thing_shift": None, "iters": 8}
+    assert experiments.changed_settings(before, now) == []
+    assert experiments.changed_settings({**before, "schedule": "joint"}, {**now, "schedule": "joint"}) == [
+        "--select-at [0.5] -> None"]
+    assert experiments.changed_settings(before, {**now, "thing_shift": 0.0}) == ["--thing-shift 0.6 -> 0.0"]

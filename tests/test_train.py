@@ -16,8 +16,9 @@ import train
 ROOT = Path(__file__).resolve().parents[1]
 # Small enough for seconds on a CPU. --schedule joint: these runs label at the iterations they choose (--select-at);
 # the default, staged schedule has its own tests in tests/test_labelling.py.
-TINY = ["--schedule", "joint", "--iters", "6", "--n-source", "8", "--n-target", "6", "--n-val", "4", "--size", "32",
-        "64", "--batch-size", "2", "--width", "8", "--log-every", "3", "--threads", "1"]
+SMALL = ["--iters", "6", "--n-source", "8", "--n-target", "6", "--n-val", "4", "--size", "32", "64", "--batch-size",
+         "2", "--width", "8", "--log-every", "3", "--threads", "1"]
+TINY = ["--schedule", "joint", *SMALL]
 FIELDS = {"mode", "seed", "miou", "per_class_iou", "labelled_fraction", "points_per_image", "stage_seconds",
           "iters_per_second", "peak_memory_mb", "wall_seconds", "history"}
 
@@ -171,7 +172,6 @@ def test_readme_commands_run(tmp_path):
     commands = readme_train_commands()
     assert any(c.startswith("python train.py --mode spl") for c in commands)
     for i, c in enumerate(commands):
-        tiny = TINY[2:]  # without "--schedule joint": each command keeps its own schedule (default: staged)
-        cmd = [sys.executable] + c.split()[1:] + tiny + ["--out", str(tmp_path / f"cmd{i}")]
+        cmd = [sys.executable] + c.split()[1:] + SMALL + ["--out", str(tmp_path / f"cmd{i}")]  # its own schedule
         r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, f"{c}\n{r.stderr[-2000:]}"
