@@ -106,15 +106,27 @@ def run_table(args, run, apply_defaults):
     return results
 
 
+def spread(values):
+    """The standard deviation over seeds, with n - 1 (0 for one seed)."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def mean_required(metrics):
+    """The mean required_fraction over the runs that bought labels (None where none did)."""
+    req = [m["required_fraction"] for m in metrics if m.get("required_fraction") is not None]
+    return float(np.mean(req)) if req else None
+
+
 def summarise_table(rows, args):
     sup = np.mean([m["miou"] for m in rows["supervised"]])
     results = []
     for mode in TABLE_MODES:
         mious = [m["miou"] for m in rows[mode]]
-        results.append({"mode": mode, "miou_mean": float(np.mean(mious)), "miou_std": float(np.std(mious)),
+        results.append({"mode": mode, "miou_mean": float(np.mean(mious)), "miou_std": spread(mious),
                         "mious": mious, "of_supervised": float(np.mean(mious) / sup),
                         "labelled_fraction": float(np.mean([m["labelled_fraction"] for m in rows[mode]])),
                         "points_per_image": float(np.mean([m["points_per_image"] for m in rows[mode]])),
+                        "required_fraction": mean_required(rows[mode]),
                         "wall_seconds": float(np.mean([m["wall_seconds"] for m in rows[mode]]))})
     return results
 
@@ -130,12 +142,14 @@ def write_table(out, results, rows, seeds, args):
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"Miniature Table 1: {benchmark_name(args)}, seeds {seeds}, {args.iters} iterations, schedule "
              f"{args.schedule}, model {args.model}.",
-             "", "| method | mIoU (%) | of supervised | labelled pixels (%) | px / image | paper, GTA5->Cityscapes |",
-             "|---|---|---|---|---|---|"]
+             "", "| method | mIoU (%) | per seed | of supervised | labelled pixels (%) | px / image | required_fraction | "
+             "paper, GTA5->Cityscapes |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
+        req = "-" if r["required_fraction"] is None else f"{r['required_fraction']:.3f}"
         lines.append(f"| {r['mode']} | {100 * r['miou_mean']:.1f} ± {100 * r['miou_std']:.1f} | "
+                     f"{' / '.join(f'{100 * v:.1f}' for v in r['mious'])} | "
                      f"{100 * r['of_supervised']:.0f}% | {100 * r['labelled_fraction']:.2f} | "
-                     f"{r['points_per_image']:.0f} | {PAPER_TABLE.get(r['mode'], '-')} |")
+                     f"{r['points_per_image']:.0f} | {req} | {PAPER_TABLE.get(r['mode'], '-')} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     (out / "results.json").write_text(json.dumps({"seeds": seeds, "results": results}, indent=2))
     if not args.quiet:
@@ -188,7 +202,7 @@ def summarise_sweep(rows):
         req = [r["required_fraction"] for r in rs if r["required_fraction"] is not None]
         summary.append({"selector": sel, "budget": budget, "seeds": [r["seed"] for r in rs],
                         "mious": [r["miou"] for r in rs], "miou_mean": float(np.mean([r["miou"] for r in rs])),
-                        "miou_std": float(np.std([r["miou"] for r in rs])),
+                        "miou_std": spread([r["miou"] for r in rs]),
                         "labelled_fraction": float(np.mean([r["labelled_fraction"] for r in rs])),
                         "points_per_image": float(np.mean([r["points_per_image"] for r in rs])),
                         "required_fraction": float(np.mean(req)) if req else None})
