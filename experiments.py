@@ -132,6 +132,7 @@ def summarise_table(rows, args):
 
 
 def benchmark_name(args):
+    """The data the runs used, as the first line of results.md and sweep.md names it."""
     if args.data != "synthetic":
         return args.data
     thing = args.shift if args.thing_shift is None else args.thing_shift

@@ -151,6 +151,8 @@ def apply_defaults(args):
         args.ndf = 64 if args.model == "deeplabv2" else 16
     if args.size is None:
         args.size = [96, 192]
+    if args.select_at is None and args.schedule == "joint":
+        args.select_at = [0.5]  # one round half-way (the staged schedule labels after --warmup instead)
     select_iterations(args)  # (checks --select-at against --iters, or --warmup)
     if as_iterations(args.selector_iters, args.iters) < 1:
         raise UsageError(f"--selector-iters {args.selector_iters} is less than one iteration of --iters "
@@ -175,8 +177,6 @@ def select_iterations(args):
             raise UsageError(f"--warmup {args.warmup}: give a fraction of --iters in (0, 1) or whole iterations "
                              f"in [1, --iters={args.iters}) that leave training on both sides of the labelling")
         return its
-    if args.select_at is None:
-        args.select_at = [0.5]
     its = sorted({as_iterations(s, args.iters) for s in args.select_at})
     if any(i < 0 or i >= args.iters for i in its) or any(s > 1 and s != int(s) for s in args.select_at):
         raise UsageError(f"--select-at {' '.join(map(str, args.select_at))}: give fractions of --iters in [0, 1) or "
