@@ -282,8 +282,9 @@ def test_benchmark_prints_one_json_line_with_consistent_flops(capsys):
     assert results[4]["tflop_per_iteration"] == pytest.approx(2 * results[2]["tflop_per_iteration"], rel=0.05)
 
     # an independent count of one LabOR iteration at batch 2: FlopCounterMode, and forward hooks on every conv
-    args = train.get_args(["--size", "32", "64", "--width", "8", "--batch-size", "2", "--threads", "1",
-                           "--device", "cpu", "--quiet"])
+    # (the joint schedule's step, which trains A, B and D at once, as the benchmark times it)
+    args = train.get_args(["--schedule", "joint", "--size", "32", "64", "--width", "8", "--batch-size", "2",
+                           "--threads", "1", "--device", "cpu", "--quiet"])
     runs.setup_runtime(args)
     num_classes = len(data.SYNTHETIC_CLASSES)
     net = train.build_models(args, num_classes)
