@@ -77,6 +77,10 @@ def effective(settings):
     s = dict(settings)
     if s.get("schedule") == "staged":
         s["select_at"] = None           # the staged schedule labels after --warmup (older runs saved [0.5])
+    if s.get("mode") == "spl" and s.get("budget") is not None:
+        s.setdefault("spl_cap", "discrepancy")   # capped SPL before --spl-cap kept the most discrepant pixels
+    else:
+        s["spl_cap"] = None                      # (the cap acts on capped SPL only)
     if s.get("thing_shift") is None:
         s["thing_shift"] = s.get("shift")   # unset: the things shift with the rest (runs before --thing-shift 0)
     return s

@@ -56,12 +56,16 @@ def budget_to_pixels(budget, height, width):
 # SPL: segment-based pixel labelling
 # --------------------------------------------------------------------------------------------------------------
 
-def spl_select(logits1, logits2, budget=None, exclude=None):
+def spl_select(logits1, logits2, budget=None, exclude=None, cap="discrepancy", seeds=None):
     """SPL (Sec. 3.3): label every pixel of the inconsistency mask of Eq. 4.
 
     budget=None labels the whole mask (the paper: about 2.2% of Cityscapes pixels). A budget in (0, 1] caps
-    each image at that fraction of its pixels, keeping the most discrepant mask pixels first (per-pixel Eq. 6),
-    so that selectors can be compared at equal budgets (our addition; the paper does not cap).
+    each image at that fraction of its pixels, so that selectors can be compared at equal budgets (our addition;
+    the paper does not cap). Which mask pixels fill the cap:
+      cap="random":       uniformly at random among the mask's pixels (drawn with seeds[j] for image j, so the
+                          choice does not depend on batching), spread over every disagreement region;
+      cap="discrepancy":  the most discrepant first (per-pixel Eq. 6); these lie packed together on a few
+                          boundary stretches (README: the budget curve).
 
     exclude: optional (B, H, W) bool of pixels never to select (already labelled in an earlier round).
     logits1, logits2: (B, C, H, W). Returns (B, H, W) bool.
@@ -72,7 +76,15 @@ def spl_select(logits1, logits2, budget=None, exclude=None):
     if budget is None:
         return mask_incons
     n = budget_to_pixels(budget, *mask_incons.shape[-2:])
-    return _top_per_image(pixel_discrepancy(logits1, logits2), n, candidates=mask_incons)
+    if cap == "discrepancy":
+        score = pixel_discrepancy(logits1, logits2)                         # (B, H, W)
+    elif cap == "random":
+        b, h, w = mask_incons.shape
+        gens = [torch.Generator().manual_seed(s) for s in seeds] if seeds is not None else [None] * b
+        score = torch.stack([torch.rand((h, w), generator=g) for g in gens]).to(mask_incons.device)  # (B, H, W)
+    else:
+        raise ValueError(f"unknown SPL cap {cap!r}: 'random' or 'discrepancy'")
+    return _top_per_image(score, n, candidates=mask_incons)
 
 
 # --------------------------------------------------------------------------------------------------------------

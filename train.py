@@ -125,6 +125,10 @@ def build_parser():
     a("--budget", type=runs.fraction, default=None,
       help="labelled fraction of pixels per image in (0, 1]: caps SPL; sets random/entropy (default: SPL "
            "labels its whole mask, random/entropy alone use 0.022)")
+    a("--spl-cap", default="discrepancy", choices=["discrepancy", "random"],
+      help="which mask pixels SPL keeps when --budget is smaller than its mask: the most 'discrepant' (per-pixel "
+           "Eq. 6) or 'random' ones, spread over the mask (our addition: the paper labels the whole mask) "
+           "(default discrepancy)")
     a("--points", type=runs.positive_int, default=40, help="PPL points per image (paper 40)")
     a("--ppl-space", default="prob", choices=["prob", "feat"], help="PPL prototype space (default prob)")
     # --- run
@@ -381,6 +385,7 @@ def select_round(args, net, target_images, annotator, revealed, round_idx, n_rou
         x_t = x_t.to(args.device, non_blocking=True)
         size = x_t.shape[-2:]
         exclude = revealed.mask(idx.tolist(), args.device) if round_idx > 0 else None   # no pixel bought twice
+        seeds = [runs.hash_seed(args.seed, round_idx, i) for i in idx.tolist()]   # random picks, per image
         with autocast(args):
             logits_a = mods["A"](x_t)[0]                       # A at selection time: was each label required?
             if args.mode in ("spl", "ppl"):
@@ -393,12 +398,11 @@ def select_round(args, net, target_images, annotator, revealed, round_idx, n_rou
                 if i < figures.FIGURE_ROWS:
                     masks[i] = m
             if args.mode == "spl":
-                sel = selection.spl_select(p1, p2, budget=frac, exclude=exclude)
+                sel = selection.spl_select(p1, p2, budget=frac, exclude=exclude, cap=args.spl_cap, seeds=seeds)
             else:
                 sel = selection.ppl_select(p1, p2, points, feat=feat if args.ppl_space == "feat" else None,
                                            exclude=exclude)
         else:  # random, entropy, supervised
-            seeds = [runs.hash_seed(args.seed, round_idx, i) for i in idx.tolist()]
             sel = selection.baseline_select(args.mode, logits_a, frac, seeds, exclude=exclude)
         for i, m, p in zip(idx.tolist(), sel.cpu(), logits_a.argmax(dim=1).cpu()):
             chosen[i], pred_bought[i] = m, p[m].to(torch.uint8)   # A's prediction on the bought pixels only

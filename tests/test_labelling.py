@@ -302,3 +302,10 @@ def test_an_experiment_reads_a_finished_run_only_if_its_settings_agree(tmp_path)
     assert experiments.changed_settings({**before, "schedule": "joint"}, {**now, "schedule": "joint"}) == [
         "--select-at [0.5] -> None"]
     assert experiments.changed_settings(before, {**now, "thing_shift": 0.0}) == ["--thing-shift 0.6 -> 0.0"]
+    # capped SPL runs saved before --spl-cap kept the most discrepant pixels; the cap acts on capped SPL only
+    spl = {**now, "mode": "spl", "budget": 0.01}
+    assert experiments.changed_settings(spl, {**spl, "spl_cap": "discrepancy"}) == []
+    assert experiments.changed_settings(spl, {**spl, "spl_cap": "random"}) == ["--spl-cap discrepancy -> random"]
+    assert experiments.changed_settings({**now, "mode": "random", "budget": 0.01},
+                                        {**now, "mode": "random", "budget": 0.01, "spl_cap": "random"}) == []
+    assert experiments.changed_settings({**spl, "budget": None}, {**spl, "budget": None, "spl_cap": "random"}) == []

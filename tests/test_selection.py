@@ -69,6 +69,39 @@ def test_spl_with_budget_picks_most_discrepant_mask_pixels():
         assert not (sel[j].numpy() & ~mask[j]).any()
 
 
+def test_spl_random_cap_draws_inside_the_mask_with_each_images_seed():
+    """SPL at a budget with cap='random': round(budget*H*W) mask pixels per image, the mask pixels of highest
+    uniform score drawn with that image's seed, so an image gets the same pixels alone or in a batch."""
+    l1, l2 = random_heads(1)
+    mask = l1.argmax(1) != l2.argmax(1)
+    sel = selection.spl_select(l1, l2, budget=0.1, cap="random", seeds=[11, 12])
+    for j, s in enumerate([11, 12]):
+        score = torch.rand((8, 8), generator=torch.Generator().manual_seed(s)).flatten().numpy()
+        cand = np.flatnonzero(mask[j].numpy())
+        top = cand[np.argsort(-score[cand])[:6]]
+        assert set(np.flatnonzero(sel[j].numpy())) == set(top.tolist())
+        alone = selection.spl_select(l1[j:j + 1], l2[j:j + 1], budget=0.1, cap="random", seeds=[s])
+        assert torch.equal(alone[0], sel[j])
+    assert torch.equal(selection.spl_select(l1, l2, budget=1.0, cap="random", seeds=[0, 1]), mask)
+
+
+def test_spl_caps_differ_where_the_discrepancy_is_packed_together():
+    """Two disagreement regions, the left one far more discrepant: the 'discrepancy' cap spends the whole budget
+    on the left region, the 'random' cap spreads it over both (each region holds half the mask)."""
+    c, h, w = 3, 4, 8
+    l1 = torch.zeros(1, c, h, w, dtype=torch.float64)
+    l2 = torch.zeros(1, c, h, w, dtype=torch.float64)
+    l1[0, 0], l2[0, 1] = 1.0, 1.0                      # heads disagree everywhere, a little ...
+    l1[0, 0, :, :4], l2[0, 1, :, :4] = 9.0, 9.0         # ... and strongly on the left half
+    top = selection.spl_select(l1, l2, budget=0.25, cap="discrepancy")  # 8 of the 32 mask pixels
+    assert top.sum() == 8 and not top[0, :, 4:].any()
+    right = sum(int(selection.spl_select(l1, l2, budget=0.25, cap="random", seeds=[s])[0, :, 4:].sum())
+                for s in range(20))
+    assert 0.3 < right / (20 * 8) < 0.7                # about half of the picks in the right half
+    with pytest.raises(ValueError, match="unknown SPL cap"):
+        selection.spl_select(l1, l2, budget=0.25, cap="entropy")
+
+
 def test_spl_budget_larger_than_mask_takes_whole_mask():
     """SPL at a budget never leaves the mask: a generous budget gives back exactly Eq. 4's mask."""
     l1, l2 = random_heads(2)
