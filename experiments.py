@@ -72,9 +72,17 @@ def changed_settings(saved, wanted):
             if k not in PLUMBING and saved.get(k) != v]
 
 
+# Settings of the selector B (and of SPL / PPL alone): they do not act on a run that has no B.
+SELECTOR_ONLY = ("lambda_dis", "selector_iters", "selector_init", "iast_alpha", "iast_beta", "iast_gamma", "points",
+                 "ppl_space")
+
+
 def effective(settings):
-    """Settings as they act: runs saved before a default changed wrote them otherwise."""
+    """Settings as they act: runs saved before a default changed wrote them otherwise, and a setting that does not
+    act on the run's mode is left out (random pixels do not depend on B's --lambda-dis)."""
     s = dict(settings)
+    if s.get("mode") not in ("spl", "ppl"):
+        s.update(dict.fromkeys(SELECTOR_ONLY))
     if s.get("schedule") == "staged":
         s["select_at"] = None           # the staged schedule labels after --warmup (older runs saved [0.5])
     if s.get("mode") == "spl" and s.get("budget") is not None:

@@ -309,3 +309,8 @@ def test_an_experiment_reads_a_finished_run_only_if_its_settings_agree(tmp_path)
     assert experiments.changed_settings({**now, "mode": "random", "budget": 0.01},
                                         {**now, "mode": "random", "budget": 0.01, "spl_cap": "random"}) == []
     assert experiments.changed_settings({**spl, "budget": None}, {**spl, "budget": None, "spl_cap": "random"}) == []
+    # B's settings do not act on a run without B: random pixels are read back whatever --lambda-dis says
+    rnd = {**now, "mode": "random", "budget": 0.01, "lambda_dis": 0.2}
+    assert experiments.changed_settings(rnd, {**rnd, "lambda_dis": 0.05}) == []
+    assert experiments.changed_settings({**spl, "lambda_dis": 0.2}, {**spl, "lambda_dis": 0.05}) == [
+        "--lambda-dis 0.2 -> 0.05"]
