@@ -263,10 +263,11 @@ def test_shared_file_names_change_with_every_setting_and_not_with_a_later_unset_
 
 
 def test_defaults_are_the_staged_schedule_on_the_recalibrated_benchmark():
-    """Chosen on the tuning split (README): the staged schedule, B from A, --thing-shift 0. The staged schedule
-    labels once, at the end of the warm-up; the joint one, by default, half-way (--select-at 0.5)."""
+    """Chosen on the tuning split (README): the staged schedule, B from A, --thing-shift 0, --lambda-dis 0.05. The
+    staged schedule labels once, at the end of the warm-up; the joint one, by default, half-way (--select-at 0.5)."""
     args = train.get_args([])
     assert (args.schedule, args.selector_init, args.thing_shift, args.select_at) == ("staged", "a", 0.0, None)
+    assert args.lambda_dis == 0.05
     assert train.select_iterations(args) == [250]                     # --warmup 0.5 of --iters 500
     joint = train.get_args(["--schedule", "joint", "--iters", "40", "--select-at", "0.25", "30"])
     assert train.select_iterations(joint) == [10, 30]
