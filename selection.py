@@ -56,7 +56,7 @@ def budget_to_pixels(budget, height, width):
 # SPL: segment-based pixel labelling
 # --------------------------------------------------------------------------------------------------------------
 
-def spl_select(logits1, logits2, budget=None, exclude=None, cap="discrepancy", seeds=None):
+def spl_select(logits1, logits2, budget=None, exclude=None, cap="random", seeds=None):
     """SPL (Sec. 3.3): label every pixel of the inconsistency mask of Eq. 4.
 
     budget=None labels the whole mask (the paper: about 2.2% of Cityscapes pixels). A budget in (0, 1] caps

@@ -267,7 +267,7 @@ def test_defaults_are_the_staged_schedule_on_the_recalibrated_benchmark():
     staged schedule labels once, at the end of the warm-up; the joint one, by default, half-way (--select-at 0.5)."""
     args = train.get_args([])
     assert (args.schedule, args.selector_init, args.thing_shift, args.select_at) == ("staged", "a", 0.0, None)
-    assert args.lambda_dis == 0.05
+    assert (args.lambda_dis, args.spl_cap) == (0.05, "random")
     assert train.select_iterations(args) == [250]                     # --warmup 0.5 of --iters 500
     joint = train.get_args(["--schedule", "joint", "--iters", "40", "--select-at", "0.25", "30"])
     assert train.select_iterations(joint) == [10, 30]

@@ -56,7 +56,7 @@ def test_spl_with_budget_picks_most_discrepant_mask_pixels():
     """SPL at a budget: round(budget*H*W) pixels per image, the mask pixels of largest per-pixel Eq. 6."""
     l1, l2 = random_heads(1)
     budget = 0.1                                                            # round(6.4) = 6 pixels per image
-    sel = selection.spl_select(l1, l2, budget=budget)
+    sel = selection.spl_select(l1, l2, budget=budget, cap="discrepancy")
     p1, p2 = np_softmax(l1.numpy()), np_softmax(l2.numpy())
     d = np.abs(p1 - p2).mean(axis=1)                                        # (B, H, W) per-pixel Eq. 6
     mask = l1.numpy().argmax(1) != l2.numpy().argmax(1)
