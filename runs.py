@@ -210,6 +210,7 @@ def set_rng_state(state):
 
 
 RUNTIME_FLAGS = ("device", "threads", "num_workers", "quiet", "resume")  # a resumed run may change these
+SAVED_BEFORE = {"spl_cap": "discrepancy"}  # flags added since some runs were saved: how those runs acted
 
 
 def resume_args(cli):
@@ -221,7 +222,7 @@ def resume_args(cli):
         raise UsageError(f"--resume {cli.resume}: there is no {Path(cli.resume) / CHECKPOINT}; give the folder of a "
                          f"run that was stopped or killed")
     ckpt = load_safe(Path(cli.resume) / CHECKPOINT, "checkpoint")
-    args = argparse.Namespace(**ckpt["args"])
+    args = argparse.Namespace(**{**SAVED_BEFORE, **ckpt["args"]})
     for k in RUNTIME_FLAGS:
         setattr(args, k, getattr(cli, k))
     args.out = cli.resume

@@ -65,7 +65,7 @@ def spl_select(logits1, logits2, budget=None, exclude=None, cap="random", seeds=
       cap="random":       uniformly at random among the mask's pixels (drawn with seeds[j] for image j, so the
                           choice does not depend on batching), spread over every disagreement region;
       cap="discrepancy":  the most discrepant first (per-pixel Eq. 6); these lie packed together on a few
-                          boundary stretches (README: the budget curve).
+                          boundary stretches and do far worse (README: the two caps on the tuning split).
 
     exclude: optional (B, H, W) bool of pixels never to select (already labelled in an earlier round).
     logits1, logits2: (B, C, H, W). Returns (B, H, W) bool.

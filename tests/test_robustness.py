@@ -639,6 +639,18 @@ def test_resume_reads_the_checkpoint_once(reference, tmp_path, capsys, monkeypat
     assert reads.count(runs.CHECKPOINT) == 1, reads
 
 
+def test_resume_of_a_run_saved_before_spl_cap_keeps_its_cap(reference, tmp_path):
+    """A checkpoint saved before --spl-cap existed resumes with the cap those runs used (the most discrepant
+    pixels), not with today's default, and without a missing-attribute traceback."""
+    out, ckpt = checkpoint_copy(reference, tmp_path)
+    saved = runs.load_safe(ckpt, "checkpoint")
+    assert saved["args"]["spl_cap"] == "random"                    # today's default, saved with the run
+    del saved["args"]["spl_cap"]                                   # as an older run saved it
+    runs.save_atomic(saved, ckpt)
+    args = runs.resume_args(train.build_parser().parse_args(["--resume", str(out)]))
+    assert args.spl_cap == "discrepancy"
+
+
 # ------------------------------------------------------------------------------------------------ several processes
 
 def torchrun(tmp_path, *flags, timeout=180):
