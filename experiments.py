@@ -80,15 +80,13 @@ SELECTOR_ONLY = ("lambda_dis", "selector_iters", "selector_init", "iast_alpha", 
 def effective(settings):
     """Settings as they act: runs saved before a default changed wrote them otherwise, and a setting that does not
     act on the run's mode is left out (random pixels do not depend on B's --lambda-dis)."""
-    s = dict(settings)
+    s = {**runs.SAVED_BEFORE, **settings}   # a flag the run predates acted as runs.SAVED_BEFORE says
     if s.get("mode") not in ("spl", "ppl"):
         s.update(dict.fromkeys(SELECTOR_ONLY))
     if s.get("schedule") == "staged":
         s["select_at"] = None           # the staged schedule labels after --warmup (older runs saved [0.5])
-    if s.get("mode") == "spl" and s.get("budget") is not None:
-        s.setdefault("spl_cap", "discrepancy")   # capped SPL before --spl-cap kept the most discrepant pixels
-    else:
-        s["spl_cap"] = None                      # (the cap acts on capped SPL only)
+    if s.get("mode") != "spl" or s.get("budget") is None:
+        s["spl_cap"] = None             # the cap acts on capped SPL only
     if s.get("thing_shift") is None:
         s["thing_shift"] = s.get("shift")   # unset: the things shift with the rest (runs before --thing-shift 0)
     return s

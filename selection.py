@@ -62,8 +62,8 @@ def spl_select(logits1, logits2, budget=None, exclude=None, cap="random", seeds=
     budget=None labels the whole mask (the paper: about 2.2% of Cityscapes pixels). A budget in (0, 1] caps
     each image at that fraction of its pixels, so that selectors can be compared at equal budgets (our addition;
     the paper does not cap). Which mask pixels fill the cap:
-      cap="random":       uniformly at random among the mask's pixels (drawn with seeds[j] for image j, so the
-                          choice does not depend on batching), spread over every disagreement region;
+      cap="random":       uniformly at random among the mask's pixels (image j's drawn with seeds[j]:
+                          seeded_scores), spread over every disagreement region;
       cap="discrepancy":  the most discrepant first (per-pixel Eq. 6); these lie packed together on a few
                           boundary stretches and do far worse (README: the two caps on the tuning split).
 
@@ -80,8 +80,8 @@ def spl_select(logits1, logits2, budget=None, exclude=None, cap="random", seeds=
         score = pixel_discrepancy(logits1, logits2)                         # (B, H, W)
     elif cap == "random":
         b, h, w = mask_incons.shape
-        gens = [torch.Generator().manual_seed(s) for s in seeds] if seeds is not None else [None] * b
-        score = torch.stack([torch.rand((h, w), generator=g) for g in gens]).to(mask_incons.device)  # (B, H, W)
+        score = seeded_scores(seeds, h, w) if seeds is not None else torch.rand(b, h, w)        # (B, H, W)
+        score = score.to(mask_incons.device)
     else:
         raise ValueError(f"unknown SPL cap {cap!r}: 'random' or 'discrepancy'")
     return _top_per_image(score, n, candidates=mask_incons)
@@ -164,6 +164,12 @@ def _embed(idx, prob, feat, width):
 # Baselines at an equal budget
 # --------------------------------------------------------------------------------------------------------------
 
+def seeded_scores(seeds, height, width):
+    """Uniform scores in [0, 1), image j's drawn with its own seeds[j], so that a random choice does not depend on
+    how images are batched or split across processes. Returns (B, H, W) on CPU."""
+    return torch.stack([torch.rand((height, width), generator=torch.Generator().manual_seed(s)) for s in seeds])
+
+
 def random_select(shape, n_per_image, generator=None, exclude=None):
     """n_per_image pixels per image, uniformly at random. shape = (B, H, W). Returns (B, H, W) bool (on CPU)."""
     score = torch.rand(shape, generator=generator)
@@ -178,18 +184,16 @@ def entropy_select(logits_a, n_per_image, exclude=None):
 
 
 def baseline_select(mode, logits_a, budget, seeds, exclude=None):
-    """A batch of Table 1's baselines: 'random' (uniform, drawn with seeds[j] for image j, so the choice does not
-    depend on how images are batched or split across processes) or 'entropy' (A's most uncertain pixels), each at
-    `budget` of the pixels; 'supervised': every pixel. logits_a: A's logits at image size (B, C, H, W)."""
+    """A batch of Table 1's baselines: 'random' (uniform, image j's drawn with seeds[j]: seeded_scores) or
+    'entropy' (A's most uncertain pixels), each at `budget` of the pixels; 'supervised': every pixel.
+    logits_a: A's logits at image size (B, C, H, W)."""
     b, _, h, w = logits_a.shape
     if mode == "supervised":
         return torch.ones(b, h, w, dtype=torch.bool)
     n = budget_to_pixels(budget, h, w)
     if mode == "entropy":
         return entropy_select(logits_a, n, exclude=exclude)
-    return torch.cat([random_select((1, h, w), n, torch.Generator().manual_seed(s),
-                                    exclude=None if exclude is None else exclude[j:j + 1])
-                      for j, s in enumerate(seeds)])
+    return _top_per_image(seeded_scores(seeds, h, w), n, candidates=None if exclude is None else ~exclude.cpu())
 
 
 # --------------------------------------------------------------------------------------------------------------
