@@ -20,7 +20,7 @@ The file has four parts:
   1. class tables and palettes (Cityscapes train IDs, the label-ID lookup)
   2. the scene generator `make_scene` (pure, vectorised numpy) + `SyntheticStreets`
   3. real loaders `GTA5` and `Cityscapes` with clear errors for broken folders
-  4. helpers: `real_sizes`, `ImagesOnly`, `colorize`, `denormalize` (tests/fakes.py writes tiny real-layout
+  4. helpers: `add_flags`, `build_data` (train.py's stage 0), `real_sizes`, `ImagesOnly`, `colorize`, `denormalize` (tests/fakes.py writes tiny real-layout
      datasets for the loaders' tests)
 
 Conventions: images are float tensors (3, H, W) in [0, 1] (no mean/std normalisation,
@@ -700,6 +700,10 @@ def add_flags(p):
     """train.py's flags that describe the data: the synthetic benchmark's knobs and the real datasets' folders."""
     import runs  # (runs reads data's errors: imported here, not at the top)
     a = p.add_argument
+    a("--data", default="synthetic", choices=["synthetic", "gta5-cityscapes"], help="benchmark (default synthetic)")
+    a("--eval-split", default="val", choices=["val", "tune"],
+      help="'val' reports on target val; 'tune' on a tuning split generated with another seed (for choosing "
+           "settings without looking at val; synthetic only)")
     a("--size", type=runs.image_side, nargs=2, default=None, metavar=("H", "W"),
       help="synthetic image size (default 96 192)")
     a("--shift", type=runs.unit_float, default=0.6,
@@ -721,6 +725,26 @@ def add_flags(p):
       help="real data: source resize (paper preset 1280 720; otherwise 640 360)")
     a("--target-size", type=runs.image_side, nargs=2, default=None, metavar=("W", "H"),
       help="real data: target resize (paper preset 1024 512; otherwise 512 256)")
+
+
+def build_data(args):
+    """train.py's data (stage 0) from its flags: source_train (labelled), target_train (labelled: train.py hands it
+    to the annotator only), target_eval (labelled: val, or the tuning split) and the class names."""
+    if args.data == "synthetic":
+        kw = dict(size=tuple(args.size), shift=args.shift, thing_shift=getattr(args, "thing_shift", None))
+        source = SyntheticStreets("source", "train", n=args.n_source, seed=args.data_seed, **kw)
+        target = SyntheticStreets("target", "train", n=args.n_target, seed=args.data_seed, **kw)
+        # the tuning split has val's distribution and another seed, so choosing settings never sees val
+        eval_seed = args.data_seed + (0 if args.eval_split == "val" else 1000)
+        evals = SyntheticStreets("target", "val", n=args.n_val, seed=eval_seed, **kw)
+        return source, target, evals, source.classes
+    src_size, tgt_size = real_sizes(args.preset, args.source_size, args.target_size)
+    source = GTA5(args.gta5_root, list_path=args.gta5_list, size=src_size)
+    target = Cityscapes(args.cityscapes_root, "train", list_path=args.cityscapes_list, size=tgt_size,
+                        label_size=tgt_size)
+    # evaluation as the field does: predict at 1024x512, upsample to the full-resolution label
+    evals = Cityscapes(args.cityscapes_root, "val", size=tgt_size, label_size=None)
+    return source, target, evals, source.classes
 
 
 def real_sizes(preset, source_size=None, target_size=None):

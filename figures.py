@@ -15,13 +15,14 @@ import labor
 FIGURE_ROWS = 3  # images shown in predictions.png and selection.png
 
 
-def save_figures(args, out, A, evals, target_images, chosen, masks, revealed, a_wrong=None):
+def save_figures(args, out, A, evals, target_images, masks, revealed, a_wrong=None):
     """predictions.png: val input, ground truth, prediction. selection.png: target-train input, the
     inconsistency mask of B at selection time (spl/ppl), the selected pixels or points, the revealed labels.
     The selected pixels are red where A's prediction at selection time was wrong (the label was required) and
     green where A was already right (a_wrong: {index: (H, W) bool}).
     (With several rounds, the mask shown is the last round's, the selection the union of all rounds.)"""
     palette = np.asarray(evals.palette) if hasattr(evals, "palette") else None
+    chosen = dict(zip(revealed.pixels, revealed.masks()))  # {image index: (H, W) bool}, the pixels bought
     A.eval()
     rows = min(FIGURE_ROWS, len(evals))
     fig = Figure(figsize=(9, 2 * rows))

@@ -96,6 +96,9 @@ def add_run_flags(p):
     a = p.add_argument
     a("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks cuda when available")
     a("--out", default=None, help="run folder (default runs/<mode>-<time>)")
+    a("--shared-dir", type=folder, default=None,
+      help="folder where a staged run saves A's warm-up and the trained B of its seed, and reuses them when "
+           "another run with the same settings saved them first (--mode table and sweep use <out>/shared)")
     a("--log-every", type=positive_int, default=50, help="one log line every N iterations (default 50)")
     a("--threads", type=positive_int, default=None, help="CPU threads for torch (default: all cores)")
     a("--num-workers", type=non_negative_int, default=0,
@@ -124,6 +127,33 @@ def check_args(args):
                          f"path of a torchvision resnet101 state dict")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda, but torch sees no CUDA GPU here; use --device cpu (or auto)")
+    check_schedule(args)
+
+
+def as_iterations(value, iters):
+    """A count given as iterations (>= 1) or as a fraction of --iters (< 1)."""
+    return int(round(value * iters)) if value < 1 else int(value)
+
+
+def check_schedule(args):
+    """--warmup, --selector-iters and --select-at must name iterations that leave training on both sides of the
+    labelling (train.select_iterations turns them into iteration numbers)."""
+    if args.schedule == "staged":
+        if args.select_at is not None and not args.resume:  # (a run saved before --select-at had no default)
+            raise UsageError(f"--select-at is for --schedule joint; the staged schedule labels once, at the end "
+                             f"of --warmup ({args.warmup})")
+        if not 0 < as_iterations(args.warmup, args.iters) < args.iters or (
+                args.warmup > 1 and args.warmup != int(args.warmup)):
+            raise UsageError(f"--warmup {args.warmup}: give a fraction of --iters in (0, 1) or whole iterations "
+                             f"in [1, --iters={args.iters}) that leave training on both sides of the labelling")
+    else:
+        its = {as_iterations(s, args.iters) for s in args.select_at}
+        if any(i < 0 or i >= args.iters for i in its) or any(s > 1 and s != int(s) for s in args.select_at):
+            raise UsageError(f"--select-at {' '.join(map(str, args.select_at))}: give fractions of --iters in "
+                             f"[0, 1) or whole iterations in [1, --iters={args.iters})")
+    if as_iterations(args.selector_iters, args.iters) < 1:
+        raise UsageError(f"--selector-iters {args.selector_iters} is less than one iteration of --iters "
+                         f"{args.iters}")
 
 
 # ---------------------------------------------------------------------------------------------------- files
@@ -302,6 +332,12 @@ def replay_selection(saved, annotator, state):
     annotator.load_state_dict(saved["annotator"])
     state.update({k: saved[k] for k in ("masks", "a_wrong", "selection_rounds")})
     return selection.RevealedLabels.from_state_dict(saved)
+
+
+def save_model(args, out, A, theta, classes):
+    """model_A.pt: the final A, the IAST thresholds theta, the run's settings and the class names."""
+    save_atomic({"format": FORMAT, "A": A.state_dict(), "theta": theta.cpu(), "args": args_dict(args),
+                 "classes": list(classes)}, out / "model_A.pt")
 
 
 def save_selection(args, out, revealed, annotator, state):

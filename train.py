@@ -17,13 +17,13 @@ Stages (each has a banner below and a progress bar at run time):
 The modes: source_only, adaptseg, spl, ppl, random, entropy, supervised, table (see --help).
 The plumbing lives beside this file: runs.py (the run's own flags, valid flag values, run folder, checkpoints,
 resume, SIGTERM), distributed.py (torchrun), figures.py, experiments.py (--mode table, sweep), bench.py
-(--benchmark); data.py, experiments.py and bench.py add their own flags to the parser below.
+(--benchmark); data.py (also build_data, stage 0's datasets), models.py, experiments.py and bench.py add their
+own flags to the parser below.
 """
 import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -36,9 +36,10 @@ import labor
 import models
 import runs
 import selection
+from data import build_data  # source, target train (for the annotator), target eval
 from distributed import (exit_cleanly, gather_dict, init_distributed, on_rank0, ranks_agree, sync_buffers,
                          wrap_distributed)
-from runs import UsageError, autocast, unwrap
+from runs import UsageError, as_iterations, autocast, unwrap
 
 MODES = ("source_only", "adaptseg", "spl", "ppl", "random", "entropy", "supervised", "table", "sweep")
 SELECTING_MODES = ("spl", "ppl", "random", "entropy")
@@ -57,8 +58,8 @@ def get_args(argv=None):
 
 
 def build_parser():
-    """The method's flags, with the paper's values; data, run, table/sweep and benchmark flags come from data.py,
-    runs.py, experiments.py and bench.py. Every flag has its valid values (runs.py's types): a bad value is refused
+    """The method's flags, with the paper's values; data, model, run, table/sweep and benchmark flags come from
+    data.py, models.py, runs.py, experiments.py and bench.py. Every flag has its valid values (runs.py's types): a bad value is refused
     before any work starts."""
     p = runs.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
@@ -67,17 +68,8 @@ def build_parser():
       help="'synthetic': our CPU defaults for the built-in benchmark; 'paper': DeepLab-V2 settings of the paper "
            "(SGD 2.5e-4, momentum 0.9, wd 5e-4, poly 0.9; D: Adam 1e-4, betas (0.9, 0.99); 1280x720 / 1024x512)")
     # --- data
-    a("--data", default="synthetic", choices=["synthetic", "gta5-cityscapes"], help="benchmark (default synthetic)")
-    data.add_flags(p)  # --size, --shift, --n-source, ..., --data-seed; --gta5-root, --cityscapes-root, ...
-    a("--eval-split", default="val", choices=["val", "tune"],
-      help="'val' reports on target val; 'tune' on a tuning split generated with another seed (for choosing "
-           "settings without looking at val; synthetic only)")
-    # --- models
-    a("--model", default=None, choices=["tiny", "deeplabv2"], help="tiny (synthetic default) or deeplabv2")
-    a("--width", type=runs.positive_int, default=24, help="TinyBackbone width (default 24)")
-    a("--weights", default=None, help="DeepLab-V2 backbone weights: 'imagenet' (torchvision download) or a "
-                                      "file path to a torchvision resnet101 state dict (default none)")
-    a("--ndf", type=runs.positive_int, default=None, help="discriminator width (paper 64; tiny default 16)")
+    data.add_flags(p)  # --data, --eval-split, --size, --shift, ..., --data-seed; --gta5-root, --cityscapes-root, ...
+    models.add_flags(p)  # --model, --width, --weights, --ndf
     # --- optimisation
     a("--iters", type=runs.positive_int, default=None,
       help="training iterations of stage 1 (synthetic default 500: a 5-minute run on 2 cores)")
@@ -116,9 +108,6 @@ def build_parser():
     a("--selector-init", default="a", choices=["a", "scratch"],
       help="staged: B's backbone starts from A's warm-up weights ('a', the analogue of the paper's shared "
            "ImageNet start) or from a random start ('scratch') (default a)")
-    a("--shared-dir", type=runs.folder, default=None,
-      help="folder where a staged run saves A's warm-up and the trained B of its seed, and reuses them when "
-           "another run with the same settings saved them first (--mode table and sweep use <out>/shared)")
     # --- selection
     a("--select-at", type=runs.non_negative_float, nargs="+", default=None,
       help="--schedule joint: labelling rounds, as iterations (>= 1) or fractions of --iters (< 1); several rounds "
@@ -135,7 +124,7 @@ def build_parser():
     # --- run
     a("--seed", type=runs.seed, default=0, help="training seed (default 0)")
     experiments.add_flags(p)  # --seeds, --budgets (--mode table and sweep)
-    runs.add_run_flags(p)  # --device, --out, --threads, --quiet, --save-every, --resume, --amp, --num-workers, ...
+    runs.add_run_flags(p)  # --device, --out, --shared-dir, --threads, --quiet, --save-every, --resume, --amp, ...
     bench.add_flags(p)     # --benchmark N, --peak-tflops
     return p
 
@@ -158,59 +147,16 @@ def apply_defaults(args):
         args.size = [96, 192]
     if args.select_at is None and args.schedule == "joint":
         args.select_at = [0.5]  # one round half-way (the staged schedule labels after --warmup instead)
-    select_iterations(args)  # (checks --select-at against --iters, or --warmup)
-    if as_iterations(args.selector_iters, args.iters) < 1:
-        raise UsageError(f"--selector-iters {args.selector_iters} is less than one iteration of --iters "
-                         f"{args.iters}")
-    runs.check_args(args)    # data folders, weights file, device, --resume
+    runs.check_args(args)  # the schedule's iterations, data folders, weights file, device, --resume
     return args
 
 
-def as_iterations(value, iters):
-    """A count given as iterations (>= 1) or as a fraction of --iters (< 1)."""
-    return int(round(value * iters)) if value < 1 else int(value)
-
-
 def select_iterations(args):
-    """The labelling rounds as sorted iteration numbers in [0, iters): --select-at, or the end of the warm-up."""
+    """The labelling rounds as sorted iteration numbers in [0, iters): the end of the warm-up (staged), or
+    --select-at (joint). (runs.check_args has checked that they leave training on both sides.)"""
     if args.schedule == "staged":
-        if args.select_at is not None and not args.resume:  # (a run saved before --select-at had no default)
-            raise UsageError(f"--select-at is for --schedule joint; the staged schedule labels once, at the end "
-                             f"of --warmup ({args.warmup})")
-        its = [as_iterations(args.warmup, args.iters)]
-        if not 0 < its[0] < args.iters or (args.warmup > 1 and args.warmup != int(args.warmup)):
-            raise UsageError(f"--warmup {args.warmup}: give a fraction of --iters in (0, 1) or whole iterations "
-                             f"in [1, --iters={args.iters}) that leave training on both sides of the labelling")
-        return its
-    its = sorted({as_iterations(s, args.iters) for s in args.select_at})
-    if any(i < 0 or i >= args.iters for i in its) or any(s > 1 and s != int(s) for s in args.select_at):
-        raise UsageError(f"--select-at {' '.join(map(str, args.select_at))}: give fractions of --iters in [0, 1) or "
-                         f"whole iterations in [1, --iters={args.iters})")
-    return its
-
-
-# ================================================================================================================
-# 0. Set-up: data. Target-train labels go to the annotator and nowhere else.
-# ================================================================================================================
-
-def build_data(args):
-    """Returns source_train (labelled), target_train (labelled: for the annotator only), target_eval (labelled),
-    and the class names."""
-    if args.data == "synthetic":
-        kw = dict(size=tuple(args.size), shift=args.shift, thing_shift=getattr(args, "thing_shift", None))
-        source = data.SyntheticStreets("source", "train", n=args.n_source, seed=args.data_seed, **kw)
-        target = data.SyntheticStreets("target", "train", n=args.n_target, seed=args.data_seed, **kw)
-        # the tuning split has val's distribution and another seed, so choosing settings never sees val
-        eval_seed = args.data_seed + (0 if args.eval_split == "val" else 1000)
-        evals = data.SyntheticStreets("target", "val", n=args.n_val, seed=eval_seed, **kw)
-        return source, target, evals, source.classes
-    src_size, tgt_size = data.real_sizes(args.preset, args.source_size, args.target_size)
-    source = data.GTA5(args.gta5_root, list_path=args.gta5_list, size=src_size)
-    target = data.Cityscapes(args.cityscapes_root, "train", list_path=args.cityscapes_list, size=tgt_size,
-                             label_size=tgt_size)
-    # evaluation as the field does: predict at 1024x512, upsample to the full-resolution label
-    evals = data.Cityscapes(args.cityscapes_root, "val", size=tgt_size, label_size=None)
-    return source, target, evals, source.classes
+        return [as_iterations(args.warmup, args.iters)]
+    return sorted({as_iterations(s, args.iters) for s in args.select_at})
 
 
 # ================================================================================================================
@@ -360,11 +306,6 @@ def train_selector(args, net, opt, scaler, theta, target_images, state):
     return theta
 
 
-def uses_warmup(args):
-    """Staged runs that adapt A before any label is bought share that warm-up (adaptseg is one without labels)."""
-    return args.schedule == "staged" and args.mode in SELECTING_MODES + ("adaptseg",)
-
-
 
 # ================================================================================================================
 # 2. Selection: B (or a baseline) over the whole target-train set, the annotator reveals labels
@@ -470,7 +411,9 @@ def run(args):
         budget = DEFAULT_BUDGET
     state = runs.new_state()  # iteration, rounds done, loss history, seconds per stage: all a checkpoint holds
     saved_selection = None
-    warmup_file = runs.shared_file(args, "warmup", runs.WARMUP_KEYS) if uses_warmup(args) else None
+    # staged runs that adapt A before any label is bought share that warm-up (adaptseg: one without labels)
+    shares_warmup = args.schedule == "staged" and args.mode in SELECTING_MODES + ("adaptseg",)
+    warmup_file = runs.shared_file(args, "warmup", runs.WARMUP_KEYS) if shares_warmup else None
     if resume is not None or (warmup_file is not None and warmup_file.exists()):  # a resumed run, or A's warm-up
         theta, revealed, saved_selection = runs.start_from(resume, warmup_file, out, state, net, opt, scaler,
                                                            annotator)   # (trained once per seed by another run)
@@ -549,12 +492,10 @@ def run(args):
     checkpoint()
     if args.rank != 0:
         return None
-    runs.save_atomic({"format": runs.FORMAT, "A": A.state_dict(), "theta": theta.cpu(),
-                      "args": runs.args_dict(args), "classes": list(classes)}, out / "model_A.pt")
+    runs.save_model(args, out, A, theta, classes)  # model_A.pt: A and the IAST thresholds, for the notebooks
     if not select_its:
         runs.save_selection(args, out, revealed, annotator, state)
-    chosen = {i: m for i, m in zip(revealed.pixels, revealed.masks())}
-    figures.save_figures(args, out, A, evals, target_images, chosen, state["masks"], revealed, state["a_wrong"])
+    figures.save_figures(args, out, A, evals, target_images, state["masks"], revealed, state["a_wrong"])
     state["stage_time"]["outputs"] = time.time() - t0
     return runs.write_metrics(args, out, state, miou, ious, classes, annotator, agree)  # (and its summary line)
 
