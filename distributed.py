@@ -175,7 +175,8 @@ def exit_cleanly(work):
     try:
         work()
     except runs.Stopped as e:  # SIGTERM / SIGINT: the checkpoint is written; 128 + n is the shell's convention
-        print(e, file=sys.stderr)
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank stops; one message says so
+            print(e, file=sys.stderr)
         sys.exit(128 + e.signum)
     except Exception as e:  # noqa: BLE001 (what is not a user's mistake is raised again below)
         message = runs.error_message(e)

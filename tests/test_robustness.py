@@ -29,6 +29,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import data  # noqa: E402
+import distributed  # noqa: E402
 from fakes import write_fake_cityscapes, write_fake_gta5  # noqa: E402
 import labor  # noqa: E402
 import selection  # noqa: E402
@@ -726,3 +727,19 @@ def test_the_watcher_ends_a_rank_that_cannot_see_the_error_itself():
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 2 and err == "error: a message from rank 1\n", err
     assert time.time() - t0 < 5
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_a_stop_is_announced_by_rank0_only(rank, capsys, monkeypatch):
+    """Under torchrun a SIGTERM stops every rank; the 'stopped at iteration ...; continue with' line is printed
+    once (rank 0's), and every rank exits 128 + the signal."""
+    monkeypatch.setenv("RANK", rank)
+
+    def stopped():
+        raise runs.Stopped(signal.SIGTERM, 7, "runs/x")
+
+    with pytest.raises(SystemExit) as e:
+        distributed.exit_cleanly(stopped)
+    assert e.value.code == 128 + signal.SIGTERM
+    err = capsys.readouterr().err
+    assert err == ("stopped at iteration 7; continue with: python train.py --resume runs/x\n" if rank == "0" else "")
