@@ -73,8 +73,8 @@ def changed_settings(saved, wanted):
 
 
 # Settings of the selector B (and of SPL / PPL alone): they do not act on a run that has no B.
-SELECTOR_ONLY = ("lambda_dis", "selector_iters", "selector_init", "iast_alpha", "iast_beta", "iast_gamma", "points",
-                 "ppl_space")
+SELECTOR_ONLY = ("lambda_dis", "selector_iters", "selector_init", "iast_alpha", "iast_beta", "iast_gamma")
+PPL_ONLY = ("points", "ppl_space", "ppl_cell")   # and these act on PPL alone
 
 
 def effective(settings):
@@ -83,6 +83,8 @@ def effective(settings):
     s = {**runs.SAVED_BEFORE, **settings}   # a flag the run predates acted as runs.SAVED_BEFORE says
     if s.get("mode") not in ("spl", "ppl"):
         s.update(dict.fromkeys(SELECTOR_ONLY))
+    if s.get("mode") != "ppl":
+        s.update(dict.fromkeys(PPL_ONLY))
     if s.get("schedule") == "staged":
         s["select_at"] = None           # the staged schedule labels after --warmup (older runs saved [0.5])
     if s.get("mode") != "spl" or s.get("budget") is None:

@@ -240,7 +240,7 @@ def set_rng_state(state):
 
 
 RUNTIME_FLAGS = ("device", "threads", "num_workers", "quiet", "resume")  # a resumed run may change these
-SAVED_BEFORE = {"spl_cap": "discrepancy"}  # flags added since some runs were saved: how those runs acted
+SAVED_BEFORE = {"spl_cap": "discrepancy", "ppl_cell": 0}  # flags added since some runs were saved: how those runs acted
 
 
 def resume_args(cli):

@@ -113,7 +113,7 @@ def allocate_points(counts, n_points):
     return alloc
 
 
-def ppl_select(logits1, logits2, n_points=40, feat=None, exclude=None):
+def ppl_select(logits1, logits2, n_points=40, feat=None, exclude=None, cell=0):
     """PPL (Sec. 3.3): a few points per image, each the uncertain pixel most typical of its class.
 
     For each image and each class k:
@@ -122,6 +122,9 @@ def ppl_select(logits1, logits2, n_points=40, feat=None, exclude=None):
       points  = the pixels of U_k with the smallest || z_i - proto_k ||_2
     with n_points per image spread over the classes present (allocate_points). Which prediction assigns a pixel
     to a class, and how points are shared between classes, are our reading of the paper (README, departures).
+    cell > 0 (our addition, `--ppl-cell`): at most one point of a class per cell x cell block of the image, the
+    block's pixel nearest proto_k; the pixels most typical of a class lie side by side, and A predicts one value
+    per 8x8 block. A class then gets at most as many points as blocks it touches.
 
     logits1, logits2: (B, C, H, W). feat: optional (B, D, h, w) at any resolution; each pixel takes the feature
     of its nearest feature cell, gathered for the uncertain pixels only (upsampling 2048-d features to
@@ -134,19 +137,41 @@ def ppl_select(logits1, logits2, n_points=40, feat=None, exclude=None):
     pbar = 0.5 * (F.softmax(logits1, dim=1) + F.softmax(logits2, dim=1))    # (B, C, H, W)
     pred = pbar.argmax(dim=1)                                               # (B, H, W)
     b, c, h, w = logits1.shape
+    block = _blocks(h, w, cell, logits1.device) if cell else None           # (HW,) block of each pixel
     selected = torch.zeros(b, h * w, dtype=torch.bool, device=logits1.device)
     for j in range(b):
         cls = torch.where(mask_incons[j].flatten(), pred[j].flatten(), -1)  # (HW,) class of uncertain px, -1 else
         counts = torch.bincount(cls[cls >= 0], minlength=c)                 # (C,)
+        if cell:  # room for one point per block a class touches
+            pairs = torch.unique(cls[cls >= 0] * (h * w) + block[cls >= 0])  # distinct (class, block)
+            counts = torch.bincount(pairs // (h * w), minlength=c)          # (C,)
         alloc = allocate_points(counts, n_points)
         for k in alloc.nonzero().flatten().tolist():
             idx = (cls == k).nonzero().flatten()                            # (n_k,) pixel indices of U_k
             z = _embed(idx, pbar[j], feat[j] if feat is not None else None, w)   # (n_k, D)
             proto = z.mean(dim=0, keepdim=True)                             # (1, D)
             dist = (z - proto).norm(dim=1)                                  # (n_k,)
-            nearest = dist.topk(int(alloc[k]), largest=False).indices
+            if cell:
+                nearest = _nearest_per_block(dist, block[idx], int(alloc[k]))
+            else:
+                nearest = dist.topk(int(alloc[k]), largest=False).indices
             selected[j, idx[nearest]] = True
     return selected.reshape(b, h, w)
+
+
+def _blocks(h, w, cell, device):
+    """The cell x cell block of every pixel of an (h, w) image, numbered row by row. Returns (h*w,) long."""
+    ys, xs = torch.arange(h, device=device) // cell, torch.arange(w, device=device) // cell
+    return (ys[:, None] * (xs[-1] + 1) + xs[None, :]).flatten()
+
+
+def _nearest_per_block(dist, blocks, n):
+    """Positions of the n smallest dist, taking at most one per block (each block's smallest). Returns (n,)."""
+    order = dist.argsort(stable=True)                                       # nearest first
+    _, inv = torch.unique(blocks[order], return_inverse=True)
+    pos = torch.arange(len(order), device=dist.device)
+    first = torch.full((int(inv.max()) + 1,), len(order), device=dist.device).scatter_reduce(0, inv, pos, "amin")
+    return order[first.sort().values[:n]]                                   # each block's nearest, nearest first
 
 
 def _embed(idx, prob, feat, width):

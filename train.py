@@ -121,6 +121,9 @@ def build_parser():
            "labels the whole mask) (default random, chosen on the tuning split)")
     a("--points", type=runs.positive_int, default=40, help="PPL points per image (paper 40)")
     a("--ppl-space", default="prob", choices=["prob", "feat"], help="PPL prototype space (default prob)")
+    a("--ppl-cell", type=runs.non_negative_int, default=0,
+      help="PPL: at most one point of a class per NxN block of the image (our addition; 8: one per output cell "
+           "of A). 0: no limit, the nearest points to the prototype wherever they lie (default 0)")
     # --- run
     a("--seed", type=runs.seed, default=0, help="training seed (default 0)")
     experiments.add_flags(p)  # --seeds, --budgets (--mode table and sweep)
@@ -343,7 +346,7 @@ def select_round(args, net, target_images, annotator, revealed, round_idx, n_rou
                 sel = selection.spl_select(p1, p2, budget=frac, exclude=exclude, cap=args.spl_cap, seeds=seeds)
             else:
                 sel = selection.ppl_select(p1, p2, points, feat=feat if args.ppl_space == "feat" else None,
-                                           exclude=exclude)
+                                           exclude=exclude, cell=args.ppl_cell)
         else:  # random, entropy, supervised
             sel = selection.baseline_select(args.mode, logits_a, frac, seeds, exclude=exclude)
         for i, m, p in zip(idx.tolist(), sel.cpu(), logits_a.argmax(dim=1).cpu()):

@@ -72,6 +72,7 @@ BAD_VALUES = {
     "--budget": ["0", "1.5", "-0.02"],
     "--points": ["0", "-40"],
     "--ppl-space": ["pixels"],
+    "--ppl-cell": ["-8", "4.5"],
     "--spl-cap": ["entropy"],
     # --- schedule (with --iters 2: a warm-up of 2 leaves nothing after the labelling; 0.1 of 2 is no iteration)
     "--schedule": ["paper"],

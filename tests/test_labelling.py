@@ -315,3 +315,8 @@ def test_an_experiment_reads_a_finished_run_only_if_its_settings_agree(tmp_path)
     assert experiments.changed_settings(rnd, {**rnd, "lambda_dis": 0.05}) == []
     assert experiments.changed_settings({**spl, "lambda_dis": 0.2}, {**spl, "lambda_dis": 0.05}) == [
         "--lambda-dis 0.2 -> 0.05"]
+    # --ppl-cell acts on PPL alone; PPL runs saved before it took the nearest points wherever they lay (0)
+    ppl = {**now, "mode": "ppl"}
+    assert experiments.changed_settings(ppl, {**ppl, "ppl_cell": 0}) == []
+    assert experiments.changed_settings(ppl, {**ppl, "ppl_cell": 8}) == ["--ppl-cell 0 -> 8"]
+    assert experiments.changed_settings({**spl, "ppl_cell": 0}, {**spl, "ppl_cell": 8}) == []

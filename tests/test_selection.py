@@ -262,6 +262,48 @@ def test_ppl_exclude_respected():
     check_ppl(again, ppl_reference(l1, l2, 6, exclude=first), 6)
 
 
+def test_ppl_cell_takes_each_blocks_nearest_pixel():
+    """--ppl-cell N: at most one point of a class per NxN block, the block's pixel nearest proto_k, and a class's
+    points in the blocks whose nearest pixel is nearest overall; a class has room for as many points as blocks it
+    touches. Brute force with ppl_reference (proto_k is still the mean over all of U_k)."""
+    for cell, n_points in ((4, 6), (4, 40), (8, 5), (3, 11)):
+        l1, l2 = random_heads(20 + cell, h=16, w=16)
+        sel = selection.ppl_select(l1, l2, n_points=n_points, cell=cell)
+        for j, (mask, pred, per_class, c) in enumerate(ppl_reference(l1, l2, n_points)):
+            s = sel[j].numpy()
+            assert not (s & ~mask).any()
+            best = {}   # class -> {block: smallest distance in the block}
+            for k, (idx, dist) in per_class.items():
+                for (r, q), d in zip(idx, dist):
+                    b = (r // cell, q // cell)
+                    best.setdefault(k, {})[b] = min(best.get(k, {}).get(b, np.inf), d)
+            counts = torch.tensor([len(best.get(k, {})) for k in range(c)])
+            alloc = selection.allocate_points(counts, n_points)
+            assert s.sum() == int(alloc.sum()) == min(n_points, int(counts.sum()))
+            for k, (idx, dist) in per_class.items():
+                chosen = [((r // cell, q // cell), d) for (r, q), d in zip(idx, dist) if s[r, q]]
+                blocks = [b for b, _ in chosen]
+                assert len(chosen) == alloc[k] and len(set(blocks)) == len(blocks)        # one per block
+                for b, d in chosen:
+                    assert np.isclose(d, best[k][b], rtol=1e-9, atol=1e-12)             # the block's nearest
+                np.testing.assert_allclose(sorted(d for _, d in chosen),                  # the nearest blocks
+                                           sorted(best[k].values())[:int(alloc[k])], rtol=1e-9, atol=1e-12)
+
+
+def test_ppl_cell_one_is_plain_ppl_and_spreads_points():
+    """A 1x1 block is a pixel: --ppl-cell 1 is PPL without a limit. With 8x8 blocks no block holds two points of
+    a class, where plain PPL puts several side by side."""
+    l1, l2 = random_heads(31, h=32, w=32)
+    assert torch.equal(selection.ppl_select(l1, l2, 12, cell=1), selection.ppl_select(l1, l2, 12))
+    plain, spread = selection.ppl_select(l1, l2, 40), selection.ppl_select(l1, l2, 40, cell=8)
+    pred = (0.5 * (F.softmax(l1, dim=1) + F.softmax(l2, dim=1))).argmax(dim=1)            # (B, H, W)
+
+    def most_in_a_block(sel):
+        keys = [(j, int(pred[j, r, q]), r // 8, q // 8) for j, r, q in sel.nonzero().tolist()]
+        return max(keys.count(k) for k in set(keys))
+    assert most_in_a_block(spread) == 1 and most_in_a_block(plain) > 1
+
+
 # ----------------------------------------------------------------------------- baselines
 
 def test_random_select_exact_count_and_exclude():
