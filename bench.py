@@ -4,7 +4,8 @@
 
 Trains nothing and reads no data: it times train.py's own `train_step` (A, B, D and D_aux, every loss, as SPL
 after labelling) and prints one JSON line: iterations/s, images/s, peak memory, achieved TFLOP/s (counted with
-torch.utils.flop_counter) and the fraction of the device's dense bf16 peak.
+torch.utils.flop_counter) and the fraction of the device's dense bf16 peak; with --profile, the operators that
+take the most time.
 """
 import json
 import platform
@@ -28,6 +29,9 @@ def add_flags(p):
                    help="time N LabOR iterations (after a warm-up) on random tensors at the configured resolution "
                         "and print one JSON line: iterations/s, images/s, peak memory, achieved TFLOP/s; trains "
                         "nothing")
+    p.add_argument("--profile", action="store_true",
+                   help="--benchmark: also profile 5 iterations (torch.profiler) and add the operators that take the "
+                        "most time, with their share of it, to the JSON line ('profile')")
     p.add_argument("--peak-tflops", type=runs.positive_float, default=None,
                    help="--benchmark: the device's peak TFLOP/s for the fraction-of-peak figure (default: looked up "
                         "by name)")
@@ -90,6 +94,25 @@ def benchmark(args, build_models, build_optimisers, train_step):
               "peak_memory_gib": peak_memory_mb(args.device) / 1024, "tflop_per_iteration": flops / 1e12,
               "achieved_tflops": tflops, "peak_tflops": peak,
               "fraction_of_peak": tflops / peak if peak else None}
+    if args.profile:
+        result["profile"] = top_operators(step, sync)
     if args.rank == 0:
         print(json.dumps(result))
     return result
+
+
+def top_operators(step, sync, iterations=5, top=8):
+    """The operators with the most time of their own over `iterations` steps, each with its share of the total
+    (self CPU time, or self device time on a GPU): where an iteration's time goes."""
+    from torch.profiler import ProfilerActivity, profile
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(iterations):
+            step()
+        sync()
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    events = [e for e in prof.key_averages() if getattr(e, key) > 0]
+    total = sum(getattr(e, key) for e in events)
+    events.sort(key=lambda e: getattr(e, key), reverse=True)
+    return [{"op": e.key, "share": getattr(e, key) / total} for e in events[:top]]

@@ -303,6 +303,18 @@ def test_benchmark_prints_one_json_line_with_consistent_flops(capsys):
     assert 2 * forward[0] < total <= 3 * forward[0]
 
 
+def test_benchmark_profile_names_where_the_time_goes(capsys):
+    """--profile adds the operators with the most time of their own: shares in (0, 1], largest first, summing to
+    at most 1; on these convolutional models a convolution is among the first three."""
+    train.main(["--benchmark", "1", "--profile", "--size", "32", "64", "--width", "8", "--threads", "1",
+                "--device", "cpu", "--quiet"])
+    r = json.loads(capsys.readouterr().out)
+    shares = [p["share"] for p in r["profile"]]
+    assert 1 <= len(shares) <= 8 and all(0 < s <= 1 for s in shares) and sum(shares) <= 1 + 1e-9
+    assert shares == sorted(shares, reverse=True)
+    assert any("conv" in p["op"] for p in r["profile"][:3]), r["profile"]
+
+
 # ================================================================================================================
 # Distributed: torchrun, 2 processes, gloo
 # ================================================================================================================
