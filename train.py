@@ -121,9 +121,10 @@ def build_parser():
            "labels the whole mask) (default random, chosen on the tuning split)")
     a("--points", type=runs.positive_int, default=40, help="PPL points per image (paper 40)")
     a("--ppl-space", default="prob", choices=["prob", "feat"], help="PPL prototype space (default prob)")
-    a("--ppl-cell", type=runs.non_negative_int, default=0,
-      help="PPL: at most one point of a class per NxN block of the image (our addition; 8: one per output cell "
-           "of A). 0: no limit, the nearest points to the prototype wherever they lie (default 0)")
+    a("--ppl-cell", type=runs.non_negative_int, default=8,
+      help="PPL: at most one point of a class per NxN block of the image, one per output cell of A at 8 (our "
+           "addition: the points nearest a prototype lie side by side). 0: the nearest points wherever they lie "
+           "(default 8, chosen on the tuning split)")
     # --- run
     a("--seed", type=runs.seed, default=0, help="training seed (default 0)")
     experiments.add_flags(p)  # --seeds, --budgets (--mode table and sweep)

@@ -52,9 +52,11 @@ def test_every_mode_runs_and_respects_its_budget(mode, tmp_path):
     elif mode in ("random", "entropy"):
         assert m["points_per_image"] == round(0.05 * hw)      # exactly the budget, in every image
         assert len(sel["label"]) == 6 * round(0.05 * hw)
-    elif mode == "ppl":
-        assert m["points_per_image"] == 40                    # 40 points per image, each one pixel
-        assert len(sel["label"]) == 6 * 40
+    elif mode == "ppl":  # at most 40 points per image, each one pixel, one per class in an 8x8 block (--ppl-cell)
+        assert 0 < m["points_per_image"] <= 40
+        assert len(sel["label"]) == m["labelled_pixels"] == round(6 * m["points_per_image"])
+        block = sel["image_index"] * 1000 + sel["pixel_index"] // 64 // 8 * 8 + sel["pixel_index"] % 64 // 8
+        assert torch.bincount(block).max() <= len(data.SYNTHETIC_CLASSES)
     elif mode == "spl":
         assert m["labelled_pixels"] > 0
         assert m["labelled_pixels"] == len(sel["label"])      # what the annotator counted is what was stored
