@@ -275,6 +275,24 @@ def buy(annotator, revealed, chosen, pred_a, classes, keep=()):
     return required.summary(classes), a_wrong
 
 
+def label_spread(revealed, cell=8):
+    """How spread out the bought pixels are (analysis; no label is read). Returns (blocks_per_label, nearest):
+    the distinct cell x cell blocks of an image that its bought pixels touch, summed over images, per bought pixel
+    (1.0: never two labels in a block; A predicts one value per 8x8 block), and the median, over bought pixels, of
+    the distance in pixels to the nearest other bought pixel of the same image (images of over 4096 labels left
+    out of it; None if no image has two)."""
+    h, w = revealed.size
+    blocks, labels, nearest = 0, 0, []
+    for p in revealed.pixels.values():
+        y, x = p // w, p % w                                                        # (n,) each
+        blocks += len(torch.unique(y // cell * (w // cell + 1) + x // cell))
+        labels += len(p)
+        if 1 < len(p) <= 4096:
+            d = torch.cdist(*(torch.stack([y, x], dim=1).double(),) * 2)              # (n, n)
+            nearest.append(d.fill_diagonal_(float("inf")).min(dim=1).values)
+    return blocks / max(labels, 1), (torch.cat(nearest).median().item() if nearest else None)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # The annotator
 # --------------------------------------------------------------------------------------------------------------

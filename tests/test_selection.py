@@ -304,6 +304,25 @@ def test_ppl_cell_one_is_plain_ppl_and_spreads_points():
     assert most_in_a_block(spread) == 1 and most_in_a_block(plain) > 1
 
 
+def test_label_spread_by_hand():
+    """Image 0: (0,0), (0,1) share a block, (10,10) is in another: 2 blocks; nearest-other distances 1, 1 and
+    |(10,10)-(0,1)| = sqrt(181). Image 1: one pixel, one block, no neighbour. 3 blocks / 4 labels; median 1."""
+    r = selection.RevealedLabels((16, 16))
+    m0 = torch.zeros(16, 16, dtype=torch.long).fill_(255)
+    m0[0, 0], m0[0, 1], m0[10, 10] = 1, 2, 3
+    m1 = torch.full((16, 16), 255, dtype=torch.long)
+    m1[5, 5] = 0
+    r.add(0, m0)
+    r.add(1, m1)
+    blocks, nearest = selection.label_spread(r, cell=8)
+    assert blocks == pytest.approx(3 / 4) and nearest == pytest.approx(1.0)
+    assert selection.label_spread(r, cell=1) == (pytest.approx(1.0), pytest.approx(1.0))   # a pixel per block
+    far = selection.RevealedLabels((16, 16))
+    far.add(0, torch.where(torch.arange(256).reshape(16, 16) % 85 == 0, 1, 255))   # (0,0) (5,5) (10,10) (15,15)
+    assert selection.label_spread(far, cell=8) == (pytest.approx(2 / 4), pytest.approx(np.hypot(5, 5)))
+    assert selection.label_spread(far, cell=4)[0] == pytest.approx(1.0)
+
+
 # ----------------------------------------------------------------------------- baselines
 
 def test_random_select_exact_count_and_exclude():
