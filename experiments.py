@@ -61,7 +61,7 @@ def one_run(args, run, apply_defaults, out, mode, seed, name=None, **settings):
 
 # Settings that change where and how fast a run works, not what it computes.
 PLUMBING = ("out", "quiet", "threads", "log_every", "num_workers", "save_every", "resume", "shared_dir", "seeds",
-            "budgets", "device")
+            "budgets", "device", "benchmark", "peak_tflops", "profile")   # (the --benchmark flags never act on a run)
 
 
 def changed_settings(saved, wanted):

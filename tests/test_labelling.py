@@ -301,6 +301,7 @@ def test_an_experiment_reads_a_finished_run_only_if_its_settings_agree(tmp_path)
     now = {"schedule": "staged", "select_at": None, "shift": 0.6, "thing_shift": 0.6, "iters": 8}
     before = {"schedule": "staged", "select_at": [0.5], "shift": 0.6, "thing_shift": None, "iters": 8}
     assert experiments.changed_settings(before, now) == []
+    assert experiments.changed_settings(before, {**now, "profile": False}) == []     # a flag of --benchmark only
     assert experiments.changed_settings({**before, "schedule": "joint"}, {**now, "schedule": "joint"}) == [
         "--select-at [0.5] -> None"]
     assert experiments.changed_settings(before, {**now, "thing_shift": 0.0}) == ["--thing-shift 0.6 -> 0.0"]
