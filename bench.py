@@ -95,24 +95,29 @@ def benchmark(args, build_models, build_optimisers, train_step):
               "achieved_tflops": tflops, "peak_tflops": peak,
               "fraction_of_peak": tflops / peak if peak else None}
     if args.profile:
-        result["profile"] = top_operators(step, sync)
+        result["profile"] = top_operators(step, sync, args.device)
     if args.rank == 0:
         print(json.dumps(result))
     return result
 
 
-def top_operators(step, sync, iterations=5, top=8):
+def top_operators(step, sync, device, iterations=5, top=8):
     """The operators with the most time of their own over `iterations` steps, each with its share of the total
-    (self CPU time, or self device time on a GPU): where an iteration's time goes."""
+    (self CPU time; on a GPU, the self GPU time of their kernels): where an iteration's time goes."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
-    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    cuda = device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:
         for _ in range(iterations):
             step()
         sync()
-    key = "self_device_time_total" if cuda else "self_cpu_time_total"
-    events = [e for e in prof.key_averages() if getattr(e, key) > 0]
+    averages = prof.key_averages()
+    key = "self_cpu_time_total"
+    if cuda:  # (self_cuda_time_total before torch 2.4)
+        key = "self_device_time_total" if hasattr(averages[0], "self_device_time_total") else "self_cuda_time_total"
+    # operator rows only: on a GPU their kernels are rows too, and counting both would count the time twice
+    events = [e for e in averages if e.device_type == DeviceType.CPU and getattr(e, key) > 0]
     total = sum(getattr(e, key) for e in events)
     events.sort(key=lambda e: getattr(e, key), reverse=True)
     return [{"op": e.key, "share": getattr(e, key) / total} for e in events[:top]]

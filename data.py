@@ -20,8 +20,8 @@ The file has four parts:
   1. class tables and palettes (Cityscapes train IDs, the label-ID lookup)
   2. the scene generator `make_scene` (pure, vectorised numpy) + `SyntheticStreets`
   3. real loaders `GTA5` and `Cityscapes` with clear errors for broken folders
-  4. helpers: `add_flags`, `build_data` (train.py's stage 0), `real_sizes`, `ImagesOnly`, `colorize`, `denormalize` (tests/fakes.py writes tiny real-layout
-     datasets for the loaders' tests)
+  4. helpers: `add_flags`, `build_data` (train.py's stage 0), `real_sizes`, `ImagesOnly`, `colorize`,
+     `denormalize` (tests/fakes.py writes tiny real-layout datasets for the loaders' tests)
 
 Conventions: images are float tensors (3, H, W) in [0, 1] (no mean/std normalisation,
 the model does that), labels are long tensors (H, W) of train IDs with IGNORE_INDEX

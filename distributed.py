@@ -170,8 +170,8 @@ def ranks_agree(args, net):
 
 def exit_cleanly(work):
     """Runs work() (train.py's command line) and turns how it ends into what a user or a cluster expects:
-    a SIGTERM / SIGINT stop prints its message and exits 128 + n (the checkpoint is written); a user's mistake
-    prints one `error: ...` line, exit 2, on every rank; a bug keeps its traceback."""
+    a SIGTERM / SIGINT stop exits 128 + n on every rank, rank 0 printing how to resume (the checkpoint is
+    written); a user's mistake prints one `error: ...` line, exit 2, on every rank; a bug keeps its traceback."""
     try:
         work()
     except runs.Stopped as e:  # SIGTERM / SIGINT: the checkpoint is written; 128 + n is the shell's convention

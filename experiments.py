@@ -33,7 +33,7 @@ def add_flags(p):
     p.add_argument("--seeds", type=runs.seed, nargs="+", default=None,
                    help="--mode table / sweep: several seeds, averaged")
     p.add_argument("--budgets", type=runs.fraction, nargs="+", default=[0.001, 0.005, 0.01, 0.022, 0.05],
-                   help="--mode sweep: labelled fractions of pixels (PPL: as many points per image) "
+                   help="--mode sweep: labelled fractions of pixels (PPL: at most as many points per image) "
                         "(default 0.001 0.005 0.01 0.022 0.05)")
 
 
@@ -176,8 +176,8 @@ SWEEP_SELECTORS = ("random", "entropy", "spl", "ppl")
 
 
 def run_sweep(args, run, apply_defaults, image_pixels=None):
-    """Every selector at every budget of args.budgets (fractions of pixels; PPL gets the same number of points per
-    image: budget * image_pixels), SPL's whole mask, AdaptSeg and supervised, for each seed. Writes sweep.md,
+    """Every selector at every budget of args.budgets (fractions of pixels; PPL gets at most the same number of
+    points per image: budget * image_pixels), SPL's whole mask, AdaptSeg and supervised, for each seed. Writes sweep.md,
     sweep.json and budget_curve.png."""
     if image_pixels is None:  # the target image's size, as the annotator sees it
         h, w = args.size if args.data == "synthetic" else \

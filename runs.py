@@ -136,8 +136,8 @@ def as_iterations(value, iters):
 
 
 def check_schedule(args):
-    """--warmup, --selector-iters and --select-at must name iterations that leave training on both sides of the
-    labelling (train.select_iterations turns them into iteration numbers)."""
+    """--warmup must leave training on both sides of the labelling, --select-at name iterations in [0, --iters),
+    --selector-iters at least one iteration (train.select_iterations turns them into iteration numbers)."""
     if args.schedule == "staged":
         if args.select_at is not None and not args.resume:  # (a run saved before --select-at had no default)
             raise UsageError(f"--select-at is for --schedule joint; the staged schedule labels once, at the end "

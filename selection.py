@@ -122,9 +122,11 @@ def ppl_select(logits1, logits2, n_points=40, feat=None, exclude=None, cell=0):
       points  = the pixels of U_k with the smallest || z_i - proto_k ||_2
     with n_points per image spread over the classes present (allocate_points). Which prediction assigns a pixel
     to a class, and how points are shared between classes, are our reading of the paper (README, departures).
-    cell > 0 (our addition, `--ppl-cell`): at most one point of a class per cell x cell block of the image, the
-    block's pixel nearest proto_k; the pixels most typical of a class lie side by side, and A predicts one value
-    per 8x8 block. A class then gets at most as many points as blocks it touches.
+    cell > 0 (our addition, `--ppl-cell`; train.py's default is 8, this function's 0): at most one point of a class
+    per cell x cell block of the image (in one call: a later round may add another), the block's pixel nearest
+    proto_k, in the blocks whose best pixel is nearest; the pixels most typical of a class lie side by side, and A
+    predicts one value per 8x8 block. A class's room is then the number of blocks it touches, and
+    allocate_points shares the points by that.
 
     logits1, logits2: (B, C, H, W). feat: optional (B, D, h, w) at any resolution; each pixel takes the feature
     of its nearest feature cell, gathered for the uncertain pixels only (upsampling 2048-d features to
@@ -166,7 +168,8 @@ def _blocks(h, w, cell, device):
 
 
 def _nearest_per_block(dist, blocks, n):
-    """Positions of the n smallest dist, taking at most one per block (each block's smallest). Returns (n,)."""
+    """Positions of the n smallest dist, taking at most one per block (each block's smallest).
+    Returns (min(n, number of blocks),)."""
     order = dist.argsort(stable=True)                                       # nearest first
     _, inv = torch.unique(blocks[order], return_inverse=True)
     pos = torch.arange(len(order), device=dist.device)
@@ -280,7 +283,7 @@ def label_spread(revealed, cell=8):
     the distinct cell x cell blocks of an image that its bought pixels touch, summed over images, per bought pixel
     (1.0: never two labels in a block; A predicts one value per 8x8 block), and the median, over bought pixels, of
     the distance in pixels to the nearest other bought pixel of the same image (images of over 4096 labels left
-    out of it; None if no image has two)."""
+    out of it; None if no image has two; of an even count, the lower middle value)."""
     h, w = revealed.size
     blocks, labels, nearest = 0, 0, []
     for p in revealed.pixels.values():

@@ -59,8 +59,8 @@ def get_args(argv=None):
 
 def build_parser():
     """The method's flags, with the paper's values; data, model, run, table/sweep and benchmark flags come from
-    data.py, models.py, runs.py, experiments.py and bench.py. Every flag has its valid values (runs.py's types): a bad value is refused
-    before any work starts."""
+    data.py, models.py, runs.py, experiments.py and bench.py. Every flag has its valid values (runs.py's types): a
+    bad value is refused before any work starts."""
     p = runs.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--mode", default="spl", help="one of " + ", ".join(MODES) + " (default: spl)")
@@ -119,17 +119,18 @@ def build_parser():
       help="which mask pixels SPL keeps when --budget is smaller than its mask: 'random' ones, spread over the "
            "mask, or the most 'discrepant' (per-pixel Eq. 6), which lie packed together (our addition: the paper "
            "labels the whole mask) (default random, chosen on the tuning split)")
-    a("--points", type=runs.positive_int, default=40, help="PPL points per image (paper 40)")
+    a("--points", type=runs.positive_int, default=40,
+      help="PPL points per image (paper 40); at most, with --ppl-cell (default 40)")
     a("--ppl-space", default="prob", choices=["prob", "feat"], help="PPL prototype space (default prob)")
     a("--ppl-cell", type=runs.non_negative_int, default=8,
-      help="PPL: at most one point of a class per NxN block of the image, one per output cell of A at 8 (our "
-           "addition: the points nearest a prototype lie side by side). 0: the nearest points wherever they lie "
-           "(default 8, chosen on the tuning split)")
+      help="PPL: at most one point of a class per NxN block of the image (our addition; 8 = A's output stride: "
+           "one point per output cell). Plain PPL's points lie side by side. 0: the nearest points wherever they "
+           "lie (default 8, chosen on the tuning split)")
     # --- run
     a("--seed", type=runs.seed, default=0, help="training seed (default 0)")
     experiments.add_flags(p)  # --seeds, --budgets (--mode table and sweep)
     runs.add_run_flags(p)  # --device, --out, --shared-dir, --threads, --quiet, --save-every, --resume, --amp, ...
-    bench.add_flags(p)     # --benchmark N, --peak-tflops
+    bench.add_flags(p)     # --benchmark N, --profile, --peak-tflops
     return p
 
 
@@ -157,7 +158,7 @@ def apply_defaults(args):
 
 def select_iterations(args):
     """The labelling rounds as sorted iteration numbers in [0, iters): the end of the warm-up (staged), or
-    --select-at (joint). (runs.check_args has checked that they leave training on both sides.)"""
+    --select-at (joint). (runs.check_args has checked them.)"""
     if args.schedule == "staged":
         return [as_iterations(args.warmup, args.iters)]
     return sorted({as_iterations(s, args.iters) for s in args.select_at})
@@ -399,7 +400,7 @@ def run(args):
         select_its = [0]  # the annotator reveals every target-train label before training starts
 
     # ---- 0. set-up ----------------------------------------------------------------------------------------------
-    source, target, evals, classes = build_data(args)
+    source, target, evals, classes = build_data(args)      # target-train labels: for the annotator, nowhere else
     num_classes = len(classes)
     target_images = data.ImagesOnly(target)                 # all the trainer may see of target train ...
     annotator = selection.Annotator(lambda i, labelled=target: labelled[i][1])  # ... and the door to its labels

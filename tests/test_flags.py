@@ -95,6 +95,7 @@ BAD_VALUES = {
     "--source-size": ["16 16", "64 31"],
     "--target-size": ["31 64", "64"],
     "--benchmark": ["-1"],
+    "--profile": ["=yes"],
     "--peak-tflops": ["0", "-1", "nan"],
 }
 
