@@ -311,7 +311,6 @@ def train_selector(args, net, opt, scaler, theta, target_images, state):
     return theta
 
 
-
 # ================================================================================================================
 # 2. Selection: B (or a baseline) over the whole target-train set, the annotator reveals labels
 # ================================================================================================================
