@@ -285,14 +285,15 @@ def label_spread(revealed, cell=8):
     the distance in pixels to the nearest other bought pixel of the same image (images of over 4096 labels left
     out of it; None if no image has two; of an even count, the lower middle value)."""
     h, w = revealed.size
+    block = _blocks(h, w, cell, "cpu")                                              # (HW,) block of each pixel
     blocks, labels, nearest = 0, 0, []
     for p in revealed.pixels.values():
-        y, x = p // w, p % w                                                        # (n,) each
-        blocks += len(torch.unique(y // cell * (w // cell + 1) + x // cell))
+        blocks += len(torch.unique(block[p]))
         labels += len(p)
         if 1 < len(p) <= 4096:
-            d = torch.cdist(*(torch.stack([y, x], dim=1).double(),) * 2)              # (n, n)
-            nearest.append(d.fill_diagonal_(float("inf")).min(dim=1).values)
+            yx = torch.stack([p // w, p % w], dim=1).double()                        # (n, 2)
+            d = torch.cdist(yx, yx).fill_diagonal_(float("inf"))                      # (n, n)
+            nearest.append(d.min(dim=1).values)
     return blocks / max(labels, 1), (torch.cat(nearest).median().item() if nearest else None)
 
 
