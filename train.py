@@ -21,6 +21,7 @@ resume, SIGTERM), distributed.py (torchrun), figures.py, experiments.py (--mode 
 own flags to the parser below.
 """
 import argparse
+import contextlib
 import time
 from pathlib import Path
 
@@ -239,8 +240,9 @@ def train_step(args, net, opt, theta, batch_s, batch_t, y_t, scaler=None):
             # D sees softmax maps at image size (AdaptSegNet upsamples before the discriminator)
             prob_t = F.softmax(labor.upsample(logits_t, size_t), dim=1)             # (B, C, Ht, Wt)
             prob_t_aux = F.softmax(labor.upsample(logits_t_aux, size_t), dim=1)     # (B, C, Ht, Wt)
-            loss_adv = labor.adv_generator_loss(net["D"](prob_t), args.gan)
-            loss_adv_aux = labor.adv_generator_loss(net["D_aux"](prob_t_aux), args.gan)
+            with frozen(net["D"], net["D_aux"]) as (D, D_aux):
+                loss_adv = labor.adv_generator_loss(D(prob_t), args.gan)
+                loss_adv_aux = labor.adv_generator_loss(D_aux(prob_t_aux), args.gan)
             loss_a = loss_a + args.lambda_adv * loss_adv + args.lambda_adv_aux * loss_adv_aux
             losses["loss_adv"] = loss_adv.item()
     scaler.scale(loss_a).backward()
@@ -248,12 +250,12 @@ def train_step(args, net, opt, theta, batch_s, batch_t, y_t, scaler=None):
 
     # ---- discriminators: Eq. 3, source vs target, on detached predictions -----------------------------------
     if "D" in net:
-        for key, ls, lt in (("D", logits_s, logits_t), ("D_aux", logits_s_aux, logits_t_aux)):
-            opt[key].zero_grad(set_to_none=True)  # drops the gradients A's step left in D
+        for key, ls, pt in (("D", logits_s, prob_t), ("D_aux", logits_s_aux, prob_t_aux)):
+            opt[key].zero_grad(set_to_none=True)
             with autocast(args):
-                prob = F.softmax(torch.cat([labor.upsample(ls.detach(), size_t),
-                                            labor.upsample(lt.detach(), size_t)]), dim=1)   # (2B, C, Ht, Wt)
-                d_out = net[key](prob)                                                   # one call: DDP-friendly
+                # the target maps are A's step's own (pt), detached: the same numbers, not computed twice
+                prob_s = F.softmax(labor.upsample(ls.detach(), size_t), dim=1)              # (B, C, Ht, Wt)
+                d_out = net[key](torch.cat([prob_s, pt.detach()]))                # (2B, 1, h, w) one call: DDP-friendly
                 loss_d = labor.adv_discriminator_loss(d_out[:len(x_s)], d_out[len(x_s):], args.gan)
             scaler.scale(loss_d).backward()
             scaler.step(opt[key])
@@ -265,6 +267,22 @@ def train_step(args, net, opt, theta, batch_s, batch_t, y_t, scaler=None):
         losses.update(losses_b)
     scaler.update()
     return losses, theta
+
+
+@contextlib.contextmanager
+def frozen(*modules):
+    """Inside, the modules' weights need no gradient: A's step back-propagates through D to A only, as
+    AdaptSegNet does by setting D's requires_grad to False (D's own step follows). Yields the bare modules,
+    outside DDP, whose gradient sync would wait for weight gradients that never come."""
+    bare = [unwrap(m) for m in modules]
+    weights = [w for m in bare for w in m.parameters() if w.requires_grad]
+    for w in weights:
+        w.requires_grad_(False)
+    try:
+        yield bare
+    finally:
+        for w in weights:
+            w.requires_grad_(True)
 
 
 def selector_step(args, B, opt_b, theta, x_t, logits_a, scaler):

@@ -29,6 +29,26 @@ def run_mode(mode, out, *extra):
     return train.run(args)
 
 
+def test_frozen_discriminator_passes_the_same_gradient_to_its_input_and_none_to_its_weights():
+    """A's step through D (Eq. 3): with D frozen, the gradient reaching D's input (so A) is the one an unfrozen D
+    passes, D's weights get none, and afterwards each weight requires grad as before (a frozen one stays so)."""
+    import models
+    torch.manual_seed(0)
+    D = models.FCDiscriminator(3, ndf=4)
+    D.net[0].bias.requires_grad_(False)
+    p = torch.rand(2, 3, 64, 64, requires_grad=True)                                 # (B, C, H, W)
+    D(p).pow(2).sum().backward()
+    grad_unfrozen = p.grad.clone()
+    D.zero_grad(set_to_none=True)
+    p.grad = None
+    with train.frozen(D) as (bare,):
+        loss = bare(p).pow(2).sum()
+    loss.backward()  # after the block, as in train_step
+    assert torch.equal(p.grad, grad_unfrozen)
+    assert all(w.grad is None for w in D.parameters())
+    assert [w.requires_grad for w in D.parameters()] == [True, False] + [True] * 8
+
+
 @pytest.mark.parametrize("mode", ["source_only", "adaptseg", "spl", "ppl", "random", "entropy", "supervised"])
 def test_every_mode_runs_and_respects_its_budget(mode, tmp_path):
     """Each mode trains, evaluates, writes metrics.json (with every promised field), a checkpoint, the
