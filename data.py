@@ -28,6 +28,7 @@ the model does that), labels are long tensors (H, W) of train IDs with IGNORE_IN
 (255) for pixels that are not scored.
 """
 
+import functools
 import os
 import zlib
 from pathlib import Path
@@ -732,11 +733,11 @@ def build_data(args):
     to the annotator only), target_eval (labelled: val, or the tuning split) and the class names."""
     if args.data == "synthetic":
         kw = dict(size=tuple(args.size), shift=args.shift, thing_shift=getattr(args, "thing_shift", None))
-        source = SyntheticStreets("source", "train", n=args.n_source, seed=args.data_seed, **kw)
-        target = SyntheticStreets("target", "train", n=args.n_target, seed=args.data_seed, **kw)
+        source = synthetic_split("source", "train", n=args.n_source, seed=args.data_seed, **kw)
+        target = synthetic_split("target", "train", n=args.n_target, seed=args.data_seed, **kw)
         # the tuning split has val's distribution and another seed, so choosing settings never sees val
         eval_seed = args.data_seed + (0 if args.eval_split == "val" else 1000)
-        evals = SyntheticStreets("target", "val", n=args.n_val, seed=eval_seed, **kw)
+        evals = synthetic_split("target", "val", n=args.n_val, seed=eval_seed, **kw)
         return source, target, evals, source.classes
     src_size, tgt_size = real_sizes(args.preset, args.source_size, args.target_size)
     source = GTA5(args.gta5_root, list_path=args.gta5_list, size=src_size)
@@ -745,6 +746,13 @@ def build_data(args):
     # evaluation as the field does: predict at 1024x512, upsample to the full-resolution label
     evals = Cityscapes(args.cityscapes_root, "val", size=tgt_size, label_size=None)
     return source, target, evals, source.classes
+
+
+@functools.lru_cache(maxsize=6)
+def synthetic_split(domain, split, n, seed, size, shift, thing_shift):
+    """SyntheticStreets(...), generated once per process: the runs of --mode table and sweep share their data
+    (a few seconds a run saved; nothing writes to the scenes after they are made)."""
+    return SyntheticStreets(domain, split, n=n, size=size, shift=shift, seed=seed, thing_shift=thing_shift)
 
 
 def real_sizes(preset, source_size=None, target_size=None):
