@@ -10,11 +10,14 @@ selectors start from the same A. A run whose folder already holds metrics.json i
 interrupted experiment continues where it stopped when the same command is given again.
 """
 import argparse
+import concurrent.futures
 import json
+import multiprocessing
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 import data
 import figures
@@ -35,6 +38,11 @@ def add_flags(p):
     p.add_argument("--budgets", type=runs.fraction, nargs="+", default=[0.001, 0.005, 0.01, 0.022, 0.05],
                    help="--mode sweep: labelled fractions of pixels (PPL: at most as many points per image) "
                         "(default 0.001 0.005 0.01 0.022 0.05)")
+    p.add_argument("--jobs", type=runs.positive_int, default=1,
+                   help="--mode table / sweep: runs at once, each in a process of its own with --threads / N threads "
+                        "(default 1; on a 2-core CPU 2 is faster: two one-thread runs do more than one two-thread run, "
+                        "see README 'Speed'). Results equal those of the same runs made one by one with that many "
+                        "threads")
 
 
 def one_run(args, run, apply_defaults, out, mode, seed, name=None, **settings):
@@ -59,9 +67,47 @@ def one_run(args, run, apply_defaults, out, mode, seed, name=None, **settings):
     return run(apply_defaults(a))
 
 
+class Launcher:
+    """Starts an experiment's runs (one_run) and returns a Future of each one's metrics: one after another in this
+    process (--jobs 1), or in --jobs worker processes that share the threads. A run that needs another's result
+    (the seed's warm-up and B, SPL's budget) is launched after waiting for that result."""
+
+    def __init__(self, args, run, apply_defaults, out):
+        self.args, self.run, self.apply_defaults, self.out = args, run, apply_defaults, out
+        self.pool = None
+        if args.jobs > 1:  # 'spawn': a fresh interpreter, as forking a process that holds OpenMP threads is unsafe
+            self.pool = concurrent.futures.ProcessPoolExecutor(args.jobs, multiprocessing.get_context("spawn"))
+            threads = max(1, (args.threads or torch.get_num_threads()) // args.jobs)
+            self.worker_args = argparse.Namespace(**{**vars(args), "threads": threads, "quiet": True})
+
+    def __call__(self, mode, seed, name=None, **settings):
+        if self.pool is None:
+            done = concurrent.futures.Future()
+            done.set_result(one_run(self.args, self.run, self.apply_defaults, self.out, mode, seed, name, **settings))
+            return done
+        future = self.pool.submit(one_run, self.worker_args, self.run, self.apply_defaults, self.out, mode, seed,
+                                  name, **settings)
+        if not self.args.quiet:
+            future.add_done_callback(_say_done)
+        return future
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *error):
+        if self.pool is not None:  # after an error (or Ctrl-C, which reaches the workers too) start nothing more
+            self.pool.shutdown(wait=True, cancel_futures=error[0] is not None)
+
+
+def _say_done(future):
+    if not future.cancelled() and future.exception() is None:
+        m = future.result()
+        print(f"=== {m['args']['out']}: {100 * m['miou']:.1f} mIoU, {m['wall_seconds']:.0f} s ===", flush=True)
+
+
 # Settings that change where and how fast a run works, not what it computes.
 PLUMBING = ("out", "quiet", "threads", "log_every", "num_workers", "save_every", "resume", "shared_dir", "seeds",
-            "budgets", "device", "benchmark", "peak_tflops", "profile")   # (the --benchmark flags never act on a run)
+            "budgets", "device", "benchmark", "peak_tflops", "profile", "jobs")   # (--benchmark never acts on a run)
 
 
 def changed_settings(saved, wanted):
@@ -102,17 +148,17 @@ def run_table(args, run, apply_defaults):
         raise UsageError(f"{out} already holds a table (results.md); pick another --out or delete it")
     prepare_out(out)  # a file, or a folder we cannot write in, is refused before the first run
     seeds = args.seeds or [args.seed]
-    rows = {m: [] for m in TABLE_MODES}
-    for seed in seeds:
-        spl_frac = None
-        for mode in ("spl", "ppl", "random", "entropy", "source_only", "adaptseg", "supervised"):
-            settings = {}
-            if mode in ("random", "entropy") and args.budget is None:
-                settings["budget"] = spl_frac  # SPL's own budget (0 if its mask was empty)
-            m = one_run(args, run, apply_defaults, out, mode, seed, name=f"{mode}-seed{seed}", **settings)
-            if mode == "spl":
-                spl_frac = m["labelled_fraction"]
-            rows[mode].append(m)
+    runs_ = {}
+    with Launcher(args, run, apply_defaults, out) as launch:
+        for seed in seeds:  # first the runs that need no other: SPL trains the seed's warm-up and B for the rest
+            for mode in ("spl", "source_only", "supervised"):
+                runs_[mode, seed] = launch(mode, seed, name=f"{mode}-seed{seed}")
+        for seed in seeds:
+            spl_frac = runs_["spl", seed].result()["labelled_fraction"]  # (0 if its mask was empty)
+            for mode in ("ppl", "random", "entropy", "adaptseg"):
+                settings = {"budget": spl_frac} if mode in ("random", "entropy") and args.budget is None else {}
+                runs_[mode, seed] = launch(mode, seed, name=f"{mode}-seed{seed}", **settings)
+        rows = {mode: [runs_[mode, seed].result() for seed in seeds] for mode in TABLE_MODES}
     results = summarise_table(rows, args)
     write_table(out, results, rows, seeds, args)
     return results
@@ -187,14 +233,27 @@ def run_sweep(args, run, apply_defaults, image_pixels=None):
     if (out / "sweep.md").exists():
         raise UsageError(f"{out} already holds a sweep (sweep.md); pick another --out or delete it")
     seeds = args.seeds or [args.seed]
+    plan = [("spl", None, {}), ("adaptseg", None, {}), ("supervised", None, {})]
+    for b in args.budgets:
+        for sel in SWEEP_SELECTORS:
+            plan.append((sel, b, {"points": max(1, round(b * image_pixels))} if sel == "ppl" else {"budget": b}))
+    # SPL's whole mask trains the seed's warm-up and B, which every other run but supervised reuses: these two first
+    first = [i for i, (mode, budget, _) in enumerate(plan) if budget is None and mode in ("spl", "supervised")]
+    runs_ = {}
+    with Launcher(args, run, apply_defaults, out) as launch:
+        for seed in seeds:
+            for i in first:
+                runs_[i, seed] = launch(plan[i][0], seed, **plan[i][2])
+        for seed in seeds:
+            runs_[0, seed].result()
+            for i, (mode, _, settings) in enumerate(plan):
+                if i not in first:
+                    runs_[i, seed] = launch(mode, seed, **settings)
+        done = {key: future.result() for key, future in runs_.items()}
     rows = []  # one per run: selector, budget asked, seed and what came of it
     for seed in seeds:
-        plan = [("spl", None, {}), ("adaptseg", None, {}), ("supervised", None, {})]  # spl first: it trains the
-        for b in args.budgets:                                                        # warm-up and B that the
-            for sel in SWEEP_SELECTORS:                                               # other runs reuse
-                plan.append((sel, b, {"points": max(1, round(b * image_pixels))} if sel == "ppl" else {"budget": b}))
-        for mode, budget, settings in plan:
-            m = one_run(args, run, apply_defaults, out, mode, seed, **settings)
+        for i, (mode, budget, _) in enumerate(plan):
+            m = done[i, seed]
             name = "spl (whole mask)" if mode == "spl" and budget is None else mode
             rows.append({"selector": name, "budget": budget, "seed": seed, "run": Path(m["args"]["out"]).name,
                          "miou": m["miou"],

@@ -519,7 +519,10 @@ class Stopped(Exception):
 
     def __init__(self, signum, iteration, out):
         super().__init__(f"stopped at iteration {iteration}; continue with: python train.py --resume {out}")
-        self.signum = signum
+        self.signum, self.iteration, self.out = signum, iteration, out
+
+    def __reduce__(self):  # from a --jobs worker process back to the experiment
+        return Stopped, (self.signum, self.iteration, self.out)
 
 
 def stop_on_signal(run):

@@ -3,6 +3,7 @@ staged schedule (warm-up A, then B on that A with A fixed, then select, then A w
 one B shared by every run of a seed, and the budget sweep."""
 import argparse
 import json
+import pickle
 import sys
 from pathlib import Path
 
@@ -242,6 +243,38 @@ def test_sweep_writes_curve_and_spends_each_budget(tmp_path):
     again = argparse.Namespace(**vars(args))
     (tmp_path / "sweep.md").unlink()
     assert train.run_sweep(again) == summary
+
+
+def test_sweep_with_two_jobs_gives_what_one_job_gives(tmp_path):
+    """--jobs 2: the runs of two seeds in two worker processes (one thread each: TINY has --threads 1), each seed's
+    runs launched after its SPL; sweep.json is the one the same sweep writes run by run."""
+    flags = ["--mode", "sweep", *TINY, *STAGED, "--budgets", "0.05", "--seeds", "0", "1", "--quiet"]
+    for jobs in (1, 2):
+        train.run_sweep(train.get_args([*flags, "--out", str(tmp_path / f"jobs{jobs}"), "--jobs", str(jobs)]))
+    one, two = (json.loads((tmp_path / f"jobs{j}" / "sweep.json").read_text()) for j in (1, 2))
+    assert two == one and len(one["runs"]) == 2 * 7
+    assert len(list((tmp_path / "jobs2" / "shared").glob("warmup-*.pt"))) == 2  # one per seed, none trained twice
+
+
+def test_table_with_two_jobs_gives_what_one_job_gives(tmp_path):
+    """--mode table --jobs 2: random and entropy start after SPL and get its budget; the same table as run by run."""
+    flags = ["--mode", "table", *TINY, *STAGED, "--quiet"]
+    results = [train.run_table(train.get_args([*flags, "--out", str(tmp_path / f"jobs{j}"), "--jobs", str(j)]))
+               for j in (1, 2)]
+    for r in results:
+        for row in r:
+            row.pop("wall_seconds")
+    assert results[1] == results[0]
+    spl = next(r for r in results[1] if r["mode"] == "spl")
+    assert spl["labelled_fraction"] > 0
+    assert [r["labelled_fraction"] for r in results[1] if r["mode"] in ("random", "entropy")] == pytest.approx(
+        [spl["labelled_fraction"]] * 2, abs=1 / (32 * 64))
+
+
+def test_a_stop_in_a_worker_process_reaches_the_experiment_intact():
+    stopped = pickle.loads(pickle.dumps(runs.Stopped(15, 42, "runs/x")))
+    assert (stopped.signum, str(stopped)) == (15, "stopped at iteration 42; continue with: python train.py --resume "
+                                                   "runs/x")
 
 
 def test_shared_file_names_change_with_every_setting_and_not_with_a_later_unset_key(tmp_path):
