@@ -13,6 +13,8 @@ import argparse
 import concurrent.futures
 import json
 import multiprocessing
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -62,21 +64,31 @@ def one_run(args, run, apply_defaults, out, mode, seed, name=None, **settings):
         if not args.quiet:
             print(f"=== {a.out}: done before, read from its metrics.json ===")
         return saved
+    if (Path(a.out) / runs.CHECKPOINT).exists():  # stopped (or killed) in an earlier try: continue it exactly
+        resumed = runs.resume_args(argparse.Namespace(**{**vars(a), "resume": a.out}))
+        if differ := changed_settings(runs.args_dict(resumed), runs.args_dict(a)):
+            raise UsageError(f"{a.out} holds a stopped run with other settings ({', '.join(differ)}); give the "
+                             f"same command as before to continue that experiment, or another --out")
+        a = resumed
     if not args.quiet:
-        print(f"=== {a.out} ===")
+        print(f"=== {a.out}{' (resumed)' if a.resume else ''} ===")
     return run(apply_defaults(a))
 
 
 class Launcher:
     """Starts an experiment's runs (one_run) and returns a Future of each one's metrics: one after another in this
     process (--jobs 1), or in --jobs worker processes that share the threads. A run that needs another's result
-    (the seed's warm-up and B, SPL's budget) is launched after waiting for that result."""
+    (the seed's warm-up and B, SPL's budget) is launched after waiting for that result.
+
+    SIGTERM / Ctrl-C: every run in progress stops at an iteration boundary with a checkpoint, no further run
+    starts, and the same command continues the experiment (finished runs are read back, stopped ones resumed)."""
 
     def __init__(self, args, run, apply_defaults, out):
         self.args, self.run, self.apply_defaults, self.out = args, run, apply_defaults, out
-        self.pool = None
+        self.pool, self.previous = None, {}
         if args.jobs > 1:  # 'spawn': a fresh interpreter, as forking a process that holds OpenMP threads is unsafe
-            self.pool = concurrent.futures.ProcessPoolExecutor(args.jobs, multiprocessing.get_context("spawn"))
+            self.pool = concurrent.futures.ProcessPoolExecutor(args.jobs, multiprocessing.get_context("spawn"),
+                                                               initializer=_start_worker)
             threads = max(1, (args.threads or torch.get_num_threads()) // args.jobs)
             self.worker_args = argparse.Namespace(**{**vars(args), "threads": threads, "quiet": True})
 
@@ -85,18 +97,56 @@ class Launcher:
             done = concurrent.futures.Future()
             done.set_result(one_run(self.args, self.run, self.apply_defaults, self.out, mode, seed, name, **settings))
             return done
-        future = self.pool.submit(one_run, self.worker_args, self.run, self.apply_defaults, self.out, mode, seed,
-                                  name, **settings)
+        future = self.pool.submit(_run_in_worker, self.worker_args, self.run, self.apply_defaults, self.out, mode,
+                                  seed, name, **settings)
         if not self.args.quiet:
             future.add_done_callback(_say_done)
         return future
 
     def __enter__(self):
+        if self.pool is not None:
+            self.previous = {s: signal.getsignal(s) for s in runs.STOP_SIGNALS}
+            for s, handler in self.previous.items():
+                if handler is not signal.SIG_IGN:
+                    signal.signal(s, _pass_on)
         return self
 
-    def __exit__(self, *error):
-        if self.pool is not None:  # after an error (or Ctrl-C, which reaches the workers too) start nothing more
-            self.pool.shutdown(wait=True, cancel_futures=error[0] is not None)
+    def __exit__(self, kind, error, traceback):
+        if self.pool is not None:  # after an error or a stop, start nothing more
+            self.pool.shutdown(wait=True, cancel_futures=kind is not None)
+            for s, handler in self.previous.items():
+                signal.signal(s, handler)
+        if isinstance(error, runs.Stopped):
+            raise runs.Stopped(error.signum, error.iteration, error.out, "stopped (every run in progress wrote its "
+                               "checkpoint); continue with the same command") from None
+
+
+def _pass_on(signum, frame):
+    """The experiment's signal handler: Ctrl-C reaches the workers by itself, a SIGTERM sent to this process alone
+    is passed on to them (a worker takes a second one as the first)."""
+    for worker in multiprocessing.active_children():
+        os.kill(worker.pid, signum)
+
+
+_worker_stop = [0]  # in a worker process: the stop signal received (0: none)
+
+
+def _start_worker():
+    """A worker's signals: one that comes during a run stops it with a checkpoint (runs.stop_on_signal); one that
+    comes between runs is noted here, so that the worker starts no further run."""
+    for s in runs.STOP_SIGNALS:
+        if signal.getsignal(s) is not signal.SIG_IGN:
+            signal.signal(s, lambda signum, frame: _worker_stop.__setitem__(0, signum))
+
+
+def _run_in_worker(args, run, apply_defaults, out, mode, seed, name, **settings):
+    if _worker_stop[0]:
+        raise runs.Stopped(_worker_stop[0], 0, None)
+    try:
+        return one_run(args, run, apply_defaults, out, mode, seed, name, **settings)
+    except runs.Stopped as e:
+        _worker_stop[0] = e.signum
+        raise
 
 
 def _say_done(future):

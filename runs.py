@@ -517,12 +517,12 @@ _received = [0]                                  # the signal that asked the run
 class Stopped(Exception):
     """A run stopped by SIGTERM / SIGINT after writing its checkpoint; main exits with 128 + the signal."""
 
-    def __init__(self, signum, iteration, out):
-        super().__init__(f"stopped at iteration {iteration}; continue with: python train.py --resume {out}")
-        self.signum, self.iteration, self.out = signum, iteration, out
+    def __init__(self, signum, iteration, out, message=None):
+        self.signum, self.iteration, self.out, self.message = signum, iteration, out, message
+        super().__init__(message or f"stopped at iteration {iteration}; continue with: python train.py --resume {out}")
 
     def __reduce__(self):  # from a --jobs worker process back to the experiment
-        return Stopped, (self.signum, self.iteration, self.out)
+        return Stopped, (self.signum, self.iteration, self.out, self.message)
 
 
 def stop_on_signal(run):

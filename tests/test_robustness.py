@@ -576,6 +576,41 @@ def test_sigterm_checkpoints_and_the_resumed_run_ends_the_same(target, reference
     assert_same_run(reference, out)
 
 
+@pytest.mark.parametrize("target", ["experiment alone", "process group"])
+def test_sigterm_stops_a_table_with_two_jobs_and_the_same_command_finishes_it(target, tmp_path):
+    """--mode table --jobs 2 stopped by SIGTERM (to the experiment alone, which passes it on to its worker processes,
+    or to the whole process group, as Ctrl-C and a cluster do): the runs in progress write their checkpoints and
+    stop, no worker goes on, the exit code is 128 + 15; the same command then resumes the stopped runs, starts the
+    rest, and writes the table an uninterrupted run writes."""
+    flags = ["--mode", "table", "--iters", "40", "--save-every", "2", *TINY, "--jobs", "2", "--quiet"]
+    ref = tmp_path / "ref"
+    train.run_table(train.get_args([*flags, "--out", str(ref)]))
+    out = tmp_path / "table"
+    cmd = [sys.executable, "train.py", *flags, "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    wait_for_checkpoint(proc, out / "spl-seed0", lambda i: i >= 10)
+    if target == "process group":
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines()[-1] == ("stopped (every run in progress wrote its checkpoint); continue with the "
+                                            "same command"), err
+    assert not (out / "spl-seed0" / "metrics.json").exists() and not (out / "results.md").exists()
+    stamps = {f: f.stat().st_mtime_ns for f in out.glob("*/checkpoint.pt")}
+    time.sleep(2)
+    assert {f: f.stat().st_mtime_ns for f in out.glob("*/checkpoint.pt")} == stamps  # no worker trains on
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    got, want = (json.loads((d / "results.json").read_text())["results"] for d in (out, ref))
+    for rows in (got, want):
+        for row in rows:
+            row.pop("wall_seconds")
+    assert got == want
+
+
 def test_ctrl_c_checkpoints_at_the_current_iteration(reference, tmp_path, capsys, monkeypatch):
     """SIGINT in this process during iteration 5 (--save-every 0: no checkpoint but iteration 0's): the run
     stops at iteration 6 with a checkpoint there, exits 130, gives the previous SIGINT handler back, and resumes
