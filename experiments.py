@@ -6,15 +6,19 @@ seed. No LabOR logic of its own.
                    with AdaptSeg and supervised as lines -> sweep.md, sweep.json, budget_curve.png
 
 Under the staged schedule every run of a seed reuses one warm-up of A and one trained B (<out>/shared), so all
-selectors start from the same A. A run whose folder already holds metrics.json is read, not run again, so an
-interrupted experiment continues where it stopped when the same command is given again.
+selectors start from the same A. A run whose folder already holds metrics.json is read, not run again, and one
+holding a checkpoint is resumed, so an interrupted experiment continues where it stopped when the same command is
+given again (with the same --jobs and --threads: the thread count changes the floating-point sums). --jobs N runs
+N runs at a time in worker processes (Launcher).
 """
 import argparse
 import concurrent.futures
+import contextlib
 import json
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -48,13 +52,13 @@ def add_flags(p):
 
 
 def one_run(args, run, apply_defaults, out, mode, seed, name=None, **settings):
-    """`run` with this mode, seed and settings, in out/<name> (by default named after them); a folder holding
-    metrics.json is read instead."""
+    """`run` with this mode, seed and settings, in run_folder(...); a folder holding metrics.json is read instead,
+    one holding a checkpoint (a run stopped or killed before) is resumed, each after checking its settings."""
     a = argparse.Namespace(**vars(args))
     a.mode, a.seed, a.shared_dir = mode, seed, args.shared_dir or str(out / "shared")
     for k, v in settings.items():
         setattr(a, k, v)
-    a.out = str(out / (name or "-".join([mode, *[f"{k}{v:g}" for k, v in settings.items()], f"seed{seed}"])))
+    a.out = str(run_folder(out, mode, seed, name, **settings))
     done = Path(a.out) / "metrics.json"
     if done.exists():
         saved = json.loads(done.read_text())
@@ -78,75 +82,105 @@ def one_run(args, run, apply_defaults, out, mode, seed, name=None, **settings):
 class Launcher:
     """Starts an experiment's runs (one_run) and returns a Future of each one's metrics: one after another in this
     process (--jobs 1), or in --jobs worker processes that share the threads. A run that needs another's result
-    (the seed's warm-up and B, SPL's budget) is launched after waiting for that result.
+    (the seed's warm-up and B, SPL's budget) is launched after waiting for that result; a run asked for twice
+    (--seeds 0 0) is launched once.
 
-    SIGTERM / Ctrl-C: every run in progress stops at an iteration boundary with a checkpoint, no further run
-    starts, and the same command continues the experiment (finished runs are read back, stopped ones resumed)."""
+    SIGTERM or Ctrl-C: the runs in progress stop at an iteration boundary with a checkpoint (the workers get a
+    SIGTERM from here; they ignore Ctrl-C), no further run starts, and the experiment exits 128 + the signal. The
+    same command continues it: finished runs are read back, stopped ones resume. A second Ctrl-C ends it at once."""
 
     def __init__(self, args, run, apply_defaults, out):
         self.args, self.run, self.apply_defaults, self.out = args, run, apply_defaults, out
-        self.pool, self.previous = None, {}
+        self.pool, self.previous, self.launched, self.signum = None, {}, {}, 0
         if args.jobs > 1:  # 'spawn': a fresh interpreter, as forking a process that holds OpenMP threads is unsafe
-            self.pool = concurrent.futures.ProcessPoolExecutor(args.jobs, multiprocessing.get_context("spawn"),
-                                                               initializer=_start_worker)
+            context = multiprocessing.get_context("spawn")
+            self.stop = context.RawValue("b", 0)  # 1: workers start no further run (a plain byte: signal-safe)
+            self.pool = concurrent.futures.ProcessPoolExecutor(args.jobs, context, initializer=_start_worker,
+                                                               initargs=(self.stop,))
             threads = max(1, (args.threads or torch.get_num_threads()) // args.jobs)
             self.worker_args = argparse.Namespace(**{**vars(args), "threads": threads, "quiet": True})
 
     def __call__(self, mode, seed, name=None, **settings):
+        if self.signum:
+            raise runs.Stopped(self.signum, 0, None, STOPPED)
+        folder = run_folder(self.out, mode, seed, name, **settings)
+        if folder in self.launched:
+            return self.launched[folder]
         if self.pool is None:
-            done = concurrent.futures.Future()
-            done.set_result(one_run(self.args, self.run, self.apply_defaults, self.out, mode, seed, name, **settings))
-            return done
-        future = self.pool.submit(_run_in_worker, self.worker_args, self.run, self.apply_defaults, self.out, mode,
-                                  seed, name, **settings)
-        if not self.args.quiet:
-            future.add_done_callback(_say_done)
+            future = concurrent.futures.Future()
+            future.set_result(one_run(self.args, self.run, self.apply_defaults, self.out, mode, seed, name,
+                                      **settings))
+        else:
+            future = self.pool.submit(_run_in_worker, self.worker_args, self.run, self.apply_defaults, self.out,
+                                      mode, seed, name, **settings)
+            if not self.args.quiet:
+                future.add_done_callback(_say_done)
+        self.launched[folder] = future
         return future
 
-    def __enter__(self):
+    def on_signal(self, signum, frame):
+        if signum == signal.SIGINT and (self.signum or runs.signal_noted()):  # a second Ctrl-C: at once
+            for worker in multiprocessing.active_children():
+                worker.kill()
+            raise KeyboardInterrupt
+        self.signum = self.signum or signum
         if self.pool is not None:
-            self.previous = {s: signal.getsignal(s) for s in runs.STOP_SIGNALS}
+            self.stop.value = 1
+            for worker in multiprocessing.active_children():
+                with contextlib.suppress(ProcessLookupError):  # it may have just ended
+                    os.kill(worker.pid, signal.SIGTERM)
+
+    def __enter__(self):
+        self.previous = {s: signal.getsignal(s) for s in runs.STOP_SIGNALS}
+        if threading.current_thread() is threading.main_thread():  # only there may handlers be set
             for s, handler in self.previous.items():
                 if handler is not signal.SIG_IGN:
-                    signal.signal(s, _pass_on)
+                    signal.signal(s, self.on_signal)
         return self
 
     def __exit__(self, kind, error, traceback):
-        if self.pool is not None:  # after an error or a stop, start nothing more
+        if self.pool is not None:
+            if kind is not None:  # an error or a stop: the workers start nothing more
+                self.stop.value = 1
             self.pool.shutdown(wait=True, cancel_futures=kind is not None)
+        if threading.current_thread() is threading.main_thread():
             for s, handler in self.previous.items():
-                signal.signal(s, handler)
-        if isinstance(error, runs.Stopped):
-            raise runs.Stopped(error.signum, error.iteration, error.out, "stopped (every run in progress wrote its "
-                               "checkpoint); continue with the same command") from None
+                signal.signal(s, handler or signal.SIG_DFL)
+        if kind is KeyboardInterrupt and self.signum:
+            raise runs.Stopped(signal.SIGINT, 0, None, "stopped at once (a second Ctrl-C); the stopped runs continue "
+                               "from their last periodic checkpoint with the same command") from None
+        if isinstance(error, runs.Stopped) or (kind is not None and self.signum):  # (a worker killed as it started)
+            raise runs.Stopped(self.signum or error.signum, 0, None, STOPPED) from None
 
 
-def _pass_on(signum, frame):
-    """The experiment's signal handler: Ctrl-C reaches the workers by itself, a SIGTERM sent to this process alone
-    is passed on to them (a worker takes a second one as the first)."""
-    for worker in multiprocessing.active_children():
-        os.kill(worker.pid, signum)
+STOPPED = "stopped (every run in progress wrote its checkpoint); continue with the same command"
 
 
-_worker_stop = [0]  # in a worker process: the stop signal received (0: none)
+def run_folder(out, mode, seed, name=None, **settings):
+    """out/<name>, by default named after the mode, the settings and the seed (random-budget0.005-seed1)."""
+    return Path(out) / (name or "-".join([mode, *[f"{k}{v:g}" for k, v in settings.items()], f"seed{seed}"]))
 
 
-def _start_worker():
-    """A worker's signals: one that comes during a run stops it with a checkpoint (runs.stop_on_signal); one that
-    comes between runs is noted here, so that the worker starts no further run."""
-    for s in runs.STOP_SIGNALS:
-        if signal.getsignal(s) is not signal.SIG_IGN:
-            signal.signal(s, lambda signum, frame: _worker_stop.__setitem__(0, signum))
+_worker = {"stop": None, "signalled": False}  # in a worker process: the experiment's stop byte, a SIGTERM seen
+
+
+def _start_worker(stop):
+    """A worker leaves Ctrl-C to the experiment, which passes a SIGTERM on. A SIGTERM during a run stops it with a
+    checkpoint (runs.stop_on_signal); one between runs is noted here, and the worker starts no further run."""
+    _worker["stop"] = stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _note_stop)
+
+
+def _note_stop(signum, frame):
+    _worker["signalled"] = True
 
 
 def _run_in_worker(args, run, apply_defaults, out, mode, seed, name, **settings):
-    if _worker_stop[0]:
-        raise runs.Stopped(_worker_stop[0], 0, None)
-    try:
-        return one_run(args, run, apply_defaults, out, mode, seed, name, **settings)
-    except runs.Stopped as e:
-        _worker_stop[0] = e.signum
-        raise
+    """one_run in a worker process, unless the experiment is stopping."""
+    if _worker["stop"].value or _worker["signalled"]:
+        raise runs.Stopped(signal.SIGTERM, 0, None, "not started: the experiment is stopping")
+    return one_run(args, run, apply_defaults, out, mode, seed, name, **settings)
 
 
 def _say_done(future):
@@ -161,7 +195,7 @@ PLUMBING = ("out", "quiet", "threads", "log_every", "num_workers", "save_every",
 
 
 def changed_settings(saved, wanted):
-    """The settings (besides PLUMBING) in which a finished run's saved args differ from the wanted ones; a setting
+    """The settings (besides PLUMBING) in which a saved run's args differ from the wanted ones; a setting
     the saved run does not know (a flag added since) counts as unset."""
     saved, wanted = effective(saved), effective(wanted)
     return [f"--{k.replace('_', '-')} {saved.get(k)} -> {v}" for k, v in wanted.items()
@@ -287,17 +321,18 @@ def run_sweep(args, run, apply_defaults, image_pixels=None):
     for b in args.budgets:
         for sel in SWEEP_SELECTORS:
             plan.append((sel, b, {"points": max(1, round(b * image_pixels))} if sel == "ppl" else {"budget": b}))
-    # SPL's whole mask trains the seed's warm-up and B, which every other run but supervised reuses: these two first
-    first = [i for i, (mode, budget, _) in enumerate(plan) if budget is None and mode in ("spl", "supervised")]
+    # SPL's whole mask trains the seed's warm-up and B, which every other run but supervised reuses: those two
+    # runs start first, the others once that SPL run has ended
+    whole_mask, supervised = plan.index(("spl", None, {})), plan.index(("supervised", None, {}))
     runs_ = {}
     with Launcher(args, run, apply_defaults, out) as launch:
         for seed in seeds:
-            for i in first:
+            for i in (whole_mask, supervised):
                 runs_[i, seed] = launch(plan[i][0], seed, **plan[i][2])
         for seed in seeds:
-            runs_[0, seed].result()
+            runs_[whole_mask, seed].result()
             for i, (mode, _, settings) in enumerate(plan):
-                if i not in first:
+                if i not in (whole_mask, supervised):
                     runs_[i, seed] = launch(mode, seed, **settings)
         done = {key: future.result() for key, future in runs_.items()}
     rows = []  # one per run: selector, budget asked, seed and what came of it

@@ -364,7 +364,7 @@ def shared_file(args, what, keys):
 def share(src, dst):
     """Copy a finished file into the shared folder atomically (another run may read it at any moment)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
+    tmp = dst.with_name(f"{dst.name}.{os.getpid()}.tmp")  # one per process: --jobs runs may share at once
     shutil.copyfile(src, tmp)
     os.replace(tmp, dst)
 
@@ -528,7 +528,9 @@ class Stopped(Exception):
 def stop_on_signal(run):
     """While `run` runs, SIGTERM and SIGINT only note the signal: the training loop looks at stop_requested at each
     iteration boundary, writes a checkpoint there and raises Stopped. A second signal acts at once, as it would
-    without us. The previous handlers come back afterwards (notebooks and tests call run in this process)."""
+    without us. The previous handlers come back afterwards (notebooks and tests call run in this process); a signal
+    that came too late to stop the run (during evaluation) is then handed to the previous handler if it is one of
+    ours (an experiment's: it starts no further run), not to Python's Ctrl-C default, so a lone run still ends."""
     @functools.wraps(run)
     def wrapper(args):
         if threading.current_thread() is not threading.main_thread():
@@ -542,17 +544,25 @@ def stop_on_signal(run):
             _received[0] = signum
 
         previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+        _received[0] = 0
         for s, handler in previous.items():
             if handler is not signal.SIG_IGN:  # e.g. SIGINT in a background job (`&`): it stays ignored
                 signal.signal(s, note)
-        _received[0] = 0
         try:
-            return run(args)
+            result = run(args)
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler or signal.SIG_DFL)
-            _received[0] = 0
+            late, _received[0] = _received[0], 0
+        if late and callable(previous[late]) and previous[late] is not signal.default_int_handler:
+            previous[late](late, None)
+        return result
     return wrapper
+
+
+def signal_noted():
+    """The signal a run in this process has noted and not yet acted on (0: none)."""
+    return _received[0]
 
 
 def stop_requested(args):

@@ -84,6 +84,7 @@ BAD_VALUES = {
     # --- run
     "--seed": ["-1", "4294967296", "zero"],
     "--seeds": ["-1", "0 x"],
+    "--jobs": ["0", "-1", "x"],
     "--device": ["tpu"],
     "--out": ["{file}", "{file}/run", "/etc/passwd"],
     "--log-every": ["0"],

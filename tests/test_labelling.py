@@ -253,7 +253,10 @@ def test_sweep_with_two_jobs_gives_what_one_job_gives(tmp_path):
         train.run_sweep(train.get_args([*flags, "--out", str(tmp_path / f"jobs{jobs}"), "--jobs", str(jobs)]))
     one, two = (json.loads((tmp_path / f"jobs{j}" / "sweep.json").read_text()) for j in (1, 2))
     assert two == one and len(one["runs"]) == 2 * 7
-    assert len(list((tmp_path / "jobs2" / "shared").glob("warmup-*.pt"))) == 2  # one per seed, none trained twice
+    assert len(list((tmp_path / "jobs2" / "shared").glob("warmup-*.pt"))) == 2  # one per seed
+    for r in two["runs"]:  # every run but SPL's whole mask (which trains it) and supervised started from it
+        warmup = json.loads((tmp_path / "jobs2" / r["run"] / "metrics.json").read_text())["shared_warmup"]
+        assert (warmup is None) == (r["selector"] in ("spl (whole mask)", "supervised")), r
 
 
 def test_table_with_two_jobs_gives_what_one_job_gives(tmp_path):
@@ -275,6 +278,24 @@ def test_a_stop_in_a_worker_process_reaches_the_experiment_intact():
     stopped = pickle.loads(pickle.dumps(runs.Stopped(15, 42, "runs/x")))
     assert (stopped.signum, str(stopped)) == (15, "stopped at iteration 42; continue with: python train.py --resume "
                                                    "runs/x")
+    assert str(pickle.loads(pickle.dumps(runs.Stopped(2, 0, None, "not started")))) == "not started"
+
+
+def test_an_experiment_resumes_a_stopped_run_and_refuses_one_with_other_settings(tmp_path):
+    """A run folder holding a checkpoint but no metrics.json (a stop, a kill) is continued by the same experiment
+    command, to the result the run has without a stop; with other settings it is refused by name."""
+    flags = ["--mode", "random", *TINY, "--budget", "0.05", "--save-every", "2", "--quiet"]
+    ref = train.run(train.get_args([*flags, "--out", str(tmp_path / "ref")]))
+    args = train.get_args([*flags, "--out", str(tmp_path / "x")])
+    stopped = tmp_path / "exp" / "random-seed0"
+    train.run(train.get_args([*flags, "--out", str(stopped)]))
+    (stopped / "metrics.json").unlink()  # as if stopped after its last checkpoint
+    other = argparse.Namespace(**{**vars(args), "lr": 0.5})
+    with pytest.raises(runs.UsageError, match=r"holds a stopped run with other settings \(--lr"):
+        experiments.one_run(other, train.run, train.apply_defaults, tmp_path / "exp", "random", 0)
+    m = experiments.one_run(args, train.run, train.apply_defaults, tmp_path / "exp", "random", 0)
+    assert (m["miou"], m["labelled_pixels"]) == (ref["miou"], ref["labelled_pixels"])
+    assert (stopped / "metrics.json").exists()
 
 
 def test_shared_file_names_change_with_every_setting_and_not_with_a_later_unset_key(tmp_path):
