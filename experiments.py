@@ -119,11 +119,12 @@ class Launcher:
         return future
 
     def on_signal(self, signum, frame):
-        if signum == signal.SIGINT and (self.signum or runs.signal_noted()):  # a second Ctrl-C: at once
+        at_once = signum == signal.SIGINT and (self.signum or runs.signal_noted())  # a second Ctrl-C
+        self.signum = self.signum or signum
+        if at_once:
             for worker in multiprocessing.active_children():
                 worker.kill()
             raise KeyboardInterrupt
-        self.signum = self.signum or signum
         if self.pool is not None:
             self.stop.value = 1
             for worker in multiprocessing.active_children():
