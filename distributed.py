@@ -21,7 +21,8 @@ import torch
 import runs
 from runs import UsageError, state_digest, unwrap
 
-_peers = {"store": None, "key": None, "world": 1, "published": False, "lock": threading.Lock()}
+_peers = {"store": None, "key": None, "world": 1, "published": False, "lock": threading.Lock(),
+          "thread": None, "stop": threading.Event()}
 
 
 def init_distributed(args):
@@ -53,18 +54,31 @@ def _watch_peers():
     # torchrun's store outlives a restart of the workers: one key per attempt
     _peers["key"] = f"labor-reference/error/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
     _peers["world"] = int(os.environ.get("WORLD_SIZE", "1"))
-    threading.Thread(target=_watch, daemon=True, name="peer-errors").start()
+    _peers["stop"].clear()
+    _peers["thread"] = threading.Thread(target=_watch, daemon=True, name="peer-errors")
+    _peers["thread"].start()
 
 
 def _watch():
-    while True:
-        time.sleep(0.05)
+    while not _peers["stop"].wait(0.05):
         failure = _read_failure()
         if failure is False:
             return  # the store is gone (its host ended): nothing more can come from it
         if failure:
             _exit_for_peer(*failure)
             return  # (only when the failure was this rank's own)
+
+
+def stop_watching():
+    """End the watcher thread and wait for it, before the interpreter shuts down. The watcher spends its time in
+    store calls, which release the GIL inside C++; a daemon thread that comes back from one while Python is
+    finalising is ended with pthread_exit, whose unwinding through pybind11's noexcept GIL guard calls
+    std::terminate: SIGABRT ("terminate called without an active exception") after a run that succeeded."""
+    thread = _peers["thread"]
+    if thread is not None and thread is not threading.current_thread():
+        _peers["stop"].set()
+        thread.join()  # at most one store call: its timeout (10 s) bounds it when the store's host is gone
+        _peers["thread"] = None
 
 
 def _read_failure():
@@ -189,6 +203,7 @@ def exit_cleanly(work):
         e.__traceback__ = None  # frees the failed run's DataLoader workers now (a worker's error is in a cycle)
         _leave(2)
     finally:
+        stop_watching()  # before Python shuts down (see stop_watching); _leave and the watcher use os._exit
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
