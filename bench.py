@@ -25,14 +25,15 @@ PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.0, 
 
 
 def add_flags(p):
-    p.add_argument("--benchmark", type=runs.non_negative_int, default=0, metavar="N",
+    g = p.add_argument_group("the speed benchmark (bench.py)")
+    g.add_argument("--benchmark", type=runs.non_negative_int, default=0, metavar="N",
                    help="time N LabOR iterations (after a warm-up) on random tensors at the configured resolution "
                         "and print one JSON line: iterations/s, images/s, peak memory, achieved TFLOP/s; trains "
                         "nothing")
-    p.add_argument("--profile", action="store_true",
+    g.add_argument("--profile", action="store_true",
                    help="--benchmark: also profile 5 iterations (torch.profiler) and add the operators that take the "
                         "most time, with their share of it, to the JSON line ('profile')")
-    p.add_argument("--peak-tflops", type=runs.positive_float, default=None,
+    g.add_argument("--peak-tflops", type=runs.positive_float, default=None,
                    help="--benchmark: the device's peak TFLOP/s for the fraction-of-peak figure (default: looked up "
                         "by name)")
 

@@ -30,7 +30,13 @@ import figures
 import runs
 from runs import UsageError, prepare_out
 
-TABLE_MODES = ("source_only", "adaptseg", "random", "entropy", "ppl", "spl", "supervised")
+# The rows of the miniature Table 1: (row, mode, settings, run folder stem). The paper's rules by default; our
+# variants are rows of their own beside them, so a reader sees what each addition buys.
+TABLE_ROWS = (("source_only", "source_only", {}, "source_only"), ("adaptseg", "adaptseg", {}, "adaptseg"),
+              ("random", "random", {}, "random"), ("entropy", "entropy", {}, "entropy"), ("ppl", "ppl", {}, "ppl"),
+              ("ppl, cell 8", "ppl", {"ppl_cell": 8}, "ppl-cell8"), ("spl", "spl", {}, "spl"),
+              ("supervised", "supervised", {}, "supervised"))
+TABLE_MODES = tuple(row for row, *_ in TABLE_ROWS)  # the rows' names (results.json's "mode")
 
 # Published mIoU, GTA5 -> Cityscapes, DeepLab-V2: source only and AdaptSegNet (multi-level) from Tsai et al. 2018,
 # LabOR SPL (2.2% of pixels) from Shin et al. 2021, whose fully supervised model is within 0.1 of it.
@@ -39,12 +45,13 @@ PAPER_TABLE = {"source_only": 36.6, "adaptseg": 42.4, "spl": 66.6}
 
 def add_flags(p):
     """train.py's flags for several runs at once."""
-    p.add_argument("--seeds", type=runs.seed, nargs="+", default=None,
+    g = p.add_argument_group("experiments: --mode table and --mode sweep (experiments.py)")
+    g.add_argument("--seeds", type=runs.seed, nargs="+", default=None,
                    help="--mode table / sweep: several seeds, averaged")
-    p.add_argument("--budgets", type=runs.fraction, nargs="+", default=[0.001, 0.005, 0.01, 0.022, 0.05],
+    g.add_argument("--budgets", type=runs.fraction, nargs="+", default=[0.001, 0.005, 0.01, 0.022, 0.05],
                    help="--mode sweep: labelled fractions of pixels (PPL: at most as many points per image) "
                         "(default 0.001 0.005 0.01 0.022 0.05)")
-    p.add_argument("--jobs", type=runs.positive_int, default=1,
+    g.add_argument("--jobs", type=runs.positive_int, default=1,
                    help="--mode table / sweep: runs at once, each in a process of its own with --threads / N threads "
                         "(default 1; on a 2-core CPU 2 is faster: two one-thread runs do more than one two-thread run, "
                         "see README 'Speed'). Results equal those of the same runs made one by one with that many "
@@ -234,16 +241,20 @@ def run_table(args, run, apply_defaults):
     prepare_out(out)  # a file, or a folder we cannot write in, is refused before the first run
     seeds = args.seeds or [args.seed]
     runs_ = {}
+    first = ("spl", "source_only", "supervised")  # need no other run: SPL trains the seed's warm-up and B for the rest
     with Launcher(args, run, apply_defaults, out) as launch:
-        for seed in seeds:  # first the runs that need no other: SPL trains the seed's warm-up and B for the rest
-            for mode in ("spl", "source_only", "supervised"):
-                runs_[mode, seed] = launch(mode, seed, name=f"{mode}-seed{seed}")
+        for seed in seeds:
+            for row, mode, settings, stem in TABLE_ROWS:
+                if row in first:
+                    runs_[row, seed] = launch(mode, seed, name=f"{stem}-seed{seed}", **settings)
         for seed in seeds:
             spl_frac = runs_["spl", seed].result()["labelled_fraction"]  # (0 if its mask was empty)
-            for mode in ("ppl", "random", "entropy", "adaptseg"):
-                settings = {"budget": spl_frac} if mode in ("random", "entropy") and args.budget is None else {}
-                runs_[mode, seed] = launch(mode, seed, name=f"{mode}-seed{seed}", **settings)
-        rows = {mode: [runs_[mode, seed].result() for seed in seeds] for mode in TABLE_MODES}
+            for row, mode, settings, stem in TABLE_ROWS:
+                if row not in first:
+                    if mode in ("random", "entropy") and args.budget is None:
+                        settings = {**settings, "budget": spl_frac}
+                    runs_[row, seed] = launch(mode, seed, name=f"{stem}-seed{seed}", **settings)
+        rows = {row: [runs_[row, seed].result() for seed in seeds] for row in TABLE_MODES}
     results = summarise_table(rows, args)
     write_table(out, results, rows, seeds, args)
     return results
@@ -303,7 +314,11 @@ def write_table(out, results, rows, seeds, args):
 
 # ------------------------------------------------------------------------------------------------ the sweep
 
-SWEEP_SELECTORS = ("random", "entropy", "spl", "ppl")
+# The selectors of the sweep, at every budget: (name, mode, settings). A budget is a fraction of the pixels;
+# PPL gets at most as many points per image (budget * pixels per image). The paper's PPL, and ours beside it.
+SWEEP_SELECTORS = (("random", "random", {}), ("entropy", "entropy", {}), ("spl", "spl", {}), ("ppl", "ppl", {}),
+                   ("ppl, cell 8", "ppl", {"ppl_cell": 8}))
+POINT_MODES = ("ppl",)  # modes whose budget is a number of points per image
 
 
 def run_sweep(args, run, apply_defaults, image_pixels=None):
@@ -318,29 +333,30 @@ def run_sweep(args, run, apply_defaults, image_pixels=None):
     if (out / "sweep.md").exists():
         raise UsageError(f"{out} already holds a sweep (sweep.md); pick another --out or delete it")
     seeds = args.seeds or [args.seed]
-    plan = [("spl", None, {}), ("adaptseg", None, {}), ("supervised", None, {})]
+    plan = [("spl (whole mask)", "spl", None, {}), ("adaptseg", "adaptseg", None, {}),
+            ("supervised", "supervised", None, {})]   # (selector, mode, budget, settings)
     for b in args.budgets:
-        for sel in SWEEP_SELECTORS:
-            plan.append((sel, b, {"points": max(1, round(b * image_pixels))} if sel == "ppl" else {"budget": b}))
+        for name, mode, settings in SWEEP_SELECTORS:
+            size = {"points": max(1, round(b * image_pixels))} if mode in POINT_MODES else {"budget": b}
+            plan.append((name, mode, b, {**size, **settings}))
     # SPL's whole mask trains the seed's warm-up and B, which every other run but supervised reuses: those two
     # runs start first, the others once that SPL run has ended
-    whole_mask, supervised = plan.index(("spl", None, {})), plan.index(("supervised", None, {}))
+    whole_mask, supervised = 0, 2
     runs_ = {}
     with Launcher(args, run, apply_defaults, out) as launch:
         for seed in seeds:
             for i in (whole_mask, supervised):
-                runs_[i, seed] = launch(plan[i][0], seed, **plan[i][2])
+                runs_[i, seed] = launch(plan[i][1], seed, **plan[i][3])
         for seed in seeds:
             runs_[whole_mask, seed].result()
-            for i, (mode, _, settings) in enumerate(plan):
+            for i, (_, mode, _, settings) in enumerate(plan):
                 if i not in (whole_mask, supervised):
                     runs_[i, seed] = launch(mode, seed, **settings)
         done = {key: future.result() for key, future in runs_.items()}
     rows = []  # one per run: selector, budget asked, seed and what came of it
     for seed in seeds:
-        for i, (mode, budget, _) in enumerate(plan):
+        for i, (name, _, budget, _) in enumerate(plan):
             m = done[i, seed]
-            name = "spl (whole mask)" if mode == "spl" and budget is None else mode
             rows.append({"selector": name, "budget": budget, "seed": seed, "run": Path(m["args"]["out"]).name,
                          "miou": m["miou"],
                          "labelled_fraction": m["labelled_fraction"], "points_per_image": m["points_per_image"],

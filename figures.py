@@ -1,18 +1,30 @@
-"""Figures of a run (stage 4) and of several runs (--mode table): what a person looks at first.
+"""Figures of a run (stage 4) and of several runs (--mode table, sweep): what a person looks at first.
 
-    save_figures   predictions.png (model A on target val) and selection.png (what was labelled)
-    plot_table     results.png (mIoU against the labelled fraction, one marker per method)
+    save_figures      predictions.png (model A on target val) and selection.png (what was labelled)
+    glance_record     one target image as the labelling round saw it (kept in selection.pt)
+    at_a_glance       that image through the whole method in one figure (docs/at_a_glance.png):
+                          python figures.py at-a-glance RUN_DIR [--out PATH]
+    plot_table        results.png (mIoU against the labelled fraction, one marker per method)
+    plot_budget_curve budget_curve.png
 
 matplotlib's object API only (no pyplot), so a notebook's backend is left alone.
 """
+import argparse
+import json
+import sys
+from pathlib import Path
+
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
 import data
 import labor
+import runs
+import selection
 
 FIGURE_ROWS = 3  # images shown in predictions.png and selection.png
+GLANCE_IMAGE = 0  # the target-train image of the at-a-glance figure
 
 
 def save_figures(args, out, A, evals, target_images, masks, revealed, a_wrong=None):
@@ -83,7 +95,8 @@ def plot_table(path, results, seeds):
     """results.png: one marker per method, mIoU (mean ± std over seeds) against the labelled fraction."""
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
-    markers = dict(source_only="v", adaptseg="^", random="x", entropy="+", ppl="s", spl="o", supervised="*")
+    markers = {"source_only": "v", "adaptseg": "^", "random": "x", "entropy": "+", "ppl": "s", "ppl, cell 8": "D",
+               "spl": "o", "supervised": "*"}
     for r in results:
         frac = max(100 * r["labelled_fraction"], 1e-3)  # log axis: unlabelled methods drawn at 0.001%
         ax.errorbar(frac, 100 * r["miou_mean"], yerr=100 * r["miou_std"], marker=markers.get(r["mode"], "o"),
@@ -109,7 +122,8 @@ def plot_budget_curve(path, summary, seeds):
     whole mask as a point of its own; AdaptSeg (no labels) and supervised (every label) as horizontal lines."""
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
-    style = dict(random=("x", "tab:gray"), entropy=("+", "tab:orange"), spl=("o", "tab:blue"), ppl=("s", "tab:green"))
+    style = {"random": ("x", "tab:gray"), "entropy": ("+", "tab:orange"), "spl": ("o", "tab:blue"),
+             "ppl": ("s", "tab:green"), "ppl, cell 8": ("D", "tab:olive")}
     for sel, (marker, colour) in style.items():
         pts = sorted((r for r in summary if r["selector"] == sel and r["budget"] is not None),
                      key=lambda r: r["labelled_fraction"])
@@ -127,3 +141,102 @@ def plot_budget_curve(path, summary, seeds):
             ax.axhspan(100 * (r["miou_mean"] - r["miou_std"]), 100 * (r["miou_mean"] + r["miou_std"]),
                        color=colour, alpha=0.08)
     _finish(fig, ax, path, "labelled target pixels (%, log scale)", f"Budget curve (synthetic, seeds {seeds})")
+
+
+# ------------------------------------------------------------------------------------------------ at a glance
+
+@torch.no_grad()
+def glance_record(args, net, target_images, i=GLANCE_IMAGE):
+    """Target-train image i as a labelling round saw it, for the at-a-glance figure: A's prediction, the argmax of
+    each of B's heads, the inconsistency mask (Eq. 4; SPL labels all of it) and the points PPL would choose there
+    (--points, --ppl-cell, --ppl-space), all at image size. Called right after the round, while A and B are the
+    models that chose; no label is read. Returns {"index", "pred_a", "head1", "head2", "mask", "ppl"}."""
+    A, B = runs.unwrap(net["A"]).eval(), runs.unwrap(net["B"]).eval()
+    x = target_images[i][0][None].to(args.device)                                        # (1, 3, H, W)
+    with runs.autocast(args):
+        logits_a = A(x)[0]
+        logits1, logits2, feat = B(x)
+    size = x.shape[-2:]
+    p1, p2 = (labor.upsample(t.float(), size) for t in (logits1, logits2))              # (1, C, H, W) each
+    points = selection.ppl_select(p1, p2, args.points, feat=feat if args.ppl_space == "feat" else None,
+                                  cell=args.ppl_cell)                                     # (1, H, W) bool
+    A.train()
+    B.train()
+    as_map = lambda t: t.argmax(dim=1)[0].to(torch.uint8).cpu()  # noqa: E731  (H, W) class indices
+    return {"index": i, "pred_a": as_map(labor.upsample(logits_a.float(), size)), "head1": as_map(p1),
+            "head2": as_map(p2), "mask": selection.inconsistency_mask(p1, p2)[0].cpu(), "ppl": points[0].cpu()}
+
+
+def at_a_glance(run_dir, out=None):
+    """docs/at_a_glance.png from a run folder of --mode spl or ppl: one target-train image through the whole
+    method, side by side. The ground truth (read from the dataset, for this figure only) marks where A was wrong:
+    SPL's pixels and PPL's points are red there and green where A was already right. Returns the path written."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "metrics.json").is_file():
+        raise runs.UsageError(f"{run_dir} holds no finished run (metrics.json); give the folder of a finished "
+                              f"--mode spl or ppl run")
+    saved = runs.load_safe(run_dir / runs.SELECTION, "selection")
+    g = saved.get("glance")
+    if not g:
+        raise runs.UsageError(f"{run_dir} has no record of its labelling round for this figure: give the folder of "
+                              f"a --mode spl or ppl run made by this version")
+    import train  # (here, not at the top: train imports this file) the run's own data, from its settings
+    args = argparse.Namespace(**json.loads((run_dir / "metrics.json").read_text())["args"])
+    _, target, _, classes = train.build_data(args)
+    x, y = target[g["index"]]
+    palette = np.asarray(target.palette)
+    y = y.numpy()
+    valid = y != labor.IGNORE_INDEX
+    wrong = valid & (g["pred_a"].numpy() != y)                                           # (H, W) A's errors
+    img = data.denormalize(x)
+    mask, points = g["mask"].numpy(), g["ppl"].numpy()
+
+    def marked(pixels):
+        over = img.copy()
+        for px, colour in ((pixels & ~wrong, (0, 200, 0)), (pixels & wrong, (255, 0, 0))):
+            over[px] = (0.15 * over[px] + 0.85 * np.array(colour)).astype(np.uint8)
+        return over
+
+    panels = [(img, "input (target train)"), (data.colorize(y, palette), "ground truth"),
+              (data.colorize(g["pred_a"], palette),
+               f"A's prediction (hatched: wrong, {100 * wrong.sum() / max(valid.sum(), 1):.1f}% of pixels)"),
+              (data.colorize(g["head1"], palette), "B, head 1"), (data.colorize(g["head2"], palette), "B, head 2"),
+              (mask, f"inconsistency mask, Eq. 4 ({100 * mask.mean():.2f}%)"),
+              (marked(mask), f"SPL: the whole mask ({int((mask & wrong).sum())} of {int(mask.sum())} px A got wrong)"),
+              (img, f"PPL: {int(points.sum())} points ({int((points & wrong).sum())} where A was wrong)")]
+    fig = Figure(figsize=(16, 5.4))
+    axes = fig.subplots(2, 4)
+    for ax, (image, title) in zip(axes.flat, panels):
+        ax.imshow(image, cmap="gray" if image.ndim == 2 else None, interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    axes[0, 2].contourf(wrong, levels=[0.5, 1.5], colors="none", hatches=["////"])
+    ys, xs = np.nonzero(points)
+    axes[1, 3].scatter(xs, ys, s=22, c=np.where(wrong[ys, xs][:, None], [[1.0, 0, 0]], [[0, 0.8, 0]]),
+                       edgecolors="white", linewidths=0.6)
+    a = args
+    fig.suptitle(f"LabOR at a glance: target-train image {g['index']} at the labelling round ({a.mode} run, seed "
+                 f"{a.seed}, {a.iters} iterations; PPL: {a.points} points, --ppl-cell {a.ppl_cell})", fontsize=10)
+    fig.tight_layout()
+    out = Path(out) if out else run_dir / "at_a_glance.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    return out
+
+
+def main(argv=None):
+    p = runs.ArgumentParser(description="Figures from a finished run folder.")
+    sub = p.add_subparsers(dest="figure", required=True)
+    g = sub.add_parser("at-a-glance", help="one target image through the whole method (docs/at_a_glance.png)")
+    g.add_argument("run_dir", help="the folder of a finished --mode spl or ppl run")
+    g.add_argument("--out", default=None, help="where to write the PNG (default RUN_DIR/at_a_glance.png)")
+    try:
+        args = p.parse_args(argv)
+        print(at_a_glance(args.run_dir, args.out))
+    except runs.UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

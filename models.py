@@ -243,17 +243,6 @@ class FCDiscriminator(nn.Module):
         return self.net(prob)         # (B, 1, h/32, w/32)
 
 
-def add_flags(p):
-    """train.py's flags that pick the models: A's (and B's) backbone, its weights, D's width."""
-    import runs  # the flags' valid values (imported here: the models themselves need none of the run plumbing)
-    a = p.add_argument
-    a("--model", default=None, choices=["tiny", "deeplabv2"], help="tiny (synthetic default) or deeplabv2")
-    a("--width", type=runs.positive_int, default=24, help="TinyBackbone width (default 24)")
-    a("--weights", default=None, help="DeepLab-V2 backbone weights: 'imagenet' (torchvision download) or a "
-                                      "file path to a torchvision resnet101 state dict (default none)")
-    a("--ndf", type=runs.positive_int, default=None, help="discriminator width (paper 64; tiny default 16)")
-
-
 def count_parameters(module):
     """All parameters, trainable or not (frozen BN's affine parameters count, as in AdaptSegNet)."""
     return sum(p.numel() for p in module.parameters())

@@ -91,9 +91,42 @@ existing_file = _checked(str, lambda v: Path(v).is_file(), "an existing file")
 folder = _checked(str, lambda v: not Path(v).is_file(), "a folder (it may not exist yet), not a file")
 
 
+def add_data_flags(p):
+    """The flags of the data: the synthetic benchmark's knobs, then the real datasets' folders (two groups)."""
+    g = p.add_argument_group("the synthetic benchmark (synthetic.py; the default data)")
+    a = g.add_argument
+    a("--data", default="synthetic", choices=["synthetic", "gta5-cityscapes"], help="benchmark (default synthetic)")
+    a("--eval-split", default="val", choices=["val", "tune"],
+      help="'val' reports on target val; 'tune' on a tuning split generated with another seed (for choosing "
+           "settings without looking at val; synthetic only)")
+    a("--size", type=image_side, nargs=2, default=None, metavar=("H", "W"), help="synthetic image size (default 96 192)")
+    a("--shift", type=unit_float, default=0.6,
+      help="synthetic domain-shift strength: 0 = target looks like source, 1 = synthetic.py's full target style "
+           "(default 0.6, chosen on the tuning split: source-only then scores well under 70%% of supervised)")
+    a("--thing-shift", type=unit_float, default=0.0,
+      help="synthetic: the shift of the things' colours alone (car, person, pole, sign). Default 0, chosen on the "
+           "tuning split: an adapted model then recognises things partly, as on GTA5 -> Cityscapes; "
+           "--thing-shift 0.6 (= --shift) is the first benchmark, where it misses them whole (docs/experiments.md)")
+    a("--n-source", type=positive_int, default=None, help="synthetic source-train images (default 1000)")
+    a("--n-target", type=positive_int, default=None, help="synthetic target-train images (default 500)")
+    a("--n-val", type=positive_int, default=None, help="synthetic target-val images (default 200)")
+    a("--data-seed", type=seed, default=0, help="seed of the synthetic benchmark itself (default 0)")
+    a("--width", type=positive_int, default=24, help="--model tiny: the backbone's width (default 24)")
+    g = p.add_argument_group("real data: GTA5 to Cityscapes (README, 'Full scale')")
+    a = g.add_argument
+    a("--gta5-root", type=existing_dir, default=None, help="GTA5 folder with images/ and labels/")
+    a("--cityscapes-root", type=existing_dir, default=None, help="Cityscapes folder with leftImg8bit/ and gtFine/")
+    a("--gta5-list", type=existing_file, default=None, help="optional AdaptSegNet-style list of GTA5 image names")
+    a("--cityscapes-list", type=existing_file, default=None, help="optional list of Cityscapes train image names")
+    a("--source-size", type=image_side, nargs=2, default=None, metavar=("W", "H"),
+      help="real data: source resize (paper preset 1280 720; otherwise 640 360)")
+    a("--target-size", type=image_side, nargs=2, default=None, metavar=("W", "H"),
+      help="real data: target resize (paper preset 1024 512; otherwise 512 256)")
+
+
 def add_run_flags(p):
     """The flags of the run itself, not of the method: where it runs, where it writes, checkpoints."""
-    a = p.add_argument
+    a = p.add_argument_group("the run (device, output, resume; docs/operations.md)").add_argument
     a("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks cuda when available")
     a("--out", default=None, help="run folder (default runs/<mode>-<time>)")
     a("--shared-dir", type=folder, default=None,
@@ -330,7 +363,7 @@ def replay_selection(saved, annotator, state):
     """The labels a killed run bought after its last checkpoint (selection.pt): returned as RevealedLabels, with
     the annotator's counters and the round records restored, so that nothing is bought twice."""
     annotator.load_state_dict(saved["annotator"])
-    state.update({k: saved[k] for k in ("masks", "a_wrong", "selection_rounds")})
+    state.update({k: saved[k] for k in ("masks", "a_wrong", "selection_rounds", "glance") if k in saved})
     return selection.RevealedLabels.from_state_dict(saved)
 
 
@@ -347,6 +380,7 @@ def save_selection(args, out, revealed, annotator, state):
     if args.rank == 0:
         save_atomic({"format": FORMAT, "mode": args.mode, "rounds_done": state["rounds_done"],
                      **revealed.state_dict(), "annotator": annotator.state_dict(), "masks": state["masks"],
+                     "glance": state["glance"],
                      "a_wrong": state["a_wrong"], "selection_rounds": state["selection_rounds"]}, out / SELECTION)
 
 
@@ -400,7 +434,7 @@ def shared_selector(args, B, state, train):
 
 def new_state():
     """The trainer's counters and records: everything of a run, besides the models, that a checkpoint holds."""
-    return {"iter": 0, "rounds_done": 0, "history": [], "running": {}, "masks": {}, "a_wrong": {},
+    return {"iter": 0, "rounds_done": 0, "history": [], "running": {}, "masks": {}, "a_wrong": {}, "glance": {},
             "selection_rounds": [], "selector_history": [], "shared_warmup": None,
             "stage_time": {"setup": 0.0, "adaptation": 0.0, "selector": 0.0, "selection": 0.0, "evaluation": 0.0,
                            "outputs": 0.0}}

@@ -3,27 +3,23 @@
     python train.py --mode spl            # LabOR with segment-based labelling on the synthetic benchmark
     python train.py --mode table          # every mode, one seed: the miniature Table 1 (results.md, results.png)
 
-Stages (each has a banner below and a progress bar at run time):
-  0. set-up       arguments, device, data, models A, B, D and their optimisers
+Stages (each has a banner below and a progress bar at run time); `run` at the bottom calls them in order:
+  0. set-up       arguments, data, models A, B, D and their optimisers
   1. adaptation   A learns from source labels (Eq. 1) and fools D on target (Eq. 3); once target labels exist
-                  A learns from them too (Eq. 2). The pixel selector B learns A's pseudo-labels (Eq. 5) while
-                  its two heads are pushed apart (Eq. 6): by default (--schedule staged, the paper's Fig. 2) in
-                  1b, after A's --warmup and with A fixed; with --schedule joint, beside A from the start.
+                  A learns from them too (Eq. 2). By default (--schedule staged, the paper's Fig. 2):
+  1b. selector    after A's --warmup, B learns that A's pseudo-labels (Eq. 5) with A fixed while its two heads are
+                  pushed apart (Eq. 6); with --schedule joint, B trains beside A from the start.
   2. selection    B looks at every target-train image; SPL or PPL choose pixels (Eq. 4), the annotator reveals
-                  their labels. (Runs inside stage 1: after 1b, or at --select-at under the joint schedule.)
+                  their labels; then stage 1 continues.
   3. evaluation   A on target val: mIoU from one confusion matrix over the whole split, final model only.
   4. outputs      metrics.json, checkpoint, selection, figures in the run folder.
 
-The modes: source_only, adaptseg, spl, ppl, random, entropy, supervised, table (see --help).
-The plumbing lives beside this file: runs.py (the run's own flags, valid flag values, run folder, checkpoints,
-resume, SIGTERM), distributed.py (torchrun), figures.py, experiments.py (--mode table, sweep), bench.py
-(--benchmark); data.py (also build_data, stage 0's datasets), models.py, experiments.py and bench.py add their
-own flags to the parser below.
+The plumbing lives beside this file: job.py (what a run does around the method: checkpoints, resume, shared
+warm-up, stop signals, outputs), runs.py (flags' valid values, files, the data stream), distributed.py (torchrun),
+figures.py, experiments.py (--mode table, sweep), bench.py (--benchmark).
 """
 import argparse
 import contextlib
-import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -37,10 +33,10 @@ import labor
 import models
 import runs
 import selection
-from data import build_data  # source, target train (for the annotator), target eval
-from distributed import (exit_cleanly, gather_dict, init_distributed, on_rank0, ranks_agree, sync_buffers,
-                         wrap_distributed)
-from runs import UsageError, as_iterations, autocast, unwrap
+import synthetic
+from distributed import exit_cleanly, gather_dict, init_distributed
+from job import Job
+from runs import UsageError, as_iterations, autocast, unwrap  # noqa: F401 (train.UsageError, train.unwrap: notebooks)
 
 MODES = ("source_only", "adaptseg", "spl", "ppl", "random", "entropy", "supervised", "table", "sweep")
 SELECTING_MODES = ("spl", "ppl", "random", "entropy")
@@ -59,25 +55,25 @@ def get_args(argv=None):
 
 
 def build_parser():
-    """The method's flags, with the paper's values; data, model, run, table/sweep and benchmark flags come from
-    data.py, models.py, runs.py, experiments.py and bench.py. Every flag has its valid values (runs.py's types): a
-    bad value is refused before any work starts."""
+    """The flags in groups: the method with the paper's values, our additions, the data, the run, experiments, the
+    benchmark (the last four from runs.py, experiments.py and bench.py). Every flag has its valid values (runs.py's
+    types): a bad value is refused before any work starts."""
     p = runs.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    a = p.add_argument
+    a = p.add_argument_group("the method (LabOR), with the paper's values").add_argument
     a("--mode", default="spl", help="one of " + ", ".join(MODES) + " (default: spl)")
     a("--preset", default="synthetic", choices=["synthetic", "paper"],
       help="'synthetic': our CPU defaults for the built-in benchmark; 'paper': DeepLab-V2 settings of the paper "
            "(SGD 2.5e-4, momentum 0.9, wd 5e-4, poly 0.9; D: Adam 1e-4, betas (0.9, 0.99); 1280x720 / 1024x512)")
-    # --- data
-    data.add_flags(p)  # --data, --eval-split, --size, --shift, ..., --data-seed; --gta5-root, --cityscapes-root, ...
-    models.add_flags(p)  # --model, --width, --weights, --ndf
-    # --- optimisation
+    a("--model", default=None, choices=["tiny", "deeplabv2"], help="paper: deeplabv2 (synthetic default: tiny)")
+    a("--weights", default=None, help="DeepLab-V2 backbone weights: 'imagenet' (torchvision download, the paper's) or "
+                                      "a file path to a torchvision resnet101 state dict (default none)")
+    a("--ndf", type=runs.positive_int, default=None, help="discriminator width (paper 64; tiny default 16)")
     a("--iters", type=runs.positive_int, default=None,
-      help="training iterations of stage 1 (synthetic default 500: a 5-minute run on 2 cores)")
+      help="training iterations of stage 1 (paper 250000; synthetic default 500: a 4-minute run on 2 cores)")
     a("--batch-size", type=runs.positive_int, default=None, help="images per batch per domain (paper 1; synthetic 8)")
     a("--lr", type=runs.positive_float, default=None,
       help="SGD learning rate of A and B (paper 2.5e-4; synthetic 0.01)")
-    a("--lr-d", type=runs.positive_float, default=None, help="Adam learning rate of D (paper 1e-4)")
+    a("--lr-d", type=runs.positive_float, default=None, help="Adam learning rate of D (paper 1e-4; synthetic 1e-3)")
     a("--momentum", type=runs.momentum, default=0.9, help="SGD momentum (paper 0.9)")
     a("--weight-decay", type=runs.non_negative_float, default=5e-4, help="SGD weight decay (paper 5e-4)")
     a("--power", type=runs.non_negative_float, default=0.9, help="poly learning-rate power (paper 0.9)")
@@ -96,11 +92,20 @@ def build_parser():
     a("--iast-alpha", type=runs.unit_float, default=labor.IAST_ALPHA, help="IAST alpha (0.2)")
     a("--iast-beta", type=runs.unit_float, default=labor.IAST_BETA, help="IAST beta (0.9)")
     a("--iast-gamma", type=runs.non_negative_float, default=labor.IAST_GAMMA, help="IAST gamma (8.0 for GTA5)")
-    # --- schedule: when B trains and when labels are bought
+    a("--budget", type=runs.fraction, default=None,
+      help="labelled fraction of pixels per image in (0, 1]: sets random/entropy (default 0.022, the paper's SPL "
+           "budget); caps SPL, which by default labels its whole mask as in the paper (the cap is ours: --spl-cap)")
+    a("--points", type=runs.positive_int, default=40, help="PPL points per image (paper 40)")
+    a("--ppl-space", default="prob", choices=["prob", "feat"],
+      help="PPL prototype space: the heads' mean softmax ('prob') or B's features ('feat') (default prob)")
+    a("--seed", type=runs.seed, default=0, help="training seed (default 0)")
+
+    a = p.add_argument_group("our additions, not in the paper (each chosen on the tuning split: "
+                             "docs/experiments.md)").add_argument
     a("--schedule", default="staged", choices=["joint", "staged"],
-      help="'staged' (the paper's Fig. 2): warm up A (Eq. 1, 3), then train B on that A's pseudo-labels with A "
-           "fixed, select, and continue A with the labels (Eq. 1-3); 'joint': B trains beside A from the start "
-           "and labels are bought at --select-at (default staged, chosen on the tuning split: README)")
+      help="'staged' (our reading of the paper's Fig. 2): warm up A (Eq. 1, 3), then train B on that A's "
+           "pseudo-labels with A fixed, select, and continue A with the labels (Eq. 1-3); 'joint': B trains beside "
+           "A from the start and labels are bought at --select-at (default staged)")
     a("--warmup", type=runs.positive_float, default=0.5,
       help="staged: A's warm-up before selection, as iterations (>= 1) or a fraction of --iters (< 1) (default 0.5)")
     a("--selector-iters", type=runs.positive_float, default=0.5,
@@ -109,29 +114,20 @@ def build_parser():
     a("--selector-init", default="a", choices=["a", "scratch"],
       help="staged: B's backbone starts from A's warm-up weights ('a', the analogue of the paper's shared "
            "ImageNet start) or from a random start ('scratch') (default a)")
-    # --- selection
     a("--select-at", type=runs.non_negative_float, nargs="+", default=None,
       help="--schedule joint: labelling rounds, as iterations (>= 1) or fractions of --iters (< 1); several rounds "
            "split the budget (default 0.5: one round half-way). The staged schedule labels once, after --warmup")
-    a("--budget", type=runs.fraction, default=None,
-      help="labelled fraction of pixels per image in (0, 1]: caps SPL; sets random/entropy (default: SPL "
-           "labels its whole mask, random/entropy alone use 0.022)")
     a("--spl-cap", default="random", choices=["random", "discrepancy"],
       help="which mask pixels SPL keeps when --budget is smaller than its mask: 'random' ones, spread over the "
-           "mask, or the most 'discrepant' (per-pixel Eq. 6), which lie packed together (our addition: the paper "
-           "labels the whole mask) (default random, chosen on the tuning split)")
-    a("--points", type=runs.positive_int, default=40,
-      help="PPL points per image (paper 40); at most, with --ppl-cell (default 40)")
-    a("--ppl-space", default="prob", choices=["prob", "feat"], help="PPL prototype space (default prob)")
-    a("--ppl-cell", type=runs.non_negative_int, default=8,
-      help="PPL: at most one point of a class per NxN block of the image (our addition; 8 = A's output stride: "
-           "one point per output cell). Plain PPL's points lie side by side. 0: the nearest points wherever they "
-           "lie (default 8, chosen on the tuning split)")
-    # --- run
-    a("--seed", type=runs.seed, default=0, help="training seed (default 0)")
-    experiments.add_flags(p)  # --seeds, --budgets (--mode table and sweep)
-    runs.add_run_flags(p)  # --device, --out, --shared-dir, --threads, --quiet, --save-every, --resume, --amp, ...
-    bench.add_flags(p)     # --benchmark N, --profile, --peak-tflops
+           "mask, or the most 'discrepant' (per-pixel Eq. 6), which lie packed together (default random)")
+    a("--ppl-cell", type=runs.non_negative_int, default=0,
+      help="PPL: at most one point of a class per NxN block of the image (8 = A's output stride: one point per "
+           "output cell); the paper's points may lie side by side. --points is then at most (default 0: the "
+           "paper's rule, the nearest points wherever they lie)")
+    runs.add_data_flags(p)      # the synthetic benchmark; real data
+    runs.add_run_flags(p)       # --device, --out, --shared-dir, --threads, --quiet, --save-every, --resume, --amp, ...
+    experiments.add_flags(p)    # --seeds, --budgets, --jobs (--mode table and sweep)
+    bench.add_flags(p)          # --benchmark N, --profile, --peak-tflops
     return p
 
 
@@ -159,10 +155,45 @@ def apply_defaults(args):
 
 def select_iterations(args):
     """The labelling rounds as sorted iteration numbers in [0, iters): the end of the warm-up (staged), or
-    --select-at (joint). (runs.check_args has checked them.)"""
+    --select-at (joint); [0] for supervised (every label before training); none for the modes that buy none.
+    (runs.check_args has checked them.)"""
+    if args.mode == "supervised":
+        return [0]
+    if args.mode not in SELECTING_MODES:
+        return []
     if args.schedule == "staged":
         return [as_iterations(args.warmup, args.iters)]
     return sorted({as_iterations(s, args.iters) for s in args.select_at})
+
+
+def shares_warmup(args):
+    """Staged runs that adapt A alone before buying labels (and adaptseg, which buys none) train one and the same
+    warm-up for a seed: with --shared-dir the first saves it and the others start from it."""
+    return args.schedule == "staged" and args.mode in SELECTING_MODES + ("adaptseg",)
+
+
+# ================================================================================================================
+# 0. Set-up: data
+# ================================================================================================================
+
+def build_data(args):
+    """Source train (labelled), target train (labelled: run hands it to the annotator only), target eval (val, or
+    the tuning split) and the class names, from the flags."""
+    if args.data == "synthetic":
+        kw = dict(size=tuple(args.size), shift=args.shift, thing_shift=getattr(args, "thing_shift", None))
+        source = synthetic.synthetic_split("source", "train", n=args.n_source, seed=args.data_seed, **kw)
+        target = synthetic.synthetic_split("target", "train", n=args.n_target, seed=args.data_seed, **kw)
+        # the tuning split has val's distribution and another seed, so choosing settings never sees val
+        eval_seed = args.data_seed + (0 if args.eval_split == "val" else 1000)
+        evals = synthetic.synthetic_split("target", "val", n=args.n_val, seed=eval_seed, **kw)
+        return source, target, evals, source.classes
+    src_size, tgt_size = data.real_sizes(args.preset, args.source_size, args.target_size)
+    source = data.GTA5(args.gta5_root, list_path=args.gta5_list, size=src_size)
+    target = data.Cityscapes(args.cityscapes_root, "train", list_path=args.cityscapes_list, size=tgt_size,
+                             label_size=tgt_size)
+    # evaluation as the field does: predict at 1024x512, upsample to the full-resolution label
+    evals = data.Cityscapes(args.cityscapes_root, "val", size=tgt_size, label_size=None)
+    return source, target, evals, source.classes
 
 
 # ================================================================================================================
@@ -253,10 +284,10 @@ def train_step(args, net, opt, theta, batch_s, batch_t, y_t, scaler=None):
         for key, ls, pt in (("D", logits_s, prob_t), ("D_aux", logits_s_aux, prob_t_aux)):
             opt[key].zero_grad(set_to_none=True)
             with autocast(args):
-                # the target maps are A's step's own (pt), detached: the same numbers, not computed twice
-                prob_s = F.softmax(labor.upsample(ls.detach(), size_t), dim=1)              # (B, C, Ht, Wt)
-                d_out = net[key](torch.cat([prob_s, pt.detach()]))                # (2B, 1, h, w) one call: DDP-friendly
-                loss_d = labor.adv_discriminator_loss(d_out[:len(x_s)], d_out[len(x_s):], args.gan)
+                # each domain's maps at its own image size (AdaptSegNet); the target's are A's step's own, detached
+                prob_s = F.softmax(labor.upsample(ls.detach(), x_s.shape[-2:]), dim=1)     # (B, C, Hs, Ws)
+                d_s, d_t = discriminate(net[key], prob_s, pt.detach())                 # (B, 1, h, w) each
+                loss_d = labor.adv_discriminator_loss(d_s, d_t, args.gan)
             scaler.scale(loss_d).backward()
             scaler.step(opt[key])
             losses["loss_" + key] = loss_d.item()
@@ -267,6 +298,15 @@ def train_step(args, net, opt, theta, batch_s, batch_t, y_t, scaler=None):
         losses.update(losses_b)
     scaler.update()
     return losses, theta
+
+
+def discriminate(D, prob_s, prob_t):
+    """D's outputs on the source and the target maps: one call on both when they have one size (a DDP module runs
+    one forward per backward), one each when they differ (the paper preset: 1280x720 and 1024x512)."""
+    if prob_s.shape[1:] == prob_t.shape[1:]:
+        d_out = D(torch.cat([prob_s, prob_t]))                                              # (2B, 1, h, w)
+        return d_out[:len(prob_s)], d_out[len(prob_s):]
+    return D(prob_s), D(prob_t)
 
 
 @contextlib.contextmanager
@@ -404,122 +444,49 @@ def evaluate(args, A, dataset, num_classes):
 # The run: stages 0 to 4 in order
 # ================================================================================================================
 
-@runs.stop_on_signal  # SIGTERM / SIGINT: stop at the next iteration boundary, with a checkpoint (runs.py)
+@runs.stop_on_signal  # SIGTERM / SIGINT: stop at the next iteration boundary, with a checkpoint (job.py)
 def run(args):
-    """One run of args.mode: stages 0 to 4. Returns the metrics (also written to metrics.json)."""
-    t_start = time.time()
-    runs.setup_runtime(args)
-    out = Path(args.out)
-    on_rank0(args, runs.prepare_out, out, args.resume)
-    resume = runs.resume_checkpoint(args)
-    select_its = select_iterations(args) if args.mode in SELECTING_MODES else []
-    if args.mode == "supervised":
-        select_its = [0]  # the annotator reveals every target-train label before training starts
+    """One run of args.mode: stages 0 to 4. Returns the metrics (also written to metrics.json). `job` does what
+    a run needs beside the method: checkpoints, resume, the seed's shared warm-up and B, stop signals, torchrun,
+    the outputs (job.py)."""
+    job = Job(args)
 
-    # ---- 0. set-up ----------------------------------------------------------------------------------------------
+    # ---- 0. set-up ------------------------------------------------------------------------------------------------
     source, target, evals, classes = build_data(args)      # target-train labels: for the annotator, nowhere else
-    num_classes = len(classes)
     target_images = data.ImagesOnly(target)                 # all the trainer may see of target train ...
     annotator = selection.Annotator(lambda i, labelled=target: labelled[i][1])  # ... and the door to its labels
     del target                                              # (no other name for the labelled set in this scope)
     net = {k: m.to(args.device, memory_format=args.memory_format)
-           for k, m in build_models(args, num_classes).items()}
+           for k, m in build_models(args, len(classes)).items()}
     opt = build_optimisers(args, net)
-    scaler = torch.amp.GradScaler(args.device.type, enabled=args.amp_dtype == torch.float16)
-    theta = torch.full((num_classes,), labor.IAST_THETA0, device=args.device)   # IAST thresholds (Eq. 5)
-    revealed = selection.RevealedLabels(tuple(target_images[0][0].shape[-2:]))
-    budget = args.budget  # None: SPL labels its whole inconsistency mask, random/entropy take the paper's 2.2%
-    if budget is None and args.mode in ("random", "entropy"):
-        budget = DEFAULT_BUDGET
-    state = runs.new_state()  # iteration, rounds done, loss history, seconds per stage: all a checkpoint holds
-    saved_selection = None
-    # staged runs that adapt A before any label is bought share that warm-up (adaptseg: one without labels)
-    shares_warmup = args.schedule == "staged" and args.mode in SELECTING_MODES + ("adaptseg",)
-    warmup_file = runs.shared_file(args, "warmup", runs.WARMUP_KEYS) if shares_warmup else None
-    if resume is not None or (warmup_file is not None and warmup_file.exists()):  # a resumed run, or A's warm-up
-        theta, revealed, saved_selection = runs.start_from(resume, warmup_file, out, state, net, opt, scaler,
-                                                           annotator)   # (trained once per seed by another run)
-    theta = theta.to(args.device)
-    net = wrap_distributed(args, net)
-    src_stream = runs.stream(source, args, args.seed * 2 + 0, state["iter"] * args.batch_size, args.device)
-    tgt_stream = runs.stream(target_images, args, args.seed * 2 + 1, state["iter"] * args.batch_size, args.device)
-    state["stage_time"]["setup"] += time.time() - t_start
-    saved_at = [state["iter"]]  # iteration of the checkpoint on disk, for the divergence messages
+    net = job.start(net, opt, annotator, target_images, shares_warmup(args))  # fresh, resumed, or the seed's warm-up
+    rounds = select_iterations(args)  # the labelling iterations
+    budget = DEFAULT_BUDGET if args.budget is None and args.mode in ("random", "entropy") else args.budget
+    src_stream, tgt_stream = job.stream(source, 0), job.stream(target_images, 1)
 
-    def checkpoint():
-        runs.check_finite(net, state, out, saved_at[0])
-        saved_at[0] = state["iter"]
-        runs.save_checkpoint(args, out, state, net, opt, scaler, theta, revealed, annotator)
-
-    if resume is None:
-        checkpoint()  # iteration 0: from now on a killed run can always be resumed
-
-    # ---- 1. adaptation (with 2. selection at the chosen iterations) ----------------------------------------------
-    bar = tqdm(range(state["iter"], args.iters), desc=f"{args.mode}: adaptation", initial=state["iter"],
-               total=args.iters, disable=args.rank != 0 or args.quiet)
-    for it in bar:
-        if signum := runs.stop_requested(args):  # the checkpoint is at this iteration: a resumed run ends the same
-            checkpoint()
-            raise runs.Stopped(signum, it, out)
-        if warmup_file is not None and it == as_iterations(args.warmup, args.iters) and not warmup_file.exists():
-            checkpoint()
-            if args.rank == 0:  # (rank 0 alone writes checkpoints)
-                runs.share(out / runs.CHECKPOINT, warmup_file)  # A's warm-up, for the other runs of this seed
-        if it in select_its and state["rounds_done"] == select_its.index(it):
-            r = state["rounds_done"]
-            if saved_selection is not None and saved_selection["rounds_done"] > r:   # bought before the kill
-                revealed = runs.replay_selection(saved_selection, annotator, state)
-            else:
-                if args.schedule == "staged" and "B" in net:  # ---- 1b. the selector B on the warmed-up A
-                    t0 = time.time()
-                    checkpoint()
-                    theta = runs.shared_selector(args, net["B"], state, lambda: train_selector(
-                        args, net, opt, scaler, theta, target_images, state))
-                    state["stage_time"]["selector"] += time.time() - t0
-                t0 = time.time()
-                masks, required, a_wrong = select_round(args, net, target_images, annotator, revealed, r,
-                                                        len(select_its), budget, classes)
-                state["masks"].update(masks)
-                state["a_wrong"].update({i: a_wrong[i] | state["a_wrong"].get(i, a_wrong[i]) for i in a_wrong})
-                state["selection_rounds"].append(required)
-                runs.log_round(args, r, len(select_its), required)
-                state["stage_time"]["selection"] += time.time() - t0
-            state["rounds_done"] = r + 1
-            runs.save_selection(args, out, revealed, annotator, state)
-            checkpoint()
-        t0 = time.time()
+    # ---- 1. adaptation, with 1b and 2 at the labelling iterations --------------------------------------------------
+    for it in job.iterations():
+        if it in rounds and job.round_due(r := rounds.index(it)):
+            if args.schedule == "staged" and "B" in net:  # ---- 1b. B learns the warmed-up A's pseudo-labels
+                job.theta = job.selector(net["B"], lambda: train_selector(args, net, opt, job.scaler, job.theta,
+                                                                           target_images, job.state))
+            with job.timed("selection"):                 # ---- 2. B (or a baseline) chooses, the annotator reveals
+                found = select_round(args, net, target_images, annotator, job.revealed, r, len(rounds), budget,
+                                     classes)
+            job.bought(r, len(rounds), *found)
         for k, o in opt.items():
             poly_lr(o, args.lr_d if k.startswith("D") else args.lr, it, args.iters, args.power)
         batch_s, batch_t = next(src_stream), next(tgt_stream)
-        y_t = revealed.batch(batch_t[1].tolist(), args.device) if revealed.pixels else None
-        losses, theta = train_step(args, net, opt, theta, batch_s, batch_t, y_t, scaler)
-        runs.record_losses(state, losses, it, out, saved_at[0])  # a loss that is not finite stops the run here
-        state["iter"] = it + 1
-        state["stage_time"]["adaptation"] += time.time() - t0
-        if state["iter"] % args.log_every == 0 or state["iter"] == args.iters:
-            runs.log_interval(args, state, bar)
-        if args.save_every and state["iter"] % args.save_every == 0 and state["iter"] < args.iters:
-            checkpoint()
+        y_t = job.revealed.batch(batch_t[1].tolist(), args.device) if job.revealed.pixels else None  # Eq. 2's
+        losses, job.theta = train_step(args, net, opt, job.theta, batch_s, batch_t, y_t, job.scaler)
+        job.record(it, losses)
 
-    # ---- 3. evaluation -------------------------------------------------------------------------------------------
-    t0 = time.time()
-    sync_buffers(args, net)         # DDP: every rank evaluates rank 0's model, the one saved ...
-    agree = ranks_agree(args, net)  # ... and its weights must be every rank's (DDP averaged every gradient)
-    A = unwrap(net["A"])
-    miou, ious = evaluate(args, A, evals, num_classes)
-    state["stage_time"]["evaluation"] = time.time() - t0
+    # ---- 3. evaluation: the final A (no checkpoint is ever chosen on the evaluation split) -----------------------
+    A = job.evaluation_model()
+    miou, ious = evaluate(args, A, evals, len(classes))
 
-    # ---- 4. outputs ----------------------------------------------------------------------------------------------
-    t0 = time.time()
-    checkpoint()
-    if args.rank != 0:
-        return None
-    runs.save_model(args, out, A, theta, classes)  # model_A.pt: A and the IAST thresholds, for the notebooks
-    if not select_its:
-        runs.save_selection(args, out, revealed, annotator, state)
-    figures.save_figures(args, out, A, evals, target_images, state["masks"], revealed, state["a_wrong"])
-    state["stage_time"]["outputs"] = time.time() - t0
-    return runs.write_metrics(args, out, state, miou, ious, classes, annotator, agree)  # (and its summary line)
+    # ---- 4. outputs ------------------------------------------------------------------------------------------------
+    return job.finish(A, miou, ious, classes, evals)
 
 
 def run_table(args):

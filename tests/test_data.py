@@ -13,6 +13,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import data  # noqa: E402
+import train  # noqa: E402  (train.build_data: stage 0 picks the datasets)
 from fakes import write_fake_cityscapes, write_fake_gta5  # noqa: E402
 
 
@@ -316,10 +317,10 @@ def test_build_data_generates_each_synthetic_split_once_per_process():
     import argparse
     flags = dict(data="synthetic", size=[16, 32], shift=0.6, thing_shift=0.0, n_source=3, n_target=2, n_val=2,
                  data_seed=5, eval_split="tune")
-    first = data.build_data(argparse.Namespace(**flags))
-    again = data.build_data(argparse.Namespace(**flags))
+    first = train.build_data(argparse.Namespace(**flags))
+    again = train.build_data(argparse.Namespace(**flags))
     assert all(a is b for a, b in zip(first[:3], again[:3]))
-    other = data.build_data(argparse.Namespace(**{**flags, "data_seed": 6}))
+    other = train.build_data(argparse.Namespace(**{**flags, "data_seed": 6}))
     assert other[0] is not first[0]
     fresh = data.SyntheticStreets("target", "val", n=2, size=(16, 32), shift=0.6, seed=6 + 1000, thing_shift=0.0)
     assert np.array_equal(other[2].images, fresh.images) and np.array_equal(other[2].labels, fresh.labels)

@@ -225,14 +225,15 @@ def test_sweep_writes_curve_and_spends_each_budget(tmp_path):
         assert (tmp_path / f).exists(), f
     got = {(r["selector"], r["budget"]): r for r in summary}
     expected = {("spl (whole mask)", None), ("adaptseg", None), ("supervised", None)} | {
-        (s, b) for s in ("random", "entropy", "spl", "ppl") for b in (0.01, 0.05)}
+        (s, b) for s in ("random", "entropy", "spl", "ppl", "ppl, cell 8") for b in (0.01, 0.05)}
     assert set(got) == expected
     hw = 32 * 64
     for b in (0.01, 0.05):
         for s in ("random", "entropy"):  # exactly the budget in every image
             assert got[(s, b)]["points_per_image"] == round(b * hw), (s, b)
         assert got[("spl", b)]["points_per_image"] <= round(b * hw)  # capped: at most its mask
-        assert 0 < got[("ppl", b)]["points_per_image"] <= round(b * hw)  # as many points, if its blocks hold them
+        assert 0 < got[("ppl", b)]["points_per_image"] <= round(b * hw)  # as many points, if the mask holds them
+        assert 0 < got[("ppl, cell 8", b)]["points_per_image"] <= round(b * hw)  # ... and if its blocks hold them
     assert got[("adaptseg", None)]["labelled_fraction"] == 0 and got[("supervised", None)]["labelled_fraction"] == 1
     # one warm-up and one B for the seed, shared by every run
     assert len(list((tmp_path / "shared").glob("warmup-*.pt"))) == 1
@@ -252,7 +253,7 @@ def test_sweep_with_two_jobs_gives_what_one_job_gives(tmp_path):
     for jobs in (1, 2):
         train.run_sweep(train.get_args([*flags, "--out", str(tmp_path / f"jobs{jobs}"), "--jobs", str(jobs)]))
     one, two = (json.loads((tmp_path / f"jobs{j}" / "sweep.json").read_text()) for j in (1, 2))
-    assert two == one and len(one["runs"]) == 2 * 7
+    assert two == one and len(one["runs"]) == 2 * 8
     assert len(list((tmp_path / "jobs2" / "shared").glob("warmup-*.pt"))) == 2  # one per seed
     for r in two["runs"]:  # every run but SPL's whole mask (which trains it) and supervised started from it
         warmup = json.loads((tmp_path / "jobs2" / r["run"] / "metrics.json").read_text())["shared_warmup"]

@@ -49,13 +49,17 @@ def test_frozen_discriminator_passes_the_same_gradient_to_its_input_and_none_to_
     assert [w.requires_grad for w in D.parameters()] == [True, False] + [True] * 8
 
 
-@pytest.mark.parametrize("mode", ["source_only", "adaptseg", "spl", "ppl", "random", "entropy", "supervised"])
+@pytest.mark.parametrize("mode", ["source_only", "adaptseg", "spl", "ppl", "ppl-cell8", "random", "entropy",
+                                  "supervised"])
 def test_every_mode_runs_and_respects_its_budget(mode, tmp_path):
     """Each mode trains, evaluates, writes metrics.json (with every promised field), a checkpoint, the
-    selection and figures; the revealed budget is what the mode allows."""
+    selection and figures; the revealed budget is what the mode allows (ppl-cell8: --mode ppl --ppl-cell 8)."""
     extra = {"random": ["--budget", "0.05"], "entropy": ["--budget", "0.05"],
              # at initialisation the two heads disagree almost everywhere: a mask big enough to test budgets
-             "spl": ["--select-at", "0"], "ppl": ["--select-at", "0"]}.get(mode, [])
+             "spl": ["--select-at", "0"], "ppl": ["--select-at", "0"],
+             "ppl-cell8": ["--select-at", "0", "--ppl-cell", "8"]}.get(mode, [])
+    cell = mode == "ppl-cell8"
+    mode = "ppl" if cell else mode
     m = run_mode(mode, tmp_path / mode, *extra)
     saved = json.loads((tmp_path / mode / "metrics.json").read_text())
     assert FIELDS <= set(saved)
@@ -72,11 +76,14 @@ def test_every_mode_runs_and_respects_its_budget(mode, tmp_path):
     elif mode in ("random", "entropy"):
         assert m["points_per_image"] == round(0.05 * hw)      # exactly the budget, in every image
         assert len(sel["label"]) == 6 * round(0.05 * hw)
-    elif mode == "ppl":  # at most 40 points per image, each one pixel, one per class in an 8x8 block (--ppl-cell)
-        assert 0 < m["points_per_image"] <= 40
+    elif mode == "ppl":  # 40 points per image, each one pixel; with --ppl-cell 8 one per class in an 8x8 block
         assert len(sel["label"]) == m["labelled_pixels"] == round(6 * m["points_per_image"])
         block = sel["image_index"] * 1000 + sel["pixel_index"] // 64 // 8 * 8 + sel["pixel_index"] % 64 // 8
-        assert torch.bincount(block).max() <= len(data.SYNTHETIC_CLASSES)
+        if cell:
+            assert 0 < m["points_per_image"] <= 40
+            assert torch.bincount(block).max() <= len(data.SYNTHETIC_CLASSES)
+        else:  # the paper's rule: the nearest points, wherever they lie (side by side: some block holds more)
+            assert m["points_per_image"] == 40 and torch.bincount(block).max() > len(data.SYNTHETIC_CLASSES)
     elif mode == "spl":
         assert m["labelled_pixels"] > 0
         assert m["labelled_pixels"] == len(sel["label"])      # what the annotator counted is what was stored
