@@ -320,7 +320,4 @@ def __getattr__(name):
     if name in _MOVED:
         import synthetic  # (not at the top: synthetic.py imports this file's class tables)
         return getattr(synthetic, name)
-    if name == "build_data":
-        import train  # stage 0's datasets from the flags (train.build_data)
-        return train.build_data
     raise AttributeError(f"module 'data' has no attribute {name!r}")

@@ -265,6 +265,25 @@ def spread(values):
     return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
+# Student t quantiles t(0.975; df) for df = 1..30 (any statistics table; 3 decimals); beyond 30, the normal 1.960.
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def paired_difference(a, b):
+    """a - b seed by seed (two lists over the same seeds, in the same order): the differences, their mean and a 95%
+    confidence interval for it from Student's t on the paired differences, mean +- t(0.975; n-1) * sd / sqrt(n)
+    (sd with n - 1). `excludes_zero` says whether the interval lies wholly above or below zero; with one seed
+    there is no interval (None)."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    n, mean = len(d), float(np.mean(d))
+    if n < 2:
+        return {"diffs": d.tolist(), "n": n, "mean": mean, "ci95": None, "excludes_zero": None}
+    half = (T975[n - 2] if n - 1 <= len(T975) else 1.960) * float(np.std(d, ddof=1)) / np.sqrt(n)
+    lo, hi = float(mean - half), float(mean + half)
+    return {"diffs": d.tolist(), "n": n, "mean": mean, "ci95": [lo, hi], "excludes_zero": bool(lo > 0 or hi < 0)}
+
+
 def mean_required(metrics):
     """The mean required_fraction over the runs that bought labels (None where none did)."""
     req = [m["required_fraction"] for m in metrics if m.get("required_fraction") is not None]

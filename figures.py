@@ -191,18 +191,12 @@ def at_a_glance(run_dir, out=None):
     img = data.denormalize(x)
     mask, points = g["mask"].numpy(), g["ppl"].numpy()
 
-    def marked(pixels):
-        over = img.copy()
-        for px, colour in ((pixels & ~wrong, (0, 200, 0)), (pixels & wrong, (255, 0, 0))):
-            over[px] = (0.15 * over[px] + 0.85 * np.array(colour)).astype(np.uint8)
-        return over
-
     panels = [(img, "input (target train)"), (data.colorize(y, palette), "ground truth"),
               (data.colorize(g["pred_a"], palette),
                f"A's prediction (hatched: wrong, {100 * wrong.sum() / max(valid.sum(), 1):.1f}% of pixels)"),
               (data.colorize(g["head1"], palette), "B, head 1"), (data.colorize(g["head2"], palette), "B, head 2"),
               (mask, f"inconsistency mask, Eq. 4 ({100 * mask.mean():.2f}%)"),
-              (marked(mask), f"SPL: the whole mask ({int((mask & wrong).sum())} of {int(mask.sum())} px A got wrong)"),
+              (img, f"SPL: the whole mask ({int((mask & wrong).sum())} of {int(mask.sum())} px A got wrong)"),
               (img, f"PPL: {int(points.sum())} points ({int((points & wrong).sum())} where A was wrong)")]
     fig = Figure(figsize=(16, 5.4))
     axes = fig.subplots(2, 4)
@@ -211,9 +205,10 @@ def at_a_glance(run_dir, out=None):
         ax.set_title(title, fontsize=8)
         ax.axis("off")
     axes[0, 2].contourf(wrong, levels=[0.5, 1.5], colors="none", hatches=["////"])
-    ys, xs = np.nonzero(points)
-    axes[1, 3].scatter(xs, ys, s=22, c=np.where(wrong[ys, xs][:, None], [[1.0, 0, 0]], [[0, 0.8, 0]]),
-                       edgecolors="white", linewidths=0.6)
+    for ax, pixels, style in ((axes[1, 2], mask, dict(s=5, marker="s", linewidths=0)),
+                              (axes[1, 3], points, dict(s=22, edgecolors="white", linewidths=0.6))):
+        ys, xs = np.nonzero(pixels)  # drawn as markers: one pixel in 18,432 would not show
+        ax.scatter(xs, ys, c=np.where(wrong[ys, xs][:, None], [[1.0, 0, 0]], [[0, 0.8, 0]]), **style)
     a = args
     fig.suptitle(f"LabOR at a glance: target-train image {g['index']} at the labelling round ({a.mode} run, seed "
                  f"{a.seed}, {a.iters} iterations; PPL: {a.points} points, --ppl-cell {a.ppl_cell})", fontsize=10)

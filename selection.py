@@ -122,7 +122,7 @@ def ppl_select(logits1, logits2, n_points=40, feat=None, exclude=None, cell=0):
       points  = the pixels of U_k with the smallest || z_i - proto_k ||_2
     with n_points per image spread over the classes present (allocate_points). Which prediction assigns a pixel
     to a class, and how points are shared between classes, are our reading of the paper (README, departures).
-    cell > 0 (our addition, `--ppl-cell`; train.py's default is 8, this function's 0): at most one point of a class
+    cell > 0 (our addition, `--ppl-cell`; the default 0 is the paper's rule): at most one point of a class
     per cell x cell block of the image (in one call: a later round may add another), the block's pixel nearest
     proto_k, in the blocks whose best pixel is nearest; the pixels most typical of a class lie side by side, and A
     predicts one value per 8x8 block. A class's room is then the number of blocks it touches, and

@@ -204,3 +204,21 @@ def test_readme_commands_run(tmp_path):
         cmd = [sys.executable] + c.split()[1:] + SMALL + ["--out", str(tmp_path / f"cmd{i}")]  # its own schedule
         r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, f"{c}\n{r.stderr[-2000:]}"
+
+
+def test_at_a_glance_figure_from_a_tiny_run_folder(tmp_path, capsys):
+    """`python figures.py at-a-glance RUN_DIR` draws one target image through the method from a finished SPL run:
+    the record its labelling round kept is consistent (the mask is where the heads' argmax differ, PPL's points lie
+    in it, 40 of them), the PNG is written, and a run without B is refused with one line."""
+    import figures
+    run_mode("spl", tmp_path / "spl", "--select-at", "0")
+    g = torch.load(tmp_path / "spl" / "selection.pt", weights_only=True)["glance"]
+    assert g["index"] == figures.GLANCE_IMAGE and g["pred_a"].shape == g["mask"].shape == (32, 64)
+    assert torch.equal(g["mask"], g["head1"] != g["head2"])
+    assert g["mask"].any() and not (g["ppl"] & ~g["mask"]).any() and int(g["ppl"].sum()) == 40
+    figures.main(["at-a-glance", str(tmp_path / "spl"), "--out", str(tmp_path / "glance.png")])
+    assert (tmp_path / "glance.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    run_mode("random", tmp_path / "random", "--budget", "0.05")
+    with pytest.raises(SystemExit) as e:
+        figures.main(["at-a-glance", str(tmp_path / "random")])
+    assert e.value.code == 2 and "spl or ppl run" in capsys.readouterr().err
