@@ -30,13 +30,24 @@ import figures
 import runs
 from runs import UsageError, prepare_out
 
-# The rows of the miniature Table 1: (row, mode, settings, run folder stem). The paper's rules by default; our
-# variants are rows of their own beside them, so a reader sees what each addition buys.
-TABLE_ROWS = (("source_only", "source_only", {}, "source_only"), ("adaptseg", "adaptseg", {}, "adaptseg"),
-              ("random", "random", {}, "random"), ("entropy", "entropy", {}, "entropy"), ("ppl", "ppl", {}, "ppl"),
-              ("ppl, cell 8", "ppl", {"ppl_cell": 8}, "ppl-cell8"), ("spl", "spl", {}, "spl"),
-              ("supervised", "supervised", {}, "supervised"))
+# The rows of the miniature Table 1: (row, mode, settings, run folder stem, budget). The paper's rules by default; our
+# variants and RIPU's selector are rows of their own beside them. budget "spl": SPL's labelled fraction of the same
+# seed; "points": --points pixels per image (as PPL's clicks); None: the mode's own.
+TABLE_ROWS = (("source_only", "source_only", {}, "source_only", None), ("adaptseg", "adaptseg", {}, "adaptseg", None),
+              ("random", "random", {}, "random", "spl"), ("entropy", "entropy", {}, "entropy", "spl"),
+              ("spl", "spl", {}, "spl", None), ("ppl", "ppl", {}, "ppl", None),
+              ("ppl, cell 8", "ppl", {"ppl_cell": 8}, "ppl-cell8", None),
+              ("random, 40 px", "random", {}, "random-points", "points"),
+              ("ripu regions", "ripu_regions", {}, "ripu_regions", "spl"),
+              ("ripu points", "ripu_points", {}, "ripu_points", None),
+              ("ripu as published", "ripu", {}, "ripu", "spl"),
+              ("supervised", "supervised", {}, "supervised", None))
 TABLE_MODES = tuple(row for row, *_ in TABLE_ROWS)  # the rows' names (results.json's "mode")
+# Each selector's equal-budget partners for the paired differences: random at the same labelled fraction (SPL's, or
+# --points per image for point selectors), and entropy where it buys the same fraction.
+PARTNERS = {"entropy": ("random", None), "spl": ("random", "entropy"), "ripu regions": ("random", "entropy"),
+            "ripu as published": ("random", "entropy"), "ppl": ("random, 40 px", None),
+            "ppl, cell 8": ("random, 40 px", None), "ripu points": ("random, 40 px", None)}
 
 # Published mIoU, GTA5 -> Cityscapes, DeepLab-V2: source only and AdaptSegNet (multi-level) from Tsai et al. 2018,
 # LabOR SPL (2.2% of pixels) from Shin et al. 2021, whose fully supervised model is within 0.1 of it.
@@ -244,15 +255,17 @@ def run_table(args, run, apply_defaults):
     first = ("spl", "source_only", "supervised")  # need no other run: SPL trains the seed's warm-up and B for the rest
     with Launcher(args, run, apply_defaults, out) as launch:
         for seed in seeds:
-            for row, mode, settings, stem in TABLE_ROWS:
+            for row, mode, settings, stem, _ in TABLE_ROWS:
                 if row in first:
                     runs_[row, seed] = launch(mode, seed, name=f"{stem}-seed{seed}", **settings)
         for seed in seeds:
             spl_frac = runs_["spl", seed].result()["labelled_fraction"]  # (0 if its mask was empty)
-            for row, mode, settings, stem in TABLE_ROWS:
+            for row, mode, settings, stem, budget in TABLE_ROWS:
                 if row not in first:
-                    if mode in ("random", "entropy") and args.budget is None:
+                    if budget == "spl" and args.budget is None:
                         settings = {**settings, "budget": spl_frac}
+                    elif budget == "points":
+                        settings = {**settings, "budget": args.points / image_pixels(args)}
                     runs_[row, seed] = launch(mode, seed, name=f"{stem}-seed{seed}", **settings)
         rows = {row: [runs_[row, seed].result() for seed in seeds] for row in TABLE_MODES}
     results = summarise_table(rows, args)
@@ -291,17 +304,40 @@ def mean_required(metrics):
 
 
 def summarise_table(rows, args):
+    """Per row: the mean and spread over seeds, and the paired differences to its equal-budget partners
+    (PARTNERS: "vs_random", "vs_entropy", each experiments.paired_difference, None where there is none)."""
     sup = np.mean([m["miou"] for m in rows["supervised"]])
     results = []
     for mode in TABLE_MODES:
         mious = [m["miou"] for m in rows[mode]]
+        vs = {}
+        for key, partner in zip(("vs_random", "vs_entropy"), PARTNERS.get(mode, (None, None))):
+            vs[key] = None if partner is None else {
+                "partner": partner, **paired_difference(mious, [m["miou"] for m in rows[partner]])}
         results.append({"mode": mode, "miou_mean": float(np.mean(mious)), "miou_std": spread(mious),
                         "mious": mious, "of_supervised": float(np.mean(mious) / sup),
                         "labelled_fraction": float(np.mean([m["labelled_fraction"] for m in rows[mode]])),
                         "points_per_image": float(np.mean([m["points_per_image"] for m in rows[mode]])),
                         "required_fraction": mean_required(rows[mode]),
-                        "wall_seconds": float(np.mean([m["wall_seconds"] for m in rows[mode]]))})
+                        "wall_seconds": float(np.mean([m["wall_seconds"] for m in rows[mode]])), **vs})
     return results
+
+
+def image_pixels(args):
+    """Pixels of one target-train image, as the annotator sees it."""
+    h, w = args.size if args.data == "synthetic" else \
+        data.real_sizes(args.preset, args.source_size, args.target_size)[1][::-1]   # (W, H) -> (H, W)
+    return h * w
+
+
+def _difference(d):
+    """A paired difference for a table cell: mean [interval], in points of mIoU; * where it excludes zero."""
+    if d is None:
+        return "-"
+    if d["ci95"] is None:
+        return f"{100 * d['mean']:+.2f}"
+    lo, hi = (100 * v for v in d["ci95"])
+    return f"{100 * d['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}]{' *' if d['excludes_zero'] else ''}"
 
 
 def benchmark_name(args):
@@ -312,20 +348,29 @@ def benchmark_name(args):
     return f"synthetic benchmark (--shift {args.shift:g}, --thing-shift {thing:g})"
 
 
+CAPTION = ("Differences are paired over the seeds: each seed's mIoU minus its partner's at the same labelled "
+           "fraction (random at SPL's budget, or at {points} px per image for the point selectors; entropy at SPL's "
+           "budget), in points, with their mean and a 95% confidence interval from Student's t on the paired "
+           "differences (n - 1 degrees of freedom); * marks an interval that excludes zero.")
+
+
 def write_table(out, results, rows, seeds, args):
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"Miniature Table 1: {benchmark_name(args)}, seeds {seeds}, {args.iters} iterations, schedule "
              f"{args.schedule}, model {args.model}.",
              "", "| method | mIoU (%) | per seed | of supervised | labelled pixels (%) | px / image | required_fraction | "
-             "paper, GTA5->Cityscapes |", "|---|---|---|---|---|---|---|---|"]
+             "minus random | minus entropy | paper, GTA5->Cityscapes |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         req = "-" if r["required_fraction"] is None else f"{r['required_fraction']:.3f}"
         lines.append(f"| {r['mode']} | {100 * r['miou_mean']:.1f} ± {100 * r['miou_std']:.1f} | "
                      f"{' / '.join(f'{100 * v:.1f}' for v in r['mious'])} | "
                      f"{100 * r['of_supervised']:.0f}% | {100 * r['labelled_fraction']:.2f} | "
-                     f"{r['points_per_image']:.0f} | {req} | {PAPER_TABLE.get(r['mode'], '-')} |")
+                     f"{r['points_per_image']:.0f} | {req} | {_difference(r.get('vs_random'))} | "
+                     f"{_difference(r.get('vs_entropy'))} | {PAPER_TABLE.get(r['mode'], '-')} |")
+    lines += ["", CAPTION.format(points=args.points)]
     (out / "results.md").write_text("\n".join(lines) + "\n")
-    (out / "results.json").write_text(json.dumps({"seeds": seeds, "results": results}, indent=2))
+    (out / "results.json").write_text(json.dumps({"seeds": seeds, "caption": CAPTION.format(points=args.points),
+                                                  "results": results}, indent=2))
     if not args.quiet:
         print("\n".join(lines))
     figures.plot_table(out / "results.png", results, seeds)
@@ -336,18 +381,16 @@ def write_table(out, results, rows, seeds, args):
 # The selectors of the sweep, at every budget: (name, mode, settings). A budget is a fraction of the pixels;
 # PPL gets at most as many points per image (budget * pixels per image). The paper's PPL, and ours beside it.
 SWEEP_SELECTORS = (("random", "random", {}), ("entropy", "entropy", {}), ("spl", "spl", {}), ("ppl", "ppl", {}),
-                   ("ppl, cell 8", "ppl", {"ppl_cell": 8}))
-POINT_MODES = ("ppl",)  # modes whose budget is a number of points per image
+                   ("ppl, cell 8", "ppl", {"ppl_cell": 8}), ("ripu regions", "ripu_regions", {}),
+                   ("ripu points", "ripu_points", {}))
+POINT_MODES = ("ppl", "ripu_points")  # modes whose budget is a number of points per image
 
 
-def run_sweep(args, run, apply_defaults, image_pixels=None):
+def run_sweep(args, run, apply_defaults):
     """Every selector at every budget of args.budgets (fractions of pixels; PPL gets at most the same number of
     points per image: budget * image_pixels), SPL's whole mask, AdaptSeg and supervised, for each seed. Writes sweep.md,
     sweep.json and budget_curve.png."""
-    if image_pixels is None:  # the target image's size, as the annotator sees it
-        h, w = args.size if args.data == "synthetic" else \
-            data.real_sizes(args.preset, args.source_size, args.target_size)[1][::-1]   # (W, H) -> (H, W)
-        image_pixels = h * w
+    pixels = image_pixels(args)  # of one target image, as the annotator sees it
     out = Path(args.out or f"runs/sweep-{time.strftime('%Y%m%d-%H%M%S')}")
     if (out / "sweep.md").exists():
         raise UsageError(f"{out} already holds a sweep (sweep.md); pick another --out or delete it")
@@ -356,7 +399,7 @@ def run_sweep(args, run, apply_defaults, image_pixels=None):
             ("supervised", "supervised", None, {})]   # (selector, mode, budget, settings)
     for b in args.budgets:
         for name, mode, settings in SWEEP_SELECTORS:
-            size = {"points": max(1, round(b * image_pixels))} if mode in POINT_MODES else {"budget": b}
+            size = {"points": max(1, round(b * pixels))} if mode in POINT_MODES else {"budget": b}
             plan.append((name, mode, b, {**size, **settings}))
     # SPL's whole mask trains the seed's warm-up and B, which every other run but supervised reuses: those two
     # runs start first, the others once that SPL run has ended
@@ -386,19 +429,28 @@ def run_sweep(args, run, apply_defaults, image_pixels=None):
 
 
 def summarise_sweep(rows):
-    """Mean and std over seeds for each (selector, budget)."""
+    """Mean and std over seeds for each (selector, budget), and each selector's paired differences to random and to
+    entropy at the same budget asked ("vs_random", "vs_entropy": experiments.paired_difference over the seeds
+    both have)."""
     groups = {}
     for r in rows:
         groups.setdefault((r["selector"], r["budget"]), []).append(r)
     summary = []
     for (sel, budget), rs in groups.items():
         req = [r["required_fraction"] for r in rs if r["required_fraction"] is not None]
-        summary.append({"selector": sel, "budget": budget, "seeds": [r["seed"] for r in rs],
-                        "mious": [r["miou"] for r in rs], "miou_mean": float(np.mean([r["miou"] for r in rs])),
-                        "miou_std": spread([r["miou"] for r in rs]),
-                        "labelled_fraction": float(np.mean([r["labelled_fraction"] for r in rs])),
-                        "points_per_image": float(np.mean([r["points_per_image"] for r in rs])),
-                        "required_fraction": float(np.mean(req)) if req else None})
+        entry = {"selector": sel, "budget": budget, "seeds": [r["seed"] for r in rs],
+                 "mious": [r["miou"] for r in rs], "miou_mean": float(np.mean([r["miou"] for r in rs])),
+                 "miou_std": spread([r["miou"] for r in rs]),
+                 "labelled_fraction": float(np.mean([r["labelled_fraction"] for r in rs])),
+                 "points_per_image": float(np.mean([r["points_per_image"] for r in rs])),
+                 "required_fraction": float(np.mean(req)) if req else None}
+        for partner in ("random", "entropy"):
+            if budget is not None and sel != partner and (partner, budget) in groups:
+                theirs = {r["seed"]: r["miou"] for r in groups[partner, budget]}
+                both = [r for r in rs if r["seed"] in theirs]
+                entry[f"vs_{partner}"] = paired_difference([r["miou"] for r in both],
+                                                           [theirs[r["seed"]] for r in both])
+        summary.append(entry)
     return summary
 
 
@@ -406,17 +458,24 @@ def write_sweep(out, summary, rows, seeds, args):
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"Budget sweep: {benchmark_name(args)}, seeds {seeds}, {args.iters} iterations, schedule "
              f"{args.schedule}, model {args.model}.", "",
-             "| selector | budget asked (%) | labelled pixels (%) | px / image | mIoU (%) | per seed | required_fraction |",
-             "|---|---|---|---|---|---|---|"]
+             "| selector | budget asked (%) | labelled pixels (%) | px / image | mIoU (%) | per seed | required_fraction | "
+             "minus random | minus entropy |", "|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(summary, key=lambda r: (r["budget"] is not None, r["budget"] or 0, r["selector"])):
         asked = "-" if r["budget"] is None else f"{100 * r['budget']:g}"
         req = "-" if r["required_fraction"] is None else f"{r['required_fraction']:.3f}"
-        lines.append(f"| {r['selector']} | {asked} | {100 * r['labelled_fraction']:.2f} | "
-                     f"{r['points_per_image']:.0f} | {100 * r['miou_mean']:.1f} ± {100 * r['miou_std']:.1f} | "
-                     f"{' / '.join(f'{100 * v:.1f}' for v in r['mious'])} | {req} |")
+        lines.append(f"| {r['selector']} | {asked} | {100 * r['labelled_fraction']:.3f} | "
+                     f"{r['points_per_image']:.1f} | {100 * r['miou_mean']:.1f} ± {100 * r['miou_std']:.1f} | "
+                     f"{' / '.join(f'{100 * v:.1f}' for v in r['mious'])} | {req} | "
+                     f"{_difference(r.get('vs_random'))} | {_difference(r.get('vs_entropy'))} |")
+    caption = ("Differences are paired over the seeds: each seed's mIoU minus random's (or entropy's) at the same "
+               "budget asked, in points, with their mean and a 95% confidence interval from Student's t on the "
+               "paired differences (n - 1 degrees of freedom); * marks an interval that excludes zero. SPL and PPL "
+               "stop at B's mask; RIPU's regions are whole 3x3 boxes (at least one per image): compare the "
+               "labelled pixels too.")
+    lines += ["", caption]
     (out / "sweep.md").write_text("\n".join(lines) + "\n")
-    (out / "sweep.json").write_text(json.dumps({"seeds": seeds, "budgets": args.budgets, "summary": summary,
-                                                "runs": rows}, indent=2))
+    (out / "sweep.json").write_text(json.dumps({"seeds": seeds, "budgets": args.budgets, "caption": caption,
+                                                "summary": summary, "runs": rows}, indent=2))
     if not args.quiet:
         print("\n".join(lines))
     figures.plot_budget_curve(out / "budget_curve.png", summary, seeds)

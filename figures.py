@@ -73,7 +73,7 @@ def save_figures(args, out, A, evals, target_images, masks, revealed, a_wrong=No
             axes[r, 0].imshow(img)
             axes[r, 1].imshow(mask.numpy(), cmap="gray")
             axes[r, 2].imshow(img)
-            if args.mode == "ppl":  # points: dots in their revealed class colour, ringed red where A was wrong
+            if args.mode in ("ppl", "ripu_points"):  # points: dots in their revealed class colour, ringed red where A was wrong
                 colours = data.colorize(lab, palette)[ys, xs] / 255.0
                 rings = np.where(wrong[ys, xs][:, None], [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]])
                 axes[r, 2].scatter(xs, ys, c=colours, s=16, edgecolors=rings, linewidths=1.0)
@@ -96,7 +96,8 @@ def plot_table(path, results, seeds):
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     markers = {"source_only": "v", "adaptseg": "^", "random": "x", "entropy": "+", "ppl": "s", "ppl, cell 8": "D",
-               "spl": "o", "supervised": "*"}
+               "spl": "o", "supervised": "*", "random, 40 px": "1", "ripu regions": "<", "ripu points": ">",
+               "ripu as published": "P"}
     for r in results:
         frac = max(100 * r["labelled_fraction"], 1e-3)  # log axis: unlabelled methods drawn at 0.001%
         ax.errorbar(frac, 100 * r["miou_mean"], yerr=100 * r["miou_std"], marker=markers.get(r["mode"], "o"),
@@ -117,19 +118,33 @@ def _finish(fig, ax, path, xlabel, title):
     fig.savefig(path, dpi=120)
 
 
+SELECTOR_STYLE = {"random": ("x", "tab:gray"), "entropy": ("+", "tab:orange"), "spl": ("o", "tab:blue"),
+                  "ppl": ("s", "tab:green"), "ppl, cell 8": ("D", "tab:olive"), "ripu regions": ("^", "tab:purple"),
+                  "ripu points": ("v", "tab:pink")}
+
+
 def plot_budget_curve(path, summary, seeds):
-    """budget_curve.png: mIoU (mean ± std over seeds) against the labelled fraction, one line per selector; SPL's
-    whole mask as a point of its own; AdaptSeg (no labels) and supervised (every label) as horizontal lines."""
-    fig = Figure(figsize=(7, 4.5))
-    ax = fig.subplots()
-    style = {"random": ("x", "tab:gray"), "entropy": ("+", "tab:orange"), "spl": ("o", "tab:blue"),
-             "ppl": ("s", "tab:green"), "ppl, cell 8": ("D", "tab:olive")}
-    for sel, (marker, colour) in style.items():
+    """budget_curve.png. Left: mIoU (mean ± std over seeds) against the labelled fraction, one line per selector;
+    SPL's whole mask as a point of its own; AdaptSeg (no labels) and supervised (every label) as horizontal lines.
+    Right: each selector minus random at the same budget asked, the mean paired difference over seeds with its 95%
+    interval (summary's "vs_random"); an interval clear of zero is drawn filled."""
+    fig = Figure(figsize=(13, 4.8))
+    ax, dx = fig.subplots(1, 2)
+    for sel, (marker, colour) in SELECTOR_STYLE.items():
         pts = sorted((r for r in summary if r["selector"] == sel and r["budget"] is not None),
                      key=lambda r: r["labelled_fraction"])
         if pts:
             ax.errorbar([100 * r["labelled_fraction"] for r in pts], [100 * r["miou_mean"] for r in pts],
                         yerr=[100 * r["miou_std"] for r in pts], marker=marker, color=colour, capsize=3, label=sel)
+        pts = sorted((r for r in pts if r.get("vs_random") and r["vs_random"]["ci95"]), key=lambda r: r["budget"])
+        for r in pts:
+            d = r["vs_random"]
+            lo, hi = (100 * v for v in d["ci95"])
+            dx.errorbar(100 * r["budget"], 100 * d["mean"], yerr=[[100 * d["mean"] - lo], [hi - 100 * d["mean"]]],
+                        marker=marker, color=colour, capsize=3, markerfacecolor=colour if d["excludes_zero"] else "none")
+        if pts:
+            dx.plot([100 * r["budget"] for r in pts], [100 * r["vs_random"]["mean"] for r in pts], color=colour,
+                    alpha=0.5, label=sel)
     for r in summary:
         if r["selector"] == "spl (whole mask)":
             ax.errorbar(100 * r["labelled_fraction"], 100 * r["miou_mean"], yerr=100 * r["miou_std"], marker="*",
@@ -140,6 +155,15 @@ def plot_budget_curve(path, summary, seeds):
                        label=f"{r['selector']} ({100 * r['miou_mean']:.1f})")
             ax.axhspan(100 * (r["miou_mean"] - r["miou_std"]), 100 * (r["miou_mean"] + r["miou_std"]),
                        color=colour, alpha=0.08)
+    dx.axhline(0, color="k", linewidth=1)
+    dx.set_xscale("log")
+    dx.set_xlabel("budget asked (% of pixels, log scale)")
+    dx.set_ylabel("minus random at the same budget (mIoU points)")
+    dx.set_title("paired difference to random, mean and 95% interval\n(filled: the interval excludes zero)",
+                 fontsize=9)
+    dx.grid(alpha=0.3)
+    if dx.get_legend_handles_labels()[0]:
+        dx.legend(fontsize=8)
     _finish(fig, ax, path, "labelled target pixels (%, log scale)", f"Budget curve (synthetic, seeds {seeds})")
 
 

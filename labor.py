@@ -14,6 +14,8 @@ Eq. 3  L_adv(A, D)                   output-space adversarial         -> adv_gen
 Eq. 5  y_hat = IAST pseudo-labels    class-wise adaptive thresholds   -> iast_update, pseudo_labels, pseudo_label_loss
 Eq. 6  L_dis(F1, F2) = mean|p1 - p2| MCD discrepancy                  -> discrepancy
 (Eq. 4, the inconsistency mask, is a selection rule, not a loss: selection.py.)
+Not LabOR's: RIPU's two extra losses, for the "RIPU as published" comparison (negative_learning_loss,
+local_consistency_loss).
 The metric every table reports, mIoU from a confusion matrix, closes the file: iou_from_confusion.
 """
 import numpy as np
@@ -157,6 +159,42 @@ def discrepancy(logits1, logits2):
     p2 = F.softmax(logits2, dim=1)                                    # (B, C, h, w)
     return (p1 - p2).abs().mean()
 
+
+# --------------------------------------------------------------------------------------------------------------
+# Not LabOR's: RIPU's two extra losses (Xie et al., CVPR 2022), for the "RIPU as published" comparison only
+# --------------------------------------------------------------------------------------------------------------
+# From RIPU's code (BIT-DA/RIPU, core/loss/negative_learning_loss.py, local_consistent_loss.py, boundary.py) and
+# its GTA5 configs: A's loss there is CE(source) + CE(revealed target) + 0.1 L_cr + 1.0 L_nl.
+
+RIPU_NL_THRESHOLD, RIPU_LAMBDA_NL, RIPU_LAMBDA_CR = 0.05, 1.0, 0.1
+
+
+def negative_learning_loss(prob, threshold=RIPU_NL_THRESHOLD):
+    """RIPU's negative learning on target images: the classes A already gives less than `threshold` are pushed
+    further down,  L_nl = sum_{i,c} m_ic (-log(1 - p_ic + 1e-6)) / sum_{i,c} m_ic,  m_ic = [p_ic < threshold]
+    (m carries no gradient). prob: (B, C, H, W) softmax at image size. Returns a scalar (0 if m is empty)."""
+    m = (prob < threshold).float().detach()                                    # (B, C, H, W)
+    return (m * -torch.log(1 - prob + 1e-6)).sum() / m.sum().clamp(min=1)
+
+
+def local_consistency_loss(prob, labels, ignore_index=IGNORE_INDEX):
+    """RIPU's local consistency on source images: on the source labels' class boundaries, a prediction should
+    agree with its 3x3 neighbourhood,  d_i = sum_c | p_ic - mean_{j in 3x3(i)} p_jc |  (replicate padding),
+    L_cr = the mean of d_i over the boundary pixels. A boundary pixel is, as in RIPU's code, one where the
+    8-neighbour Laplacian of the label map (class ids as numbers, zero padding) is not 0 and the label is not 255
+    (so an image edge counts for classes other than 0). prob: (B, C, H, W), labels (B, H, W). Returns a scalar."""
+    mean = F.avg_pool2d(F.pad(prob, (1, 1, 1, 1), mode="replicate"), 3, stride=1)   # (B, C, H, W)
+    d = (prob - mean).abs().sum(dim=1)                                            # (B, H, W)
+    laplacian = torch.full((1, 1, 3, 3), -1.0, device=prob.device)
+    laplacian[0, 0, 1, 1] = 8.0
+    edges = F.conv2d(labels[:, None].float(), laplacian, padding=1)[:, 0]         # (B, H, W)
+    boundary = (edges != 0) & (labels != ignore_index)
+    return (d * boundary).sum() / boundary.sum().clamp(min=1)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The metric every table reports
+# --------------------------------------------------------------------------------------------------------------
 
 def iou_from_confusion(conf):
     """The benchmark's metric. conf[i, j] = pixels of class i predicted j; IoU_c = TP / (TP + FP + FN).

@@ -7,6 +7,8 @@ pixel". Nothing here loops over pixels; PPL loops over images and classes only.
 The annotator is the ONLY way the trainer may read target-train ground truth: it returns labels that are 255
 everywhere outside the selection, and counts what it revealed.
 """
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -222,6 +224,89 @@ def baseline_select(mode, logits_a, budget, seeds, exclude=None):
     if mode == "entropy":
         return entropy_select(logits_a, n, exclude=exclude)
     return _top_per_image(seeded_scores(seeds, h, w), n, candidates=None if exclude is None else ~exclude.cpu())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# RIPU (Xie et al., CVPR 2022), LabOR's successor: region impurity times prediction uncertainty, from A alone
+# --------------------------------------------------------------------------------------------------------------
+# Faithful to its code (BIT-DA/RIPU, core/active/build.py, floating_region.py, spatial_purity.py), with two
+# exceptions we name: log C where RIPU hard-codes log 19, and ties broken as RIPU's max over rows then columns
+# happens to break them (the smallest column, then the smallest row). It is not LabOR: it needs no selector B.
+
+def _box_sum(x, k):
+    """The sum over each pixel's (2k+1) x (2k+1) window, zero padding outside the image. (B, D, H, W) -> same."""
+    ones = torch.ones(x.shape[1], 1, 2 * k + 1, 2 * k + 1, dtype=x.dtype, device=x.device)
+    return F.conv2d(x, ones, padding=k, groups=x.shape[1])
+
+
+def ripu_scores(logits_a, k, regions=True):
+    """RIPU's score of every pixel from A's logits (B, C, H, W) at image size, over its (2k+1)^2 window:
+
+        h_i  = - sum_c p_ic log(p_ic + 1e-6)                 prediction uncertainty (entropy), p = softmax
+        q_ic = #{j in window(i) : argmax p_j = c} / n_i       n_i = the window's pixels inside the image
+        P_i  = - sum_c q_ic log(q_ic + 1e-6)                  region impurity
+    regions=True (RIPU-RA): h and P are divided by log C, U_i = sum_{j in window(i)} h_j / n_i, score = P_i * U_i.
+    regions=False (RIPU-PA): score = h_i * P_i, natural logs, not normalised. Returns (B, H, W).
+    """
+    b, c, h, w = logits_a.shape
+    p = F.softmax(logits_a.float(), dim=1)                                   # (B, C, H, W)
+    entropy = -(p * torch.log(p + 1e-6)).sum(dim=1, keepdim=True)            # (B, 1, H, W)
+    n = _box_sum(torch.ones(b, 1, h, w, device=p.device), k)                 # (B, 1, H, W)
+    onehot = F.one_hot(p.argmax(dim=1), c).permute(0, 3, 1, 2).float()      # (B, C, H, W)
+    q = _box_sum(onehot, k) / n                                              # (B, C, H, W)
+    impurity = -(q * torch.log(q + 1e-6)).sum(dim=1)                         # (B, H, W)
+    if not regions:
+        return entropy[:, 0] * impurity
+    log_c = math.log(c)
+    return (impurity / log_c) * (_box_sum(entropy / log_c, k)[:, 0] / n[:, 0])
+
+
+def _greedy_boxes(score, n, reveal, suppress, taken):
+    """Per image, n times: the best remaining centre (ties: the smallest column, then the smallest row), its
+    (2 reveal + 1)^2 box revealed, and the (2 suppress + 1)^2 box around it taken (never a centre again). Boxes are
+    clipped at the image border; a box still counts as one of the n. taken: (B, H, W) bool, updated in place.
+    Stops early when no centre is left. Returns (B, H, W) bool of the pixels to reveal."""
+    b, h, w = score.shape
+    out = torch.zeros(b, h, w, dtype=torch.bool, device=score.device)
+    for j in range(b):
+        s = score[j].masked_fill(taken[j], float("-inf")).t().contiguous()     # (W, H): column-major order
+        for _ in range(n):
+            best = int(s.flatten().argmax())
+            x, y = divmod(best, h)
+            if s[x, y] == float("-inf"):
+                break
+            out[j, max(0, y - reveal):y + reveal + 1, max(0, x - reveal):x + reveal + 1] = True
+            s[max(0, x - suppress):x + suppress + 1, max(0, y - suppress):y + suppress + 1] = float("-inf")
+            taken[j, max(0, y - suppress):y + suppress + 1, max(0, x - suppress):x + suppress + 1] = True
+    return out
+
+
+def ripu_point_radius(width):
+    """RIPU-PA's window radius k, scaled to the image width: 32 at Cityscapes' 2048 pixels, so k = 32 W / 2048
+    rounded (3 at the synthetic 192; 16 at the 1024 of --preset paper), at least 1."""
+    return max(1, round(32 * width / 2048))
+
+
+def ripu_select(logits_a, budget=None, n_points=None, exclude=None):
+    """RIPU on A's logits (B, C, H, W) at image size. With `budget` (a fraction of the pixels), regions (RIPU-RA,
+    k = 1): ceil(H W budget / 9) boxes of 3x3 per image, each centre's 5x5 box suppressed. With `n_points`, points
+    (RIPU-PA, k = ripu_point_radius(W)): n_points single pixels per image, each centre's (2k+1)^2 window
+    suppressed. exclude: (B, H, W) bool, the pixels bought in earlier rounds; as in RIPU, the boxes suppressed then
+    stay closed to centres (here: those pixels dilated by the suppression reach beyond the revealed box).
+    Returns (B, H, W) bool."""
+    b, _, h, w = logits_a.shape
+    if budget is not None:
+        k, reveal, suppress = 1, 1, 2
+        n = math.ceil(h * w * budget / (2 * k + 1) ** 2) if budget > 0 else 0
+    else:
+        k = ripu_point_radius(w)
+        reveal, suppress, n = 0, k, n_points
+    score = ripu_scores(logits_a, k, regions=budget is not None)               # (B, H, W)
+    taken = torch.zeros(b, h, w, dtype=torch.bool, device=logits_a.device)
+    if exclude is not None:
+        grow = suppress - reveal
+        taken = F.max_pool2d(exclude.float()[:, None], 2 * grow + 1, stride=1, padding=grow)[:, 0] > 0
+    return _greedy_boxes(score, n, reveal, suppress, taken)
 
 
 # --------------------------------------------------------------------------------------------------------------

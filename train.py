@@ -38,9 +38,13 @@ from distributed import exit_cleanly, gather_dict, init_distributed
 from job import Job
 from runs import UsageError, as_iterations, autocast, unwrap  # noqa: F401 (train.UsageError, train.unwrap: notebooks)
 
-MODES = ("source_only", "adaptseg", "spl", "ppl", "random", "entropy", "supervised", "table", "sweep")
-SELECTING_MODES = ("spl", "ppl", "random", "entropy")
-DEFAULT_BUDGET = 0.022  # random/entropy run alone: the paper's SPL budget, 2.2% of the pixels
+MODES = ("source_only", "adaptseg", "spl", "ppl", "random", "entropy", "supervised", "ripu_regions", "ripu_points",
+         "ripu", "table", "sweep")
+SELECTING_MODES = ("spl", "ppl", "random", "entropy", "ripu_regions", "ripu_points", "ripu")
+BUDGET_MODES = ("random", "entropy", "ripu_regions", "ripu")  # buy --budget of the pixels (default DEFAULT_BUDGET)
+DEFAULT_BUDGET = 0.022  # the paper's SPL budget, 2.2% of the pixels
+# --mode ripu, RIPU as published (Xie et al. 2022): five labelling rounds at 10k, 12k, ..., 18k of its 40k iterations
+RIPU_ROUNDS = (0.25, 0.30, 0.35, 0.40, 0.45)
 
 
 # ================================================================================================================
@@ -60,7 +64,8 @@ def build_parser():
     types): a bad value is refused before any work starts."""
     p = runs.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument_group("the method (LabOR), with the paper's values").add_argument
-    a("--mode", default="spl", help="one of " + ", ".join(MODES) + " (default: spl)")
+    a("--mode", default="spl", help="one of " + ", ".join(MODES) + " (default: spl). ripu_regions and ripu_points: "
+      "RIPU's selector (Xie et al. 2022) in this pipeline; ripu: RIPU as published (its rounds and losses)")
     a("--preset", default="synthetic", choices=["synthetic", "paper"],
       help="'synthetic': our CPU defaults for the built-in benchmark; 'paper': DeepLab-V2 settings of the paper "
            "(SGD 2.5e-4, momentum 0.9, wd 5e-4, poly 0.9; D: Adam 1e-4, betas (0.9, 0.99); 1280x720 / 1024x512)")
@@ -93,9 +98,9 @@ def build_parser():
     a("--iast-beta", type=runs.unit_float, default=labor.IAST_BETA, help="IAST beta (0.9)")
     a("--iast-gamma", type=runs.non_negative_float, default=labor.IAST_GAMMA, help="IAST gamma (8.0 for GTA5)")
     a("--budget", type=runs.fraction, default=None,
-      help="labelled fraction of pixels per image in (0, 1]: sets random/entropy (default 0.022, the paper's SPL "
-           "budget); caps SPL, which by default labels its whole mask as in the paper (the cap is ours: --spl-cap)")
-    a("--points", type=runs.positive_int, default=40, help="PPL points per image (paper 40)")
+      help="labelled fraction of pixels per image in (0, 1]: sets random, entropy, ripu_regions, ripu (default "
+           "0.022, the paper's SPL budget); caps SPL, which by default labels its whole mask as in the paper (the cap is ours: --spl-cap)")
+    a("--points", type=runs.positive_int, default=40, help="PPL (and ripu_points) points per image (paper 40)")
     a("--ppl-space", default="prob", choices=["prob", "feat"],
       help="PPL prototype space: the heads' mean softmax ('prob') or B's features ('feat') (default prob)")
     a("--seed", type=runs.seed, default=0, help="training seed (default 0)")
@@ -161,6 +166,8 @@ def select_iterations(args):
         return [0]
     if args.mode not in SELECTING_MODES:
         return []
+    if args.mode == "ripu":
+        return [as_iterations(f, args.iters) for f in RIPU_ROUNDS]
     if args.schedule == "staged":
         return [as_iterations(args.warmup, args.iters)]
     return sorted({as_iterations(s, args.iters) for s in args.select_at})
@@ -169,7 +176,7 @@ def select_iterations(args):
 def shares_warmup(args):
     """Staged runs that adapt A alone before buying labels (and adaptseg, which buys none) train one and the same
     warm-up for a seed: with --shared-dir the first saves it and the others start from it."""
-    return args.schedule == "staged" and args.mode in SELECTING_MODES + ("adaptseg",)
+    return args.schedule == "staged" and args.mode in SELECTING_MODES + ("adaptseg",) and args.mode != "ripu"
 
 
 # ================================================================================================================
@@ -206,7 +213,7 @@ def build_models(args, num_classes):
     torch.manual_seed(args.seed)
     backbone = lambda: models.make_backbone(args.model, args.weights, args.width)  # noqa: E731
     net = {"A": models.SegModel(backbone(), num_classes, aux=True)}
-    if args.mode not in ("source_only", "supervised"):
+    if args.mode not in ("source_only", "supervised", "ripu"):  # (RIPU as published has no adversarial loss)
         net["D"] = models.FCDiscriminator(num_classes, args.ndf)
         net["D_aux"] = models.FCDiscriminator(num_classes, args.ndf)
     if args.mode in ("spl", "ppl"):
@@ -261,7 +268,7 @@ def train_step(args, net, opt, theta, batch_s, batch_t, y_t, scaler=None):
             loss_seg = labor.seg_loss(logits_s, y_s) + args.lambda_seg_aux * labor.seg_loss(logits_s_aux, y_s)
             loss_a = loss_a + loss_seg
             losses["loss_seg"] = loss_seg.item()
-        if y_t is not None or "D" in net or "B" in net:  # source-only never looks at target images
+        if y_t is not None or "D" in net or "B" in net or args.mode == "ripu":  # (source-only never looks at target)
             logits_t, logits_t_aux = A(x_t)                                         # (B, C, Ht/8, Wt/8) each
         if y_t is not None:
             loss_tgt = labor.seg_loss(logits_t, y_t) + args.lambda_seg_aux * labor.seg_loss(logits_t_aux, y_t)
@@ -276,6 +283,11 @@ def train_step(args, net, opt, theta, batch_s, batch_t, y_t, scaler=None):
                 loss_adv_aux = labor.adv_generator_loss(D_aux(prob_t_aux), args.gan)
             loss_a = loss_a + args.lambda_adv * loss_adv + args.lambda_adv_aux * loss_adv_aux
             losses["loss_adv"] = loss_adv.item()
+        if args.mode == "ripu":  # not LabOR: RIPU's own two losses (labor.py), for "RIPU as published" only
+            loss_nl = labor.negative_learning_loss(F.softmax(labor.upsample(logits_t, size_t), dim=1))
+            loss_cr = labor.local_consistency_loss(F.softmax(labor.upsample(logits_s, x_s.shape[-2:]), dim=1), y_s)
+            loss_a = loss_a + labor.RIPU_LAMBDA_NL * loss_nl + labor.RIPU_LAMBDA_CR * loss_cr
+            losses.update(loss_nl=loss_nl.item(), loss_cr=loss_cr.item())
     scaler.scale(loss_a).backward()
     scaler.step(opt["A"])
 
@@ -406,6 +418,9 @@ def select_round(args, net, target_images, annotator, revealed, round_idx, n_rou
             else:
                 sel = selection.ppl_select(p1, p2, points, feat=feat if args.ppl_space == "feat" else None,
                                            exclude=exclude, cell=args.ppl_cell)
+        elif args.mode.startswith("ripu"):  # RIPU (Xie et al. 2022): A's uncertainty and region impurity, no B
+            sel = selection.ripu_select(logits_a, None if args.mode == "ripu_points" else frac,
+                                        points if args.mode == "ripu_points" else None, exclude=exclude)
         else:  # random, entropy, supervised
             sel = selection.baseline_select(args.mode, logits_a, frac, seeds, exclude=exclude)
         for i, m, p in zip(idx.tolist(), sel.cpu(), logits_a.argmax(dim=1).cpu()):
@@ -461,7 +476,7 @@ def run(args):
     opt = build_optimisers(args, net)
     net = job.start(net, opt, annotator, target_images, shares_warmup(args))  # fresh, resumed, or the seed's warm-up
     rounds = select_iterations(args)  # the labelling iterations
-    budget = DEFAULT_BUDGET if args.budget is None and args.mode in ("random", "entropy") else args.budget
+    budget = DEFAULT_BUDGET if args.budget is None and args.mode in BUDGET_MODES else args.budget
     src_stream, tgt_stream = job.stream(source, 0), job.stream(target_images, 1)
 
     # ---- 1. adaptation, with 1b and 2 at the labelling iterations --------------------------------------------------

@@ -160,6 +160,7 @@ def test_help_still_works(capsys):
 ISSUE_PROBES = [["--size", "16", "16"], ["--n-target", "0"], ["--out", "/etc/passwd"]]
 
 
+@pytest.mark.slow
 def test_the_issue_probes_from_the_command_line(tmp_path):
     """Each of these printed a traceback before: now one line, exit 2, no run folder."""
     for probe in ISSUE_PROBES:

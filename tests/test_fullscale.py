@@ -57,6 +57,7 @@ def paper_command(fakes):
 # The paper's command on fake GTA5 / Cityscapes
 # ================================================================================================================
 
+@pytest.mark.slow
 def test_paper_command_trains_and_evaluates_at_full_resolution(fakes, tmp_path, monkeypatch):
     """The full-scale command runs end to end on the fake datasets (DeepLab-V2, CPU, 2 iterations); its optimisers
     are the paper's; evaluation upsamples predictions to the full-resolution Cityscapes val labels."""
@@ -164,6 +165,7 @@ def test_paper_preset_defaults(fakes):
 # --weights PATH: offline ImageNet weights (never the download in tests)
 # ================================================================================================================
 
+@pytest.mark.slow
 def test_weights_file_is_loaded_into_the_backbone(tmp_path):
     import torchvision
     torch.manual_seed(123)
@@ -184,6 +186,7 @@ def test_weights_file_is_loaded_into_the_backbone(tmp_path):
     assert checked > 500 and torch.equal(backbone.layer1[0].conv1.weight, state["layer1.0.conv1.weight"])
 
 
+@pytest.mark.slow
 def test_weights_file_of_another_model_is_refused(tmp_path):
     """A file whose keys are not a resnet101's would otherwise leave the random init in place, silently."""
     path = tmp_path / "other.pth"
@@ -206,6 +209,7 @@ def test_missing_weights_file_is_a_usage_error(fakes, tmp_path, capsys):
 # Speed features that run on a CPU: --amp (bf16 autocast), DataLoader workers
 # ================================================================================================================
 
+@pytest.mark.slow
 def test_amp_trains_with_bf16_autocast_on_cpu(tmp_path, monkeypatch):
     dtypes = []
     seg_loss = labor.seg_loss
@@ -238,6 +242,7 @@ def test_workers_give_the_same_batches(fakes):
         assert all(torch.equal(u, v) for u, v in zip(a, b))
 
 
+@pytest.mark.slow
 def test_workers_train_the_same_model(fakes, tmp_path):
     """A short run on the fake real datasets with --num-workers 2 equals one with 0 workers, weight for weight."""
     flags = [*fakes.flags, "--mode", "spl", "--model", "tiny", "--width", "8", *SMALL, "--iters", "3"]
@@ -265,6 +270,7 @@ def conv_forward_flops(modules):
     return total, handles
 
 
+@pytest.mark.slow
 def test_benchmark_prints_one_json_line_with_consistent_flops(capsys):
     flags = ["--benchmark", "2", "--size", "32", "64", "--width", "8", "--threads", "1", "--device", "cpu", "--quiet"]
     results = {}
@@ -303,6 +309,7 @@ def test_benchmark_prints_one_json_line_with_consistent_flops(capsys):
     assert 2 * forward[0] < total <= 3 * forward[0]
 
 
+@pytest.mark.slow
 def test_benchmark_profile_names_where_the_time_goes(capsys):
     """--profile adds the operators with the most time of their own: shares in (0, 1], largest first, summing to
     at most 1; on these convolutional models a convolution is among the first three."""
@@ -355,6 +362,7 @@ def test_state_digest_and_ranks_agree_can_fail(monkeypatch):
         assert distributed.ranks_agree(SimpleNamespace(world=2, rank=0), net) is expected
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_match_single_process_selection(tmp_path):
     """DDP on 2 CPU processes: trains, only rank 0 writes, every rank ends with the same weights (ranks_agree),
     the selection at iteration 0 (models still at their seeded init) equals a single process's label for label,

@@ -3,6 +3,7 @@ staged schedule (warm-up A, then B on that A with A fixed, then select, then A w
 one B shared by every run of a seed, and the budget sweep."""
 import argparse
 import json
+import math
 import pickle
 import sys
 from pathlib import Path
@@ -97,6 +98,7 @@ def test_select_round_required_fraction_is_a_error_rate_on_bought_pixels():
         assert torch.equal(wrong, (lab != 255) & (lab != road))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["spl", "ppl", "random", "entropy"])
 def test_every_selecting_mode_records_its_rounds(mode, tmp_path, capsys):
     extra = ["--budget", "0.05"] if mode != "ppl" else []  # SPL capped: its mask at init is the whole image
@@ -159,6 +161,7 @@ def test_staged_scratch_keeps_b_own_start(tmp_path):
     assert not same_weights(params(net["B"].backbone), params(net["A"].backbone))
 
 
+@pytest.mark.slow
 def test_staged_run_labels_once_after_the_warmup(tmp_path):
     m = run_mode("spl", tmp_path / "r", *STAGED)
     assert m["schedule"] == "staged" and len(m["selection_rounds"]) == 1
@@ -167,6 +170,7 @@ def test_staged_run_labels_once_after_the_warmup(tmp_path):
     assert "loss_pseudo" not in m["history"][-1]  # B does not train beside A in the staged schedule
 
 
+@pytest.mark.slow
 def test_shared_warmup_and_selector_give_the_same_runs(tmp_path):
     """Every run of a seed may reuse the warm-up and B that another run saved in --shared-dir: the results are
     bit for bit those of a run that trains its own."""
@@ -189,6 +193,7 @@ def test_shared_warmup_and_selector_give_the_same_runs(tmp_path):
     assert other["shared_warmup"] is None
 
 
+@pytest.mark.slow
 def test_staged_run_killed_in_the_selector_stage_resumes_exactly(tmp_path, monkeypatch, capsys):
     """A crash while B trains: --resume restarts stage 1b from the checkpoint at the end of the warm-up and ends
     exactly where an uninterrupted run ends."""
@@ -216,6 +221,7 @@ def test_staged_run_killed_in_the_selector_stage_resumes_exactly(tmp_path, monke
 
 # ------------------------------------------------------------------------------------------ the sweep
 
+@pytest.mark.slow
 def test_sweep_writes_curve_and_spends_each_budget(tmp_path):
     args = train.get_args(["--mode", "sweep", "--out", str(tmp_path), *TINY, *STAGED,
                            "--budgets", "0.01", "0.05", "--seeds", "0"])
@@ -225,7 +231,7 @@ def test_sweep_writes_curve_and_spends_each_budget(tmp_path):
         assert (tmp_path / f).exists(), f
     got = {(r["selector"], r["budget"]): r for r in summary}
     expected = {("spl (whole mask)", None), ("adaptseg", None), ("supervised", None)} | {
-        (s, b) for s in ("random", "entropy", "spl", "ppl", "ppl, cell 8") for b in (0.01, 0.05)}
+        (s, b) for s, *_ in experiments.SWEEP_SELECTORS for b in (0.01, 0.05)}
     assert set(got) == expected
     hw = 32 * 64
     for b in (0.01, 0.05):
@@ -234,6 +240,8 @@ def test_sweep_writes_curve_and_spends_each_budget(tmp_path):
         assert got[("spl", b)]["points_per_image"] <= round(b * hw)  # capped: at most its mask
         assert 0 < got[("ppl", b)]["points_per_image"] <= round(b * hw)  # as many points, if the mask holds them
         assert 0 < got[("ppl, cell 8", b)]["points_per_image"] <= round(b * hw)  # ... and if its blocks hold them
+        assert got[("ripu points", b)]["points_per_image"] <= round(b * hw)  # ... and if its windows leave room
+        assert 0 < got[("ripu regions", b)]["points_per_image"] <= 9 * math.ceil(b * hw / 9)  # 3x3 boxes, some clipped
     assert got[("adaptseg", None)]["labelled_fraction"] == 0 and got[("supervised", None)]["labelled_fraction"] == 1
     # one warm-up and one B for the seed, shared by every run
     assert len(list((tmp_path / "shared").glob("warmup-*.pt"))) == 1
@@ -246,6 +254,7 @@ def test_sweep_writes_curve_and_spends_each_budget(tmp_path):
     assert train.run_sweep(again) == summary
 
 
+@pytest.mark.slow
 def test_sweep_with_two_jobs_gives_what_one_job_gives(tmp_path):
     """--jobs 2: the runs of two seeds in two worker processes (one thread each: TINY has --threads 1), each seed's
     runs launched after its SPL; sweep.json is the one the same sweep writes run by run."""
@@ -253,13 +262,14 @@ def test_sweep_with_two_jobs_gives_what_one_job_gives(tmp_path):
     for jobs in (1, 2):
         train.run_sweep(train.get_args([*flags, "--out", str(tmp_path / f"jobs{jobs}"), "--jobs", str(jobs)]))
     one, two = (json.loads((tmp_path / f"jobs{j}" / "sweep.json").read_text()) for j in (1, 2))
-    assert two == one and len(one["runs"]) == 2 * 8
+    assert two == one and len(one["runs"]) == 2 * (3 + len(experiments.SWEEP_SELECTORS))
     assert len(list((tmp_path / "jobs2" / "shared").glob("warmup-*.pt"))) == 2  # one per seed
     for r in two["runs"]:  # every run but SPL's whole mask (which trains it) and supervised started from it
         warmup = json.loads((tmp_path / "jobs2" / r["run"] / "metrics.json").read_text())["shared_warmup"]
         assert (warmup is None) == (r["selector"] in ("spl (whole mask)", "supervised")), r
 
 
+@pytest.mark.slow
 def test_table_with_two_jobs_gives_what_one_job_gives(tmp_path):
     """--mode table --jobs 2: random and entropy start after SPL and get its budget; the same table as run by run."""
     flags = ["--mode", "table", *TINY, *STAGED, "--quiet"]
@@ -282,6 +292,7 @@ def test_a_stop_in_a_worker_process_reaches_the_experiment_intact():
     assert str(pickle.loads(pickle.dumps(runs.Stopped(2, 0, None, "not started")))) == "not started"
 
 
+@pytest.mark.slow
 def test_an_experiment_resumes_a_stopped_run_and_refuses_one_with_other_settings(tmp_path):
     """A run folder holding a checkpoint but no metrics.json (a stop, a kill) is continued by the same experiment
     command, to the result the run has without a stop; with other settings it is refused by name."""

@@ -37,9 +37,11 @@ def test_committed_notebook_is_executed_with_its_figures(path):
     counts = [c.get("execution_count") for c in nb.cells if c.cell_type == "code"]
     assert None not in counts, f"{path.name}: some code cells were not executed before committing"
     assert counts == sorted(counts), f"{path.name}: cells were executed out of order"
-    assert figures(nb) > 0, f"{path.name}: the committed copy shows no figure"
+    if path.name != "06_exercises.ipynb":  # (the exercises print their checks: tests/test_exercises.py)
+        assert figures(nb) > 0, f"{path.name}: the committed copy shows no figure"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs_top_to_bottom(path, monkeypatch):
     """Executes every cell in order (cwd = notebooks/, as Jupyter does); any cell error fails the test."""
@@ -51,7 +53,7 @@ def test_notebook_runs_top_to_bottom(path, monkeypatch):
     client = NotebookClient(nb, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": str(NOTEBOOKS_DIR)}})
     client.execute()  # raises CellExecutionError, naming the cell, on the first error
-    assert figures(nb) >= committed > 0, (f"{path.name} ran but showed {figures(nb)} figures, fewer than the "
+    assert figures(nb) >= committed > 0 or path.name == "06_exercises.ipynb", (f"{path.name} ran but showed {figures(nb)} figures, fewer than the "
                                           f"{committed} of its committed copy (is the matplotlib backend inline?)")
     after = sorted(p.name for p in NOTEBOOKS_DIR.iterdir())
     assert after == before, f"{path.name} left files in notebooks/: {sorted(set(after) - set(before))}"

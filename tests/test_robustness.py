@@ -185,6 +185,7 @@ def reference(tmp_path_factory):
 
 # ------------------------------------------------------------------------------------------------ exact resume
 
+@pytest.mark.slow
 def test_killed_run_resumes_exactly(reference, tmp_path):
     """SIGKILL a real process mid-run (before the labelling round), resume it with `train.py --resume`: the
     result equals the uninterrupted run's (weights, losses, labels, budget)."""
@@ -198,6 +199,7 @@ def test_killed_run_resumes_exactly(reference, tmp_path):
     assert_same_run(reference, out)
 
 
+@pytest.mark.slow
 def test_kill_after_labelling_round_does_not_buy_again(reference, tmp_path, capsys, annotator_calls):
     """Killed after the round: the resumed run asks the annotator nothing and ends as the uninterrupted run.
     Killed between the round's selection.pt and the next checkpoint (simulated: a checkpoint from before the round
@@ -223,6 +225,7 @@ def test_kill_after_labelling_round_does_not_buy_again(reference, tmp_path, caps
     assert_same_run(reference, stale)
 
 
+@pytest.mark.slow
 def test_crash_before_first_periodic_checkpoint_can_resume(reference, tmp_path, capsys, monkeypatch,
                                                            annotator_calls):
     """With --save-every 0 (checkpoints only at the end) a run that dies early (here: an exception at iteration 3,
@@ -248,6 +251,7 @@ def test_crash_before_first_periodic_checkpoint_can_resume(reference, tmp_path, 
     assert_same_run(reference, out)
 
 
+@pytest.mark.slow
 def test_resume_of_a_finished_run_is_refused(reference, capsys):
     before = snapshot(reference)
     code, err = main(["--resume", reference, "--threads", "1"], capsys)
@@ -266,6 +270,7 @@ def checkpoint_copy(reference, tmp_path):
     return out, out / runs.CHECKPOINT
 
 
+@pytest.mark.slow
 def test_truncated_checkpoint_is_refused_by_name(reference, tmp_path, capsys):
     out, ckpt = checkpoint_copy(reference, tmp_path)
     raw = ckpt.read_bytes()
@@ -298,6 +303,7 @@ class Payload:
         return os.system, (self.command,)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", [runs.CHECKPOINT, runs.SELECTION])
 def test_file_carrying_code_is_refused_and_never_run(which, reference, tmp_path, capsys):
     """A checkpoint.pt or selection.pt in our format, plus a pickled object whose unpickling runs a command."""
@@ -384,6 +390,7 @@ DATA_CASES = ["wrong gta5 root", "wrong cityscapes root", "empty val split", "tr
               "unknown label value", "label size mismatch"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", DATA_CASES)
 def test_broken_real_data_gives_one_clear_error(case, fakes, reference, tmp_path, capsys):
     """Broken GTA5 / Cityscapes folders and files, found at set-up, in training, in evaluation or inside a
@@ -395,6 +402,7 @@ def test_broken_real_data_gives_one_clear_error(case, fakes, reference, tmp_path
     assert snapshot(reference) == before
 
 
+@pytest.mark.slow
 def test_the_fake_real_data_run_works(fakes, tmp_path, capsys):
     """The broken-data cases above fail because of the damage, not because the settings cannot run."""
     gta, cs = fakes
@@ -404,6 +412,7 @@ def test_the_fake_real_data_run_works(fakes, tmp_path, capsys):
     assert (tmp_path / "ok" / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_worker_error_from_the_command_line(fakes, tmp_path):
     """As a user sees it: train.py whose training DataLoader worker reads a truncated target image prints one
     line."""
@@ -424,6 +433,7 @@ FLAG_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", FLAG_CASES)
 def test_bad_flags_give_one_clear_error(case, reference, tmp_path, capsys):
     if case == "cuda without a GPU" and torch.cuda.is_available():
@@ -436,6 +446,7 @@ def test_bad_flags_give_one_clear_error(case, reference, tmp_path, capsys):
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("holding", ["finished run", "killed run"])
 def test_out_holding_a_run_is_refused_byte_for_byte(holding, reference, tmp_path, capsys):
     folder = reference if holding == "finished run" else checkpoint_copy(reference, tmp_path)[0]
@@ -447,6 +458,7 @@ def test_out_holding_a_run_is_refused_byte_for_byte(holding, reference, tmp_path
 
 # ------------------------------------------------------------------------------------------------ divergence
 
+@pytest.mark.slow
 def test_nan_loss_stops_naming_term_and_iteration(tmp_path, capsys, monkeypatch):
     """seg_loss turns NaN at iteration 7: exit 2, the message names loss_seg and iteration 7, and checkpoint.pt
     is the last good one (iteration 6, finite weights), loadable as a normal checkpoint."""
@@ -507,6 +519,7 @@ def test_out_without_write_permission_is_refused(how, tmp_path, capsys, monkeypa
     assert list(folder.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_full_disk_mid_run_keeps_the_last_checkpoint(reference, tmp_path, capsys, monkeypatch):
     """The disk fills up at iteration 30's checkpoint (torch.save writes part of it, then ENOSPC): one line naming
     the file, exit 2; checkpoint.pt is still iteration 28's, whole, and no .tmp is left. Once there is space again,
@@ -550,6 +563,7 @@ def assert_same_result(ref, out):
     assert weights_digest(ref / "model_A.pt") == weights_digest(out / "model_A.pt")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["process", "process group with a DataLoader worker"])
 def test_sigterm_checkpoints_and_the_resumed_run_ends_the_same(target, reference, tmp_path, capsys):
     """SIGTERM to a real `python train.py` mid-run (to it alone, or to its whole process group, as a cluster's
@@ -576,6 +590,7 @@ def test_sigterm_checkpoints_and_the_resumed_run_ends_the_same(target, reference
     assert_same_run(reference, out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["experiment alone", "process group"])
 def test_sigterm_stops_a_table_with_two_jobs_and_the_same_command_finishes_it(target, tmp_path):
     """--mode table --jobs 2 stopped by SIGTERM (to the experiment alone, which passes it on to its worker processes,
@@ -633,6 +648,7 @@ def test_a_signal_too_late_for_the_run_reaches_the_experiment_but_not_pythons_ct
     assert runs.signal_noted() == 0
 
 
+@pytest.mark.slow
 def test_ctrl_c_checkpoints_at_the_current_iteration(reference, tmp_path, capsys, monkeypatch):
     """SIGINT in this process during iteration 5 (--save-every 0: no checkpoint but iteration 0's): the run
     stops at iteration 6 with a checkpoint there, exits 130, gives the previous SIGINT handler back, and resumes
@@ -683,6 +699,7 @@ def test_second_ctrl_c_stops_at_once(tmp_path, capsys, monkeypatch):
 
 # ------------------------------------------------------------------------------------------------ --resume reads once
 
+@pytest.mark.slow
 def test_resume_reads_the_checkpoint_once(reference, tmp_path, capsys, monkeypatch):
     out, ckpt = checkpoint_copy(reference, tmp_path)   # iteration 40 of 40: the resumed run only evaluates
     load, reads = torch.load, []
@@ -697,6 +714,7 @@ def test_resume_reads_the_checkpoint_once(reference, tmp_path, capsys, monkeypat
     assert reads.count(runs.CHECKPOINT) == 1, reads
 
 
+@pytest.mark.slow
 def test_resume_of_a_run_saved_before_spl_cap_keeps_its_cap(reference, tmp_path):
     """A checkpoint saved before --spl-cap existed resumes with the cap those runs used (the most discrepant
     pixels), not with today's default, and without a missing-attribute traceback."""
@@ -736,6 +754,7 @@ def assert_every_rank_stopped_with(r, seconds, errs, *names):
     assert seconds < 90, seconds     # start-up included; a hang would last the collective's timeout (30 min)
 
 
+@pytest.mark.slow
 def test_torchrun_error_on_rank0_only_ends_every_rank(reference, tmp_path):
     """--out holding a run is refused by rank 0 (the one that writes): the other rank must not wait for it in a
     collective. Both print the same line and exit 2, within seconds."""
@@ -746,6 +765,7 @@ def test_torchrun_error_on_rank0_only_ends_every_rank(reference, tmp_path):
     assert snapshot(folder) == before
 
 
+@pytest.mark.slow
 def test_torchrun_error_mid_run_on_one_rank_ends_every_rank(fakes, tmp_path):
     """A broken val image that only rank 1 reads (evaluation splits val by rank): rank 1 stops with the dataset's
     message while rank 0 waits for it in the all-reduce of the confusion matrix; rank 0 prints the same line and
@@ -774,6 +794,7 @@ time.sleep(60)   # this rank is busy (or blocked in a collective): only the watc
 """
 
 
+@pytest.mark.slow
 def test_the_watcher_ends_a_rank_that_cannot_see_the_error_itself():
     """With NCCL a rank blocked in a collective gets no error when a peer ends; the watcher thread reads the peer's
     published message from the store and ends this process with the same line and code, in well under a second."""
@@ -813,6 +834,7 @@ distributed.exit_cleanly(lambda: None)   # a rank whose run succeeded; then Pyth
 """
 
 
+@pytest.mark.slow
 def test_a_rank_that_succeeded_exits_0_while_its_watcher_is_in_a_store_call():
     """The flake of the torchrun test: a daemon watcher thread that comes back from a store call (GIL released in
     C++) while Python finalises is ended with pthread_exit, and pybind11's noexcept guard turns that into

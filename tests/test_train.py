@@ -49,6 +49,7 @@ def test_frozen_discriminator_passes_the_same_gradient_to_its_input_and_none_to_
     assert [w.requires_grad for w in D.parameters()] == [True, False] + [True] * 8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["source_only", "adaptseg", "spl", "ppl", "ppl-cell8", "random", "entropy",
                                   "supervised"])
 def test_every_mode_runs_and_respects_its_budget(mode, tmp_path):
@@ -91,6 +92,7 @@ def test_every_mode_runs_and_respects_its_budget(mode, tmp_path):
         assert (tmp_path / mode / "selection.png").exists()
 
 
+@pytest.mark.slow
 def test_table_mode_writes_table_and_plot(tmp_path):
     """--mode table runs every method once, writes results.md / results.json / results.png, and gives random
     and entropy the budget SPL actually used."""
@@ -108,6 +110,7 @@ def test_table_mode_writes_table_and_plot(tmp_path):
     assert all(f"| {mode} |" in md for mode in experiments.TABLE_MODES)
 
 
+@pytest.mark.slow
 def test_target_labels_only_through_the_annotator(tmp_path, monkeypatch):
     """Poison every target-train label outside the pixels SPL selected: the run must not change at all, so the
     trainer read nothing else of target-train ground truth."""
@@ -135,6 +138,7 @@ def test_target_labels_only_through_the_annotator(tmp_path, monkeypatch):
     assert ma["labelled_pixels"] == mb["labelled_pixels"] and ma["miou"] == mb["miou"]
 
 
+@pytest.mark.slow
 def test_poison_detector_can_fail(tmp_path, monkeypatch):
     """The poisoning test above is able to fail: poisoning a selected pixel's label does change the run."""
     run_mode("spl", tmp_path / "clean", "--select-at", "0")
@@ -153,6 +157,7 @@ def test_poison_detector_can_fail(tmp_path, monkeypatch):
     assert not all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_several_rounds_split_the_budget(tmp_path):
     """Two labelling rounds for random at budget 0.05: each round reveals half, never the same pixel twice."""
     m = run_mode("random", tmp_path / "r", "--budget", "0.05", "--select-at", "2", "4")
@@ -162,6 +167,7 @@ def test_several_rounds_split_the_budget(tmp_path):
     assert len(sel["label"]) == 6 * 2 * per_round  # stored pixels are distinct: no pixel bought twice
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags, message", [
     (["--budget", "1.5"], "--budget"),
     (["--budget", "0"], "--budget"),
@@ -178,6 +184,7 @@ def test_bad_flags_give_one_clear_error(flags, message, tmp_path):
     assert message in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_existing_run_is_never_overwritten(tmp_path):
     run_mode("source_only", tmp_path / "run")
     before = (tmp_path / "run" / "metrics.json").read_text()
@@ -196,6 +203,7 @@ def readme_train_commands():
             and "--mode sweep" not in line]
 
 
+@pytest.mark.slow
 def test_readme_commands_run(tmp_path):
     """Every `python train.py` command of the README runs as written, with tiny settings appended."""
     commands = readme_train_commands()
@@ -206,6 +214,7 @@ def test_readme_commands_run(tmp_path):
         assert r.returncode == 0, f"{c}\n{r.stderr[-2000:]}"
 
 
+@pytest.mark.slow
 def test_at_a_glance_figure_from_a_tiny_run_folder(tmp_path, capsys):
     """`python figures.py at-a-glance RUN_DIR` draws one target image through the method from a finished SPL run:
     the record its labelling round kept is consistent (the mask is where the heads' argmax differ, PPL's points lie

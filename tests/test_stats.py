@@ -1,0 +1,78 @@
+"""The paired statistics every table and sweep reports, against hand computations: each seed's difference to the
+equal-budget partner, the mean, and a 95% Student-t interval on the paired differences."""
+import argparse
+import math
+
+import pytest
+
+import experiments
+
+
+def test_paired_difference_by_hand():
+    """Differences 1, 2, 3 (a - b): mean 2, sd 1, so the interval is 2 +- t(0.975; 2) / sqrt(3) = 2 +- 4.303 / 1.732."""
+    d = experiments.paired_difference([11.0, 22.0, 33.0], [10.0, 20.0, 30.0])
+    assert d["diffs"] == pytest.approx([1.0, 2.0, 3.0]) and d["n"] == 3 and d["mean"] == pytest.approx(2.0)
+    half = 4.303 / math.sqrt(3)
+    assert d["ci95"] == pytest.approx([2.0 - half, 2.0 + half]) and d["excludes_zero"] is False
+    tight = experiments.paired_difference([0.5, 0.7, 0.6, 0.6], [0.0, 0.0, 0.0, 0.0])  # sd 0.0816, t(3) = 3.182
+    half = 3.182 * math.sqrt(0.02 / 3) / 2
+    assert tight["ci95"] == pytest.approx([0.6 - half, 0.6 + half]) and tight["excludes_zero"] is True
+    below = experiments.paired_difference([0.0, 0.0, 0.0], [1.0, 1.1, 0.9])
+    assert below["ci95"][1] < 0 and below["excludes_zero"] is True
+    one = experiments.paired_difference([1.0], [0.5])
+    assert one["ci95"] is None and one["excludes_zero"] is None and one["mean"] == 0.5
+
+
+def test_student_t_quantiles_by_table():
+    """A few of the table's values (any statistics book), and the normal quantile beyond 30 degrees of freedom."""
+    assert experiments.T975[0] == 12.706 and experiments.T975[1] == 4.303 and experiments.T975[6] == 2.365
+    big = experiments.paired_difference([float(i % 2) for i in range(41)], [0.0] * 41)
+    sd = math.sqrt(sum((i % 2 - 20 / 41) ** 2 for i in range(41)) / 40)
+    assert big["ci95"][1] - big["mean"] == pytest.approx(1.960 * sd / math.sqrt(41))
+
+
+def metrics(miou):
+    return {"miou": miou, "labelled_fraction": 0.01, "points_per_image": 1.0, "required_fraction": None,
+            "wall_seconds": 1.0}
+
+
+def test_table_pairs_each_selector_with_its_equal_budget_partner():
+    """SPL against random at SPL's budget and against entropy; PPL against random at 40 px per image; seed by seed
+    (the lists are in seed order)."""
+    base = {row: [metrics(0.5), metrics(0.5)] for row in experiments.TABLE_MODES}
+    base["spl"] = [metrics(0.70), metrics(0.66)]
+    base["random"] = [metrics(0.68), metrics(0.65)]
+    base["entropy"] = [metrics(0.60), metrics(0.61)]
+    base["ppl"] = [metrics(0.64), metrics(0.62)]
+    base["random, 40 px"] = [metrics(0.63), metrics(0.60)]
+    results = {r["mode"]: r for r in experiments.summarise_table(base, argparse.Namespace())}
+    assert results["spl"]["vs_random"]["diffs"] == pytest.approx([0.02, 0.01])
+    assert results["spl"]["vs_random"]["partner"] == "random"
+    assert results["spl"]["vs_entropy"]["diffs"] == pytest.approx([0.10, 0.05])
+    assert results["ppl"]["vs_random"]["diffs"] == pytest.approx([0.01, 0.02])
+    assert results["ppl"]["vs_random"]["partner"] == "random, 40 px" and results["ppl"]["vs_entropy"] is None
+    assert results["random"]["vs_random"] is None and results["supervised"]["vs_random"] is None
+    half = 12.706 * math.sqrt(0.00005) / math.sqrt(2)       # the two differences 0.02, 0.01: sd sqrt(0.00005)
+    assert results["spl"]["vs_random"]["ci95"] == pytest.approx([0.015 - half, 0.015 + half])
+
+
+def test_sweep_pairs_by_seed_at_the_same_budget():
+    """A selector's runs are paired with random's of the same seed and budget asked, whatever the order of the rows;
+    a seed random lacks is left out."""
+    rows = [{"selector": s, "budget": b, "seed": seed, "miou": m, "labelled_fraction": b or 0, "points_per_image": 1,
+             "required_fraction": None}
+            for s, b, seed, m in (("random", 0.01, 0, 0.60), ("random", 0.01, 1, 0.62), ("spl", 0.01, 1, 0.65),
+                                  ("spl", 0.01, 0, 0.61), ("spl", 0.01, 2, 0.70), ("entropy", 0.01, 0, 0.50),
+                                  ("entropy", 0.01, 1, 0.52), ("spl", 0.05, 0, 0.66), ("adaptseg", None, 0, 0.5))]
+    got = {(r["selector"], r["budget"]): r for r in experiments.summarise_sweep(rows)}
+    assert got["spl", 0.01]["vs_random"]["diffs"] == pytest.approx([0.03, 0.01])     # seeds 1, 0; seed 2 unpaired
+    assert got["spl", 0.01]["vs_entropy"]["diffs"] == pytest.approx([0.13, 0.11])
+    assert got["entropy", 0.01]["vs_random"]["diffs"] == pytest.approx([-0.10, -0.10])
+    assert "vs_random" not in got["spl", 0.05] and "vs_random" not in got["adaptseg", None]
+    assert "vs_random" not in got["random", 0.01]
+
+
+def test_a_difference_cell_marks_an_interval_clear_of_zero():
+    assert experiments._difference(experiments.paired_difference([0.6, 0.7, 0.65], [0.5, 0.6, 0.55])).endswith(" *")
+    assert "*" not in experiments._difference(experiments.paired_difference([0.6, 0.5, 0.7], [0.6, 0.6, 0.6]))
+    assert experiments._difference(None) == "-"
