@@ -167,7 +167,7 @@ def select_iterations(args):
     if args.mode not in SELECTING_MODES:
         return []
     if args.mode == "ripu":
-        return [as_iterations(f, args.iters) for f in RIPU_ROUNDS]
+        return sorted({as_iterations(f, args.iters) for f in RIPU_ROUNDS})
     if args.schedule == "staged":
         return [as_iterations(args.warmup, args.iters)]
     return sorted({as_iterations(s, args.iters) for s in args.select_at})

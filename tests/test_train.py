@@ -1,6 +1,7 @@
 """train.py end to end with tiny settings: every mode runs, writes what it promises, spends the budget its mode
 allows, and reads target-train labels only through the annotator."""
 import json
+import math
 import re
 import subprocess
 import sys
@@ -51,14 +52,15 @@ def test_frozen_discriminator_passes_the_same_gradient_to_its_input_and_none_to_
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["source_only", "adaptseg", "spl", "ppl", "ppl-cell8", "random", "entropy",
-                                  "supervised"])
+                                  "supervised", "ripu_regions", "ripu_points", "ripu"])
 def test_every_mode_runs_and_respects_its_budget(mode, tmp_path):
     """Each mode trains, evaluates, writes metrics.json (with every promised field), a checkpoint, the
     selection and figures; the revealed budget is what the mode allows (ppl-cell8: --mode ppl --ppl-cell 8)."""
     extra = {"random": ["--budget", "0.05"], "entropy": ["--budget", "0.05"],
              # at initialisation the two heads disagree almost everywhere: a mask big enough to test budgets
              "spl": ["--select-at", "0"], "ppl": ["--select-at", "0"],
-             "ppl-cell8": ["--select-at", "0", "--ppl-cell", "8"]}.get(mode, [])
+             "ppl-cell8": ["--select-at", "0", "--ppl-cell", "8"], "ripu_regions": ["--budget", "0.05"],
+             "ripu_points": ["--select-at", "0"], "ripu": ["--budget", "0.05", "--iters", "20"]}.get(mode, [])
     cell = mode == "ppl-cell8"
     mode = "ppl" if cell else mode
     m = run_mode(mode, tmp_path / mode, *extra)
@@ -85,6 +87,12 @@ def test_every_mode_runs_and_respects_its_budget(mode, tmp_path):
             assert torch.bincount(block).max() <= len(data.SYNTHETIC_CLASSES)
         else:  # the paper's rule: the nearest points, wherever they lie (side by side: some block holds more)
             assert m["points_per_image"] == 40 and torch.bincount(block).max() > len(data.SYNTHETIC_CLASSES)
+    elif mode in ("ripu_regions", "ripu"):  # whole 3x3 boxes: at most ceil(H W budget / 9) per image (and round)
+        rounds = len(m["selection_rounds"])
+        assert rounds == (5 if mode == "ripu" else 1)
+        assert 0 < m["points_per_image"] <= 9 * rounds * math.ceil(hw * 0.05 / rounds / 9)
+    elif mode == "ripu_points":  # 40 single pixels per image, each alone in its 3x3 window (k = 1 at width 64)
+        assert m["points_per_image"] == 40
     elif mode == "spl":
         assert m["labelled_pixels"] > 0
         assert m["labelled_pixels"] == len(sel["label"])      # what the annotator counted is what was stored
