@@ -319,8 +319,15 @@ def summarise_table(rows, args):
                         "labelled_fraction": float(np.mean([m["labelled_fraction"] for m in rows[mode]])),
                         "points_per_image": float(np.mean([m["points_per_image"] for m in rows[mode]])),
                         "required_fraction": mean_required(rows[mode]),
+                        "annotation_seconds": mean_seconds(rows[mode]),
                         "wall_seconds": float(np.mean([m["wall_seconds"] for m in rows[mode]])), **vs})
     return results
+
+
+def mean_seconds(metrics):
+    """The mean over runs of the annotator seconds per image (metrics.json's annotation_seconds; None if none)."""
+    secs = [m["annotation_seconds"]["per_image"] for m in metrics if m.get("annotation_seconds")]
+    return float(np.mean(secs)) if secs else None
 
 
 def image_pixels(args):
@@ -358,14 +365,16 @@ def write_table(out, results, rows, seeds, args):
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"Miniature Table 1: {benchmark_name(args)}, seeds {seeds}, {args.iters} iterations, schedule "
              f"{args.schedule}, model {args.model}.",
-             "", "| method | mIoU (%) | per seed | of supervised | labelled pixels (%) | px / image | required_fraction | "
-             "minus random | minus entropy | paper, GTA5->Cityscapes |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "", "| method | mIoU (%) | per seed | of supervised | labelled pixels (%) | px / image | annotator time per "
+             "image (s) | required_fraction | minus random | minus entropy | paper, GTA5->Cityscapes |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         req = "-" if r["required_fraction"] is None else f"{r['required_fraction']:.3f}"
+        secs = "-" if r.get("annotation_seconds") is None else f"{r['annotation_seconds']:.0f}"
         lines.append(f"| {r['mode']} | {100 * r['miou_mean']:.1f} ± {100 * r['miou_std']:.1f} | "
                      f"{' / '.join(f'{100 * v:.1f}' for v in r['mious'])} | "
                      f"{100 * r['of_supervised']:.0f}% | {100 * r['labelled_fraction']:.2f} | "
-                     f"{r['points_per_image']:.0f} | {req} | {_difference(r.get('vs_random'))} | "
+                     f"{r['points_per_image']:.0f} | {secs} | {req} | {_difference(r.get('vs_random'))} | "
                      f"{_difference(r.get('vs_entropy'))} | {PAPER_TABLE.get(r['mode'], '-')} |")
     lines += ["", CAPTION.format(points=args.points)]
     (out / "results.md").write_text("\n".join(lines) + "\n")
@@ -422,7 +431,8 @@ def run_sweep(args, run, apply_defaults):
             rows.append({"selector": name, "budget": budget, "seed": seed, "run": Path(m["args"]["out"]).name,
                          "miou": m["miou"],
                          "labelled_fraction": m["labelled_fraction"], "points_per_image": m["points_per_image"],
-                         "required_fraction": m.get("required_fraction")})
+                         "required_fraction": m.get("required_fraction"),
+                         "annotation_seconds": (m.get("annotation_seconds") or {}).get("per_image")})
     summary = summarise_sweep(rows)
     write_sweep(out, summary, rows, seeds, args)
     return summary
@@ -444,6 +454,8 @@ def summarise_sweep(rows):
                  "labelled_fraction": float(np.mean([r["labelled_fraction"] for r in rs])),
                  "points_per_image": float(np.mean([r["points_per_image"] for r in rs])),
                  "required_fraction": float(np.mean(req)) if req else None}
+        secs = [r["annotation_seconds"] for r in rs if r.get("annotation_seconds") is not None]
+        entry["annotation_seconds"] = float(np.mean(secs)) if secs else None
         for partner in ("random", "entropy"):
             if budget is not None and sel != partner and (partner, budget) in groups:
                 theirs = {r["seed"]: r["miou"] for r in groups[partner, budget]}
@@ -458,13 +470,14 @@ def write_sweep(out, summary, rows, seeds, args):
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"Budget sweep: {benchmark_name(args)}, seeds {seeds}, {args.iters} iterations, schedule "
              f"{args.schedule}, model {args.model}.", "",
-             "| selector | budget asked (%) | labelled pixels (%) | px / image | mIoU (%) | per seed | required_fraction | "
-             "minus random | minus entropy |", "|---|---|---|---|---|---|---|---|---|"]
+             "| selector | budget asked (%) | labelled pixels (%) | px / image | annotator s / image | mIoU (%) | per seed | "
+             "required_fraction | minus random | minus entropy |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(summary, key=lambda r: (r["budget"] is not None, r["budget"] or 0, r["selector"])):
         asked = "-" if r["budget"] is None else f"{100 * r['budget']:g}"
         req = "-" if r["required_fraction"] is None else f"{r['required_fraction']:.3f}"
+        secs = "-" if r.get("annotation_seconds") is None else f"{r['annotation_seconds']:.1f}"
         lines.append(f"| {r['selector']} | {asked} | {100 * r['labelled_fraction']:.3f} | "
-                     f"{r['points_per_image']:.1f} | {100 * r['miou_mean']:.1f} ± {100 * r['miou_std']:.1f} | "
+                     f"{r['points_per_image']:.1f} | {secs} | {100 * r['miou_mean']:.1f} ± {100 * r['miou_std']:.1f} | "
                      f"{' / '.join(f'{100 * v:.1f}' for v in r['mious'])} | {req} | "
                      f"{_difference(r.get('vs_random'))} | {_difference(r.get('vs_entropy'))} |")
     caption = ("Differences are paired over the seeds: each seed's mIoU minus random's (or entropy's) at the same "

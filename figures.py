@@ -126,10 +126,11 @@ SELECTOR_STYLE = {"random": ("x", "tab:gray"), "entropy": ("+", "tab:orange"), "
 def plot_budget_curve(path, summary, seeds):
     """budget_curve.png. Left: mIoU (mean ± std over seeds) against the labelled fraction, one line per selector;
     SPL's whole mask as a point of its own; AdaptSeg (no labels) and supervised (every label) as horizontal lines.
-    Right: each selector minus random at the same budget asked, the mean paired difference over seeds with its 95%
-    interval (summary's "vs_random"); an interval clear of zero is drawn filled."""
-    fig = Figure(figsize=(13, 4.8))
-    ax, dx = fig.subplots(1, 2)
+    Middle: each selector minus random at the same budget asked, the mean paired difference over seeds with its 95%
+    interval (summary's "vs_random"); an interval clear of zero is drawn filled. Right: mIoU against what the labels
+    cost a person, annotator seconds per image (cost.py), with full annotation's cost marked."""
+    fig = Figure(figsize=(19, 4.8))
+    ax, dx, tx = fig.subplots(1, 3)
     for sel, (marker, colour) in SELECTOR_STYLE.items():
         pts = sorted((r for r in summary if r["selector"] == sel and r["budget"] is not None),
                      key=lambda r: r["labelled_fraction"])
@@ -145,6 +146,11 @@ def plot_budget_curve(path, summary, seeds):
         if pts:
             dx.plot([100 * r["budget"] for r in pts], [100 * r["vs_random"]["mean"] for r in pts], color=colour,
                     alpha=0.5, label=sel)
+        pts = sorted((r for r in summary if r["selector"] == sel and r["budget"] is not None
+                      and r.get("annotation_seconds")), key=lambda r: r["annotation_seconds"])
+        if pts:
+            tx.errorbar([r["annotation_seconds"] for r in pts], [100 * r["miou_mean"] for r in pts],
+                        yerr=[100 * r["miou_std"] for r in pts], marker=marker, color=colour, capsize=3, label=sel)
     for r in summary:
         if r["selector"] == "spl (whole mask)":
             ax.errorbar(100 * r["labelled_fraction"], 100 * r["miou_mean"], yerr=100 * r["miou_std"], marker="*",
@@ -155,6 +161,21 @@ def plot_budget_curve(path, summary, seeds):
                        label=f"{r['selector']} ({100 * r['miou_mean']:.1f})")
             ax.axhspan(100 * (r["miou_mean"] - r["miou_std"]), 100 * (r["miou_mean"] + r["miou_std"]),
                        color=colour, alpha=0.08)
+    for r in summary:
+        if r["selector"] == "supervised" and r.get("annotation_seconds"):
+            tx.axvline(r["annotation_seconds"], color="k", linestyle=":", linewidth=1)
+            tx.annotate(f"full annotation\n{r['annotation_seconds']:.0f} s", (r["annotation_seconds"], 0.02),
+                        xycoords=("data", "axes fraction"), ha="right", fontsize=8)
+            tx.axhline(100 * r["miou_mean"], color="k", linestyle="--", linewidth=1)
+        if r["selector"] == "adaptseg":
+            tx.axhline(100 * r["miou_mean"], color="tab:red", linestyle="--", linewidth=1)
+    if tx.get_legend_handles_labels()[0]:
+        tx.set_xscale("log")
+        tx.legend(fontsize=8, loc="lower right")
+    tx.set_xlabel("annotator seconds per image (cost.py; log scale)")
+    tx.set_ylabel("target val mIoU (%)")
+    tx.set_title("what the labels cost a person", fontsize=9)
+    tx.grid(alpha=0.3)
     dx.axhline(0, color="k", linewidth=1)
     dx.set_xscale("log")
     dx.set_xlabel("budget asked (% of pixels, log scale)")

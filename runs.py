@@ -273,7 +273,9 @@ def set_rng_state(state):
 
 
 RUNTIME_FLAGS = ("device", "threads", "num_workers", "quiet", "resume")  # a resumed run may change these
-SAVED_BEFORE = {"spl_cap": "discrepancy", "ppl_cell": 0}  # flags added since some runs were saved: how those runs acted
+SAVED_BEFORE = {"spl_cap": "discrepancy", "ppl_cell": 0,  # flags added since some runs were saved: how those runs acted
+                "annotator_noise": 0.0, "noise_band": 1, "seconds_per_point": 2.4, "seconds_per_click": 3.2,
+                "contour_tolerance": 0.75}
 
 
 def resume_args(cli):
@@ -641,6 +643,8 @@ def write_metrics(args, out, state, miou, ious, classes, annotator, agree):
         "labelled_fraction": annotator.fraction_revealed, "labelled_pixels": annotator.pixels_revealed,
         "points_per_image": annotator.points_per_image, "images_annotated": annotator.images_annotated,
         "required_fraction": required_fraction(state["selection_rounds"]),
+        "annotation_seconds": annotation_seconds(state["selection_rounds"]),
+        "annotator_noise": getattr(args, "annotator_noise", 0.0), "annotator_wrong_labels": annotator.wrong_labels,
         "selection_rounds": state["selection_rounds"], "schedule": args.schedule,
         "shared_warmup": state["shared_warmup"], "selector_history": state["selector_history"],
         "stage_seconds": stage_time, "wall_seconds": total,
@@ -680,8 +684,20 @@ def required_fraction(rounds):
     return sum(r["a_wrong_pixels"] for r in rounds) / bought if bought else None
 
 
+def annotation_seconds(rounds):
+    """Over every labelling round: what the labels cost a person per target-train image, in all and per class
+    (cost.py; None for a run that bought nothing)."""
+    costs = [r["annotation_seconds"] for r in rounds if "annotation_seconds" in r]
+    if not costs:
+        return None
+    per_class = {c: sum(r["per_class"][c] for r in costs) for c in costs[0]["per_class"]}
+    return {"kind": costs[0]["kind"], "per_image": sum(r["per_image"] for r in costs), "per_class": per_class}
+
+
 def log_round(args, r, n_rounds, required):
     """One log line per labelling round: how much was bought and how much of it A needed."""
     if args.rank == 0 and not args.quiet:
+        cost = required.get("annotation_seconds")
         tqdm.write(f"[{args.mode}] labelling round {r + 1}/{n_rounds}: {required['bought_pixels']} px bought, "
-                   f"A was wrong on {100 * required['required_fraction']:.1f}% of them (required_fraction)")
+                   f"A was wrong on {100 * required['required_fraction']:.1f}% of them (required_fraction)"
+                   + (f", about {cost['per_image']:.0f} s of annotator time per image" if cost else ""))

@@ -9,8 +9,11 @@ everywhere outside the selection, and counts what it revealed.
 """
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+import cost
 
 IGNORE_INDEX = 255
 
@@ -347,12 +350,14 @@ class RequiredCounter:
                 "a_wrong_pixels": int(self.wrong.sum()), "per_class": per_class}
 
 
-def buy(annotator, revealed, chosen, pred_a, classes, keep=()):
+def buy(annotator, revealed, chosen, pred_a, classes, keep=(), kind=None, seconds=None):
     """Ask the annotator for the chosen pixels of every image (once per image, in index order), keep the labels
     in `revealed` and count what they fix. chosen: {index: (H, W) bool}; pred_a: {index: (n,) A's prediction on
     those pixels at selection time}. Returns RequiredCounter's summary and, for the images in `keep`, (H, W) bool
-    maps of the bought pixels where A was wrong."""
-    required, a_wrong = RequiredCounter(len(classes)), {}
+    maps of the bought pixels where A was wrong. With `kind` ("points", "regions" or "full": cost.py), the summary
+    also holds "annotation_seconds": what the asked pixels cost a person, per image of the round and per class,
+    from the asked region and the revealed labels only (`seconds`: cost.image_seconds's constants)."""
+    required, a_wrong, spent = RequiredCounter(len(classes)), {}, {}
     for i in sorted(chosen):
         y = annotator.annotate([i], chosen[i][None])[0]                                   # (H, W), 255 unbought
         revealed.add(i, y)
@@ -360,7 +365,15 @@ def buy(annotator, revealed, chosen, pred_a, classes, keep=()):
         if i in keep:
             a_wrong[i] = torch.zeros_like(chosen[i])
             a_wrong[i][chosen[i]] = (pred_a[i].long() != y[chosen[i]]) & (y[chosen[i]] != IGNORE_INDEX)
-    return required.summary(classes), a_wrong
+        if kind is not None and chosen[i].any():
+            for c, t in cost.image_seconds(chosen[i].cpu().numpy(), y.cpu().numpy(), kind, **(seconds or {})).items():
+                spent[c] = spent.get(c, 0.0) + t
+    summary = required.summary(classes)
+    if kind is not None:
+        n = max(len(chosen), 1)
+        summary["annotation_seconds"] = {"kind": kind, "per_image": sum(spent.values()) / n,
+                                         "per_class": {name: spent.get(c, 0.0) / n for c, name in enumerate(classes)}}
+    return summary, a_wrong
 
 
 def label_spread(revealed, cell=8):
@@ -394,12 +407,20 @@ class Annotator:
     selection. Counters: pixels_revealed; over the DISTINCT images annotated (an image labelled in two rounds
     counts once): images_annotated, pixels_seen (their pixels), fraction_revealed, and points_per_image (pixels
     revealed per image, which for PPL is the number of clicked points).
+
+    noise > 0 (not in the paper: --annotator-noise) makes it err where people err, at outlines: a revealed pixel
+    within `band` pixels (Chebyshev) of another class gets, with probability `noise`, the most frequent other class
+    of its (2 band + 1)^2 window instead (ties: the smallest class). The draws are seeded by (seed, image, how
+    often the image was asked); wrong_labels counts the labels it got wrong.
     """
 
-    def __init__(self, label_of):
+    def __init__(self, label_of, noise=0.0, band=1, seed=0):
         self._label_of = label_of
+        self.noise, self.band, self.seed = noise, band, seed
         self.pixels_revealed = 0
+        self.wrong_labels = 0
         self.image_pixels = {}  # index of each distinct image annotated -> its number of pixels
+        self.asked = {}         # index -> how often it was asked (the noise's draws)
 
     def annotate(self, indices, selection):
         """indices: list of B ints; selection: (B, H, W) bool. Returns (B, H, W) long, 255 outside selection."""
@@ -408,10 +429,23 @@ class Annotator:
         if labels.shape != selection.shape:
             raise ValueError(f"selection {tuple(selection.shape)} does not match labels {tuple(labels.shape)}")
         revealed = torch.where(selection, labels, torch.full_like(labels, IGNORE_INDEX))
+        if self.noise > 0:
+            revealed = torch.stack([self._err(int(i), r, y, s) for i, r, y, s in zip(indices, revealed, labels,
+                                                                                   selection)])
         self.pixels_revealed += int(selection.sum())
         for i in indices:
             self.image_pixels[int(i)] = labels.shape[-2] * labels.shape[-1]
+            self.asked[int(i)] = self.asked.get(int(i), 0) + 1
         return revealed
+
+    def _err(self, i, revealed, truth, selection):
+        """revealed (H, W) with this image's slips at outlines (see the class docstring)."""
+        other = outline_other_class(truth, self.band)                                  # (H, W), -1 off the band
+        seed = int(np.random.SeedSequence([self.seed, i, self.asked.get(i, 0)]).generate_state(1)[0])
+        flip = torch.rand(truth.shape, generator=torch.Generator().manual_seed(seed)) < self.noise
+        flip &= selection & (other >= 0) & (truth != IGNORE_INDEX)
+        self.wrong_labels += int(flip.sum())
+        return torch.where(flip, other, revealed)
 
     @property
     def images_annotated(self):
@@ -432,12 +466,31 @@ class Annotator:
     def state_dict(self):
         """The counters, as tensors (for checkpoints loaded with weights_only=True)."""
         keys = sorted(self.image_pixels)
+        asked = sorted(self.asked)
         return {"pixels_revealed": self.pixels_revealed, "image_index": torch.tensor(keys, dtype=torch.long),
-                "image_pixels": torch.tensor([self.image_pixels[k] for k in keys], dtype=torch.long)}
+                "image_pixels": torch.tensor([self.image_pixels[k] for k in keys], dtype=torch.long),
+                "wrong_labels": self.wrong_labels, "asked_index": torch.tensor(asked, dtype=torch.long),
+                "asked_count": torch.tensor([self.asked[k] for k in asked], dtype=torch.long)}
 
     def load_state_dict(self, state):
         self.pixels_revealed = int(state["pixels_revealed"])
         self.image_pixels = dict(zip(state["image_index"].tolist(), state["image_pixels"].tolist()))
+        self.wrong_labels = int(state.get("wrong_labels", 0))  # (saved before the noise existed: none)
+        self.asked = dict(zip(state["asked_index"].tolist(), state["asked_count"].tolist())) \
+            if "asked_index" in state else dict.fromkeys(self.image_pixels, 1)
+
+
+def outline_other_class(labels, band=1):
+    """For each pixel within `band` pixels (Chebyshev) of a pixel of another class (255 does not count), the most
+    frequent other class in its (2 band + 1)^2 window (ties: the smallest class); -1 elsewhere. labels: (H, W)."""
+    labels = labels.long()
+    valid = labels != IGNORE_INDEX
+    c = int(labels[valid].max()) + 1 if valid.any() else 1
+    onehot = F.one_hot(torch.where(valid, labels, 0), c).permute(2, 0, 1).float() * valid        # (C, H, W)
+    counts = F.conv2d(onehot[:, None], torch.ones(1, 1, 2 * band + 1, 2 * band + 1), padding=band)[:, 0]
+    counts = counts.masked_fill(F.one_hot(torch.where(valid, labels, 0), c).permute(2, 0, 1).bool(), 0)
+    best = counts.argmax(dim=0)                                                                   # (H, W)
+    return torch.where(counts.amax(dim=0) > 0, best, torch.full_like(best, -1))
 
 
 class RevealedLabels:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import bench
+import cost
 import data
 import experiments
 import figures
@@ -43,6 +44,9 @@ MODES = ("source_only", "adaptseg", "spl", "ppl", "random", "entropy", "supervis
 SELECTING_MODES = ("spl", "ppl", "random", "entropy", "ripu_regions", "ripu_points", "ripu")
 BUDGET_MODES = ("random", "entropy", "ripu_regions", "ripu")  # buy --budget of the pixels (default DEFAULT_BUDGET)
 DEFAULT_BUDGET = 0.022  # the paper's SPL budget, 2.2% of the pixels
+# What each mode asks a person to do (cost.py): click points, outline regions, or annotate whole images.
+ANNOTATION_KIND = {"random": "points", "entropy": "points", "ppl": "points", "ripu_points": "points",
+                   "spl": "regions", "ripu_regions": "regions", "ripu": "regions", "supervised": "full"}
 # --mode ripu, RIPU as published (Xie et al. 2022): five labelling rounds at 10k, 12k, ..., 18k of its 40k iterations
 RIPU_ROUNDS = (0.25, 0.30, 0.35, 0.40, 0.45)
 
@@ -129,6 +133,19 @@ def build_parser():
       help="PPL: at most one point of a class per NxN block of the image (8 = A's output stride: one point per "
            "output cell); the paper's points may lie side by side. --points is then at most (default 0: the "
            "paper's rule, the nearest points wherever they lie)")
+    a = p.add_argument_group("the annotator, not in the paper: what a label costs a person, and how people err "
+                             "(cost.py)").add_argument
+    a("--seconds-per-point", type=runs.positive_float, default=cost.SECONDS_PER_POINT,
+      help="seconds for one point with its class, or one label for a whole region (Bearman et al. 2016: 2.4)")
+    a("--seconds-per-click", type=runs.positive_float, default=cost.SECONDS_PER_POLYGON_CLICK,
+      help="seconds per polygon vertex or boundary crossing (Cityscapes: over 1.5 h / 1,713 clicks = 3.2)")
+    a("--contour-tolerance", type=runs.positive_float, default=cost.CONTOUR_TOLERANCE,
+      help="pixels a traced polygon may stray from an outline (default 0.75)")
+    a("--annotator-noise", type=runs.unit_float, default=0.0,
+      help="probability that a label near a class boundary (--noise-band) is the class on the other side "
+           "(default 0: the perfect annotator)")
+    a("--noise-band", type=runs.positive_int, default=1,
+      help="--annotator-noise: how many pixels from a class boundary a label may go wrong (default 1)")
     runs.add_data_flags(p)      # the synthetic benchmark; real data
     runs.add_run_flags(p)       # --device, --out, --shared-dir, --threads, --quiet, --save-every, --resume, --amp, ...
     experiments.add_flags(p)    # --seeds, --budgets, --jobs (--mode table and sweep)
@@ -426,7 +443,10 @@ def select_round(args, net, target_images, annotator, revealed, round_idx, n_rou
         for i, m, p in zip(idx.tolist(), sel.cpu(), logits_a.argmax(dim=1).cpu()):
             chosen[i], pred_bought[i] = m, p[m].to(torch.uint8)   # A's prediction on the bought pixels only
     chosen, pred_bought = gather_dict(args, chosen), gather_dict(args, pred_bought)
-    required, a_wrong = selection.buy(annotator, revealed, chosen, pred_bought, classes, range(figures.FIGURE_ROWS))
+    seconds = dict(seconds_per_point=args.seconds_per_point, seconds_per_click=args.seconds_per_click,
+                   tolerance=args.contour_tolerance)   # what the labels cost a person (cost.py)
+    required, a_wrong = selection.buy(annotator, revealed, chosen, pred_bought, classes, range(figures.FIGURE_ROWS),
+                                      ANNOTATION_KIND[args.mode], seconds)
     for m in mods.values():
         m.train()
     return gather_dict(args, masks), required, a_wrong
@@ -469,7 +489,8 @@ def run(args):
     # ---- 0. set-up ------------------------------------------------------------------------------------------------
     source, target, evals, classes = build_data(args)      # target-train labels: for the annotator, nowhere else
     target_images = data.ImagesOnly(target)                 # all the trainer may see of target train ...
-    annotator = selection.Annotator(lambda i, labelled=target: labelled[i][1])  # ... and the door to its labels
+    annotator = selection.Annotator(lambda i, labelled=target: labelled[i][1],  # ... and the door to its labels
+                                    args.annotator_noise, args.noise_band, args.seed)
     del target                                              # (no other name for the labelled set in this scope)
     net = {k: m.to(args.device, memory_format=args.memory_format)
            for k, m in build_models(args, len(classes)).items()}

@@ -74,6 +74,12 @@ BAD_VALUES = {
     "--ppl-space": ["pixels"],
     "--ppl-cell": ["-8", "4.5"],
     "--spl-cap": ["entropy"],
+    # --- the annotator
+    "--seconds-per-point": ["0", "-2.4", "nan"],
+    "--seconds-per-click": ["0", "inf"],
+    "--contour-tolerance": ["0", "-1"],
+    "--annotator-noise": ["-0.1", "1.5", "half"],
+    "--noise-band": ["0", "1.5"],
     # --- schedule (with --iters 2: a warm-up of 2 leaves nothing after the labelling; 0.1 of 2 is no iteration)
     "--schedule": ["paper"],
     "--warmup": ["0", "-1", "2 --schedule staged", "1.5 --schedule staged"],

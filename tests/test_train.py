@@ -21,7 +21,8 @@ SMALL = ["--iters", "6", "--n-source", "8", "--n-target", "6", "--n-val", "4", "
          "2", "--width", "8", "--log-every", "3", "--threads", "1"]
 TINY = ["--schedule", "joint", *SMALL]
 FIELDS = {"mode", "seed", "miou", "per_class_iou", "labelled_fraction", "points_per_image", "stage_seconds",
-          "iters_per_second", "peak_memory_mb", "wall_seconds", "history"}
+          "iters_per_second", "peak_memory_mb", "wall_seconds", "history", "annotation_seconds", "annotator_noise",
+          "annotator_wrong_labels"}
 
 
 def run_mode(mode, out, *extra):
@@ -72,6 +73,12 @@ def test_every_mode_runs_and_respects_its_budget(mode, tmp_path):
         assert (tmp_path / mode / f).exists(), f
     hw = 32 * 64
     sel = torch.load(tmp_path / mode / "selection.pt", weights_only=True)
+    if mode in train.ANNOTATION_KIND:  # what the labels cost a person (cost.py), per image of target train
+        assert m["annotation_seconds"]["kind"] == train.ANNOTATION_KIND[mode]
+        assert m["annotation_seconds"]["per_image"] == pytest.approx(sum(m["annotation_seconds"]["per_class"].values()))
+        assert m["annotation_seconds"]["per_image"] > 0 and m["annotator_wrong_labels"] == 0
+    else:
+        assert m["annotation_seconds"] is None
     if mode in ("source_only", "adaptseg"):
         assert m["labelled_pixels"] == 0 and len(sel["label"]) == 0
     elif mode == "supervised":
@@ -239,3 +246,16 @@ def test_at_a_glance_figure_from_a_tiny_run_folder(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         figures.main(["at-a-glance", str(tmp_path / "random")])
     assert e.value.code == 2 and "spl or ppl run" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_noisy_annotator_is_recorded_and_changes_only_the_labels(tmp_path):
+    """--annotator-noise: the run records how many labels the annotator got wrong; it buys the same pixels as the
+    perfect annotator (selection does not see labels), and only labels near class boundaries differ."""
+    clean = run_mode("random", tmp_path / "clean", "--budget", "0.2")
+    noisy = run_mode("random", tmp_path / "noisy", "--budget", "0.2", "--annotator-noise", "0.5")
+    a, b = (torch.load(tmp_path / d / "selection.pt", weights_only=True) for d in ("clean", "noisy"))
+    assert torch.equal(a["pixel_index"], b["pixel_index"]) and torch.equal(a["image_index"], b["image_index"])
+    differ = int((a["label"] != b["label"]).sum())
+    assert noisy["annotator_noise"] == 0.5 and noisy["annotator_wrong_labels"] == differ > 0
+    assert clean["annotator_wrong_labels"] == 0

@@ -1,0 +1,128 @@
+"""What a label costs a person: seconds of annotator time for what a selector asks, per image (not in the paper).
+
+LabOR counts its budget in pixels; a person does not. A click in the middle of a road is one click with its class;
+a sliver of SPL's mask along an object boundary has to be outlined, class by class. The model here follows Cai et
+al. (CVPR 2021, "Revisiting superpixels for active learning in semantic segmentation with realistic annotation
+costs"), which counts clicks rather than pixels:
+
+    a point (random pixels, entropy, PPL, RIPU's points)   one click with its class
+    a region (SPL's mask, RIPU's 3x3 boxes, capped SPL)    per connected piece: one click if it holds one class
+                                                           (its dominant label), else the polygon vertices of every
+                                                           class's part inside it plus the crossings of the piece's
+                                                           own outline from one class to another
+    a full image (supervised)                              the polygon vertices of every connected part of every
+                                                           class, plus one click per part (Cai et al.'s count of
+                                                           Cityscapes' fine annotation)
+
+Cai et al. count the vertices of Cityscapes' own polygons inside a region; we have no annotator's polygons, so we
+trace each class's part: its contours (skimage.measure.find_contours) simplified at CONTOUR_TOLERANCE pixels
+(skimage.measure.approximate_polygon), at least 4 vertices each. Everything here reads only the asked region and the
+labels revealed there.
+"""
+import numpy as np
+from skimage import measure
+
+# Seconds per polygon click: Cityscapes' fine annotation "required more than 1.5h on average for a single image",
+# quality control included (Cordts et al., CVPR 2016, Sec. 2.2); its train-set polygons hold 4,756,857 vertices and
+# 338,302 components (Cai et al.'s count, cailile/Revisiting-Superpixels-for-Active-Learning,
+# scripts/write_bash_files.py), 1,713 clicks per image: 5,400 s / 1,713 = 3.2 s a click, quality control included.
+SECONDS_PER_POLYGON_CLICK = 3.2
+# Seconds per point with its class (and per dominant-label click on a region): Bearman et al.'s time per click,
+# timePerClick = 2.4 in their timing script (abearman/whats-the-point1, plot_times.m; ECCV 2016, "What's the point"),
+# which includes choosing the class.
+SECONDS_PER_POINT = 2.4
+CONTOUR_TOLERANCE = 0.75          # pixels a traced polygon may stray from the outline (below 1: an L keeps 6 corners)
+CITYSCAPES_FULL_SECONDS = 5400.0  # Cordts et al.: "more than 1.5 h" per fine-annotated image
+IGNORE_INDEX = 255
+KINDS = ("points", "regions", "full")
+
+
+def polygon_vertices(mask, tolerance=CONTOUR_TOLERANCE):
+    """The vertices of the polygons that outline a binary mask (outer outlines and holes), each contour of
+    find_contours simplified at `tolerance` pixels; at least 4 per contour (a single pixel is a square)."""
+    padded = np.pad(np.asarray(mask, dtype=float), 1)                    # contours close at the image border
+    total = 0
+    for contour in measure.find_contours(padded, 0.5, fully_connected="high"):   # 8-connected, as the pieces
+        poly = measure.approximate_polygon(contour, tolerance)
+        total += max(len(poly) - 1, 4)         # closed (the last point repeats the first); a pixel shape has 4 corners at least
+    return total
+
+
+def outline_crossings(piece, labels, per_class=False):
+    """Where the piece's own outline crosses a class boundary: the pairs of 4-adjacent outline pixels (pixels of the
+    piece with a 4-neighbour outside it, or on the image border) whose revealed classes differ. A piece split by
+    one line into two classes has 2; a one-pixel-wide sliver of two classes has 1. per_class=True: {class: the
+    crossings it takes part in} (each crossing counts for both its classes)."""
+    piece = np.asarray(piece, bool)
+    labels = np.asarray(labels)
+    inner = np.pad(piece, 1, constant_values=False)
+    outline = piece & ~(inner[:-2, 1:-1] & inner[2:, 1:-1] & inner[1:-1, :-2] & inner[1:-1, 2:])   # (H, W)
+    lab = np.where(outline & (labels != IGNORE_INDEX), labels, -1)
+    pairs = [(a, b) for a, b in ((lab[:-1], lab[1:]), (lab[:, :-1], lab[:, 1:]))]
+    differ = [(a >= 0) & (b >= 0) & (a != b) for a, b in pairs]
+    if not per_class:
+        return int(sum(d.sum() for d in differ))
+    out = {}
+    for (a, b), d in zip(pairs, differ):
+        for c, k in zip(*np.unique(np.concatenate([a[d], b[d]]), return_counts=True)):
+            out[int(c)] = out.get(int(c), 0) + int(k)
+    return out
+
+
+def region_clicks(asked, labels, tolerance=CONTOUR_TOLERANCE):
+    """Clicks to label the asked region of one image, per class: (polygon, dominant), each {class: clicks}. asked:
+    (H, W) bool; labels: (H, W), the revealed labels (255 where none). An 8-connected piece of the asked region
+    that holds one class costs one dominant-label click ("dominant"); a piece with several classes costs the polygon
+    vertices of each class's part inside it, plus the crossings of its outline, each shared by the two classes it
+    separates ("polygon"). (Pieces never touch, so the parts of all pieces are outlined at once.)"""
+    asked = np.asarray(asked, bool) & (np.asarray(labels) != IGNORE_INDEX)
+    labels = np.asarray(labels)
+    pieces, n = measure.label(asked, connectivity=2, return_num=True)
+    if n == 0:
+        return {}, {}
+    ids, labs = pieces[asked] - 1, labels[asked]
+    low = np.full(n, np.iinfo(np.int64).max)
+    high = np.full(n, -1)
+    np.minimum.at(low, ids, labs)
+    np.maximum.at(high, ids, labs)
+    single = low == high                                                     # (n,) a piece of one class
+    dominant = {int(c): int(k) for c, k in zip(*np.unique(low[single], return_counts=True))}
+    mixed = asked & ~single[np.maximum(pieces - 1, 0)]                       # (H, W) the pieces of several classes
+    polygon = {}
+    for c in np.unique(labels[mixed]):
+        polygon[int(c)] = float(polygon_vertices(mixed & (labels == c), tolerance))
+    for c, k in outline_crossings(mixed, labels, per_class=True).items():
+        polygon[c] += k / 2                                                  # half of each crossing to each side
+    return polygon, dominant
+
+
+def full_image_clicks(labels, tolerance=CONTOUR_TOLERANCE):
+    """Clicks to annotate a whole label map as Cai et al. count Cityscapes' polygons: the vertices of every
+    8-connected part of every class plus one click per part. Returns {class: clicks}."""
+    labels = np.asarray(labels)
+    clicks = {}
+    for c in np.unique(labels):
+        if c != IGNORE_INDEX:
+            mask = labels == c
+            clicks[int(c)] = polygon_vertices(mask, tolerance) + int(measure.label(mask, connectivity=2).max())
+    return clicks
+
+
+def image_seconds(asked, labels, kind, seconds_per_point=SECONDS_PER_POINT,
+                  seconds_per_click=SECONDS_PER_POLYGON_CLICK, tolerance=CONTOUR_TOLERANCE):
+    """Annotator seconds for one image, per class of label: {class: seconds}. kind: "points" (one click with its
+    class per asked pixel), "regions" (region_clicks) or "full" (full_image_clicks over `labels`)."""
+    asked = np.asarray(asked, bool)
+    labels = np.asarray(labels)
+    if kind == "points":
+        cls, counts = np.unique(labels[asked & (labels != IGNORE_INDEX)], return_counts=True)
+        return {int(c): float(k) * seconds_per_point for c, k in zip(cls, counts)}
+    if kind == "regions":
+        polygon, dominant = region_clicks(asked, labels, tolerance)
+        out = {c: float(k * seconds_per_click) for c, k in polygon.items()}
+        for c, k in dominant.items():
+            out[c] = out.get(c, 0.0) + k * seconds_per_point
+        return out
+    if kind == "full":
+        return {c: float(k * seconds_per_click) for c, k in full_image_clicks(labels, tolerance).items()}
+    raise ValueError(f"unknown kind {kind!r}: one of {KINDS}")
