@@ -44,7 +44,7 @@ def polygon_vertices(mask, tolerance=CONTOUR_TOLERANCE):
     total = 0
     for contour in measure.find_contours(padded, 0.5, fully_connected="high"):   # 8-connected, as the pieces
         poly = measure.approximate_polygon(contour, tolerance)
-        total += max(len(poly) - 1, 4)         # closed (the last point repeats the first); a pixel shape has 4 corners at least
+        total += max(len(poly) - 1, 4)   # closed: the last point repeats the first; a pixel shape has 4 corners
     return total
 
 

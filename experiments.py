@@ -65,8 +65,10 @@ def add_flags(p):
     g.add_argument("--jobs", type=runs.positive_int, default=1,
                    help="--mode table / sweep: runs at once, each in a process of its own with --threads / N threads "
                         "(default 1; on a 2-core CPU 2 is faster: two one-thread runs do more than one two-thread run, "
-                        "see README 'Speed'). Results equal those of the same runs made one by one with that many "
+                        "docs/operations.md). Results equal those of the same runs made one by one with that many "
                         "threads")
+    g.add_argument("--selectors", nargs="+", default=None, choices=[key for _, key, _, _ in SWEEP_SELECTORS],
+                   help="--mode sweep: the selectors to run at every budget (default: all of them)")
 
 
 def one_run(args, run, apply_defaults, out, mode, seed, name=None, **settings):
@@ -210,7 +212,8 @@ def _say_done(future):
 
 # Settings that change where and how fast a run works, not what it computes.
 PLUMBING = ("out", "quiet", "threads", "log_every", "num_workers", "save_every", "resume", "shared_dir", "seeds",
-            "budgets", "device", "benchmark", "peak_tflops", "profile", "jobs")   # (--benchmark never acts on a run)
+            "budgets", "device", "benchmark", "peak_tflops", "profile", "jobs",
+            "selectors")   # (--benchmark never acts on a run)
 
 
 def changed_settings(saved, wanted):
@@ -365,8 +368,9 @@ def write_table(out, results, rows, seeds, args):
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"Miniature Table 1: {benchmark_name(args)}, seeds {seeds}, {args.iters} iterations, schedule "
              f"{args.schedule}, model {args.model}.",
-             "", "| method | mIoU (%) | per seed | of supervised | labelled pixels (%) | px / image | annotator time per "
-             "image (s) | required_fraction | minus random | minus entropy | paper, GTA5->Cityscapes |",
+             "", "| method | mIoU (%) | per seed | of supervised | labelled pixels (%) | px / image | "
+             "annotator time per image (s) | required_fraction | minus random | minus entropy | "
+             "paper, GTA5->Cityscapes |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         req = "-" if r["required_fraction"] is None else f"{r['required_fraction']:.3f}"
@@ -389,9 +393,11 @@ def write_table(out, results, rows, seeds, args):
 
 # The selectors of the sweep, at every budget: (name, mode, settings). A budget is a fraction of the pixels;
 # PPL gets at most as many points per image (budget * pixels per image). The paper's PPL, and ours beside it.
-SWEEP_SELECTORS = (("random", "random", {}), ("entropy", "entropy", {}), ("spl", "spl", {}), ("ppl", "ppl", {}),
-                   ("ppl, cell 8", "ppl", {"ppl_cell": 8}), ("ripu regions", "ripu_regions", {}),
-                   ("ripu points", "ripu_points", {}))
+SWEEP_SELECTORS = (("random", "random", "random", {}), ("entropy", "entropy", "entropy", {}),
+                   ("spl", "spl", "spl", {}), ("ppl", "ppl", "ppl", {}),
+                   ("ppl, cell 8", "ppl-cell8", "ppl", {"ppl_cell": 8}),
+                   ("ripu regions", "ripu_regions", "ripu_regions", {}),
+                   ("ripu points", "ripu_points", "ripu_points", {}))   # (name, --selectors key, mode, settings)
 POINT_MODES = ("ppl", "ripu_points")  # modes whose budget is a number of points per image
 
 
@@ -407,7 +413,9 @@ def run_sweep(args, run, apply_defaults):
     plan = [("spl (whole mask)", "spl", None, {}), ("adaptseg", "adaptseg", None, {}),
             ("supervised", "supervised", None, {})]   # (selector, mode, budget, settings)
     for b in args.budgets:
-        for name, mode, settings in SWEEP_SELECTORS:
+        for name, key, mode, settings in SWEEP_SELECTORS:
+            if args.selectors and key not in args.selectors:
+                continue
             size = {"points": max(1, round(b * pixels))} if mode in POINT_MODES else {"budget": b}
             plan.append((name, mode, b, {**size, **settings}))
     # SPL's whole mask trains the seed's warm-up and B, which every other run but supervised reuses: those two
@@ -470,14 +478,16 @@ def write_sweep(out, summary, rows, seeds, args):
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"Budget sweep: {benchmark_name(args)}, seeds {seeds}, {args.iters} iterations, schedule "
              f"{args.schedule}, model {args.model}.", "",
-             "| selector | budget asked (%) | labelled pixels (%) | px / image | annotator s / image | mIoU (%) | per seed | "
-             "required_fraction | minus random | minus entropy |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| selector | budget asked (%) | labelled pixels (%) | px / image | annotator s / image | mIoU (%) | "
+             "per seed | required_fraction | minus random | minus entropy |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(summary, key=lambda r: (r["budget"] is not None, r["budget"] or 0, r["selector"])):
         asked = "-" if r["budget"] is None else f"{100 * r['budget']:g}"
         req = "-" if r["required_fraction"] is None else f"{r['required_fraction']:.3f}"
         secs = "-" if r.get("annotation_seconds") is None else f"{r['annotation_seconds']:.1f}"
         lines.append(f"| {r['selector']} | {asked} | {100 * r['labelled_fraction']:.3f} | "
-                     f"{r['points_per_image']:.1f} | {secs} | {100 * r['miou_mean']:.1f} ± {100 * r['miou_std']:.1f} | "
+                     f"{r['points_per_image']:.1f} | {secs} | "
+                     f"{100 * r['miou_mean']:.1f} ± {100 * r['miou_std']:.1f} | "
                      f"{' / '.join(f'{100 * v:.1f}' for v in r['mious'])} | {req} | "
                      f"{_difference(r.get('vs_random'))} | {_difference(r.get('vs_entropy'))} |")
     caption = ("Differences are paired over the seeds: each seed's mIoU minus random's (or entropy's) at the same "

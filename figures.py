@@ -73,7 +73,7 @@ def save_figures(args, out, A, evals, target_images, masks, revealed, a_wrong=No
             axes[r, 0].imshow(img)
             axes[r, 1].imshow(mask.numpy(), cmap="gray")
             axes[r, 2].imshow(img)
-            if args.mode in ("ppl", "ripu_points"):  # points: dots in their revealed class colour, ringed red where A was wrong
+            if args.mode in ("ppl", "ripu_points"):  # points: dots in their class colour, ringed red where A was wrong
                 colours = data.colorize(lab, palette)[ys, xs] / 255.0
                 rings = np.where(wrong[ys, xs][:, None], [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]])
                 axes[r, 2].scatter(xs, ys, c=colours, s=16, edgecolors=rings, linewidths=1.0)
@@ -142,7 +142,8 @@ def plot_budget_curve(path, summary, seeds):
             d = r["vs_random"]
             lo, hi = (100 * v for v in d["ci95"])
             dx.errorbar(100 * r["budget"], 100 * d["mean"], yerr=[[100 * d["mean"] - lo], [hi - 100 * d["mean"]]],
-                        marker=marker, color=colour, capsize=3, markerfacecolor=colour if d["excludes_zero"] else "none")
+                        marker=marker, color=colour, capsize=3,
+                        markerfacecolor=colour if d["excludes_zero"] else "none")
         if pts:
             dx.plot([100 * r["budget"] for r in pts], [100 * r["vs_random"]["mean"] for r in pts], color=colour,
                     alpha=0.5, label=sel)

@@ -99,7 +99,8 @@ def add_data_flags(p):
     a("--eval-split", default="val", choices=["val", "tune"],
       help="'val' reports on target val; 'tune' on a tuning split generated with another seed (for choosing "
            "settings without looking at val; synthetic only)")
-    a("--size", type=image_side, nargs=2, default=None, metavar=("H", "W"), help="synthetic image size (default 96 192)")
+    a("--size", type=image_side, nargs=2, default=None, metavar=("H", "W"),
+      help="synthetic image size (default 96 192)")
     a("--shift", type=unit_float, default=0.6,
       help="synthetic domain-shift strength: 0 = target looks like source, 1 = synthetic.py's full target style "
            "(default 0.6, chosen on the tuning split: source-only then scores well under 70%% of supervised)")

@@ -103,7 +103,8 @@ def build_parser():
     a("--iast-gamma", type=runs.non_negative_float, default=labor.IAST_GAMMA, help="IAST gamma (8.0 for GTA5)")
     a("--budget", type=runs.fraction, default=None,
       help="labelled fraction of pixels per image in (0, 1]: sets random, entropy, ripu_regions, ripu (default "
-           "0.022, the paper's SPL budget); caps SPL, which by default labels its whole mask as in the paper (the cap is ours: --spl-cap)")
+           "0.022, the paper's SPL budget); caps SPL, which by default labels its whole mask as in the paper "
+           "(the cap is ours: --spl-cap)")
     a("--points", type=runs.positive_int, default=40, help="PPL (and ripu_points) points per image (paper 40)")
     a("--ppl-space", default="prob", choices=["prob", "feat"],
       help="PPL prototype space: the heads' mean softmax ('prob') or B's features ('feat') (default prob)")

@@ -66,7 +66,8 @@ def _describe(got, want):
         if not torch.allclose(got.double(), want.double(), rtol=1e-4, atol=1e-6, equal_nan=True):
             diff = (got.double() - want.double()).abs()
             at = tuple(int(i) for i in np.unravel_index(int(diff.argmax()), want.shape))
-            return (f"values differ: largest difference {float(diff.max()):.3g} at index {at} (got {float(got.flatten()[diff.argmax()]):.5g}, expected "
+            return (f"values differ: largest difference {float(diff.max()):.3g} at index {at} "
+                    f"(got {float(got.flatten()[diff.argmax()]):.5g}, expected "
                     f"{float(want.flatten()[diff.argmax()]):.5g})")
         return ""
     if isinstance(want, float):

@@ -74,6 +74,7 @@ BAD_VALUES = {
     "--ppl-space": ["pixels"],
     "--ppl-cell": ["-8", "4.5"],
     "--spl-cap": ["entropy"],
+    "--selectors": ["bogus", "ppl, cell 8"],
     # --- the annotator
     "--seconds-per-point": ["0", "-2.4", "nan"],
     "--seconds-per-click": ["0", "inf"],

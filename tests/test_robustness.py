@@ -28,7 +28,6 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import data  # noqa: E402
 import distributed  # noqa: E402
 from fakes import write_fake_cityscapes, write_fake_gta5  # noqa: E402
 import labor  # noqa: E402
