@@ -271,6 +271,11 @@ def run_table(args, run, apply_defaults):
                         settings = {**settings, "budget": args.points / image_pixels(args)}
                     runs_[row, seed] = launch(mode, seed, name=f"{stem}-seed{seed}", **settings)
         rows = {row: [runs_[row, seed].result() for seed in seeds] for row in TABLE_MODES}
+    return table_from_runs(out, rows, seeds, args)
+
+
+def table_from_runs(out, rows, seeds, args):
+    """results.md, results.json and results.png from the runs' metrics ({row: [metrics per seed]})."""
     results = summarise_table(rows, args)
     write_table(out, results, rows, seeds, args)
     return results
@@ -382,8 +387,9 @@ def write_table(out, results, rows, seeds, args):
                      f"{_difference(r.get('vs_entropy'))} | {PAPER_TABLE.get(r['mode'], '-')} |")
     lines += ["", CAPTION.format(points=args.points)]
     (out / "results.md").write_text("\n".join(lines) + "\n")
+    folders = {row: [Path(m["args"]["out"]).name for m in rows[row]] for row in rows}
     (out / "results.json").write_text(json.dumps({"seeds": seeds, "caption": CAPTION.format(points=args.points),
-                                                  "results": results}, indent=2))
+                                                  "results": results, "runs": folders}, indent=2))
     if not args.quiet:
         print("\n".join(lines))
     figures.plot_table(out / "results.png", results, seeds)
@@ -441,6 +447,11 @@ def run_sweep(args, run, apply_defaults):
                          "labelled_fraction": m["labelled_fraction"], "points_per_image": m["points_per_image"],
                          "required_fraction": m.get("required_fraction"),
                          "annotation_seconds": (m.get("annotation_seconds") or {}).get("per_image")})
+    return sweep_from_runs(out, rows, seeds, args)
+
+
+def sweep_from_runs(out, rows, seeds, args):
+    """sweep.md, sweep.json and budget_curve.png from one row per run (selector, budget, seed, its metrics)."""
     summary = summarise_sweep(rows)
     write_sweep(out, summary, rows, seeds, args)
     return summary
@@ -502,3 +513,37 @@ def write_sweep(out, summary, rows, seeds, args):
     if not args.quiet:
         print("\n".join(lines))
     figures.plot_budget_curve(out / "budget_curve.png", summary, seeds)
+
+
+# ------------------------------------------------------------------------------------------------ regenerate
+
+def regenerate(folder):
+    """Rewrite a table's or a sweep's files (results.* or sweep.*) from the metrics.json of its runs alone: no run
+    is trained or checked again. The folder needs results.json or sweep.json, which list its runs."""
+    folder = Path(folder)
+    if (folder / "results.json").is_file():
+        saved = json.loads((folder / "results.json").read_text())
+        rows = {row: [json.loads((folder / name / "metrics.json").read_text()) for name in names]
+                for row, names in saved["runs"].items()}
+        args = argparse.Namespace(**{**rows["spl"][0]["args"], "quiet": True})
+        return table_from_runs(folder, rows, saved["seeds"], args)
+    if (folder / "sweep.json").is_file():
+        saved = json.loads((folder / "sweep.json").read_text())
+        rows = []
+        for r in saved["runs"]:
+            m = json.loads((folder / r["run"] / "metrics.json").read_text())
+            rows.append({**r, "miou": m["miou"], "labelled_fraction": m["labelled_fraction"],
+                         "points_per_image": m["points_per_image"], "required_fraction": m.get("required_fraction"),
+                         "annotation_seconds": (m.get("annotation_seconds") or {}).get("per_image")})
+        args = argparse.Namespace(**{**m["args"], "budgets": saved["budgets"], "quiet": True})
+        return sweep_from_runs(folder, rows, saved["seeds"], args)
+    raise UsageError(f"{folder} holds neither results.json (a table) nor sweep.json (a sweep)")
+
+
+if __name__ == "__main__":  # python experiments.py regenerate FOLDER [FOLDER ...]
+    import sys
+    if len(sys.argv) < 3 or sys.argv[1] != "regenerate":
+        sys.exit("usage: python experiments.py regenerate FOLDER [FOLDER ...]  (a --mode table or sweep folder)")
+    for f in sys.argv[2:]:
+        regenerate(f)
+        print(f"{f}: rewritten from its runs' metrics.json")

@@ -248,6 +248,11 @@ def test_sweep_writes_curve_and_spends_each_budget(tmp_path):
     assert len(list((tmp_path / "shared").glob("selector-*.pt"))) == 1
     saved = json.loads((tmp_path / "sweep.json").read_text())
     assert len(saved["runs"]) == len(expected)
+    # the sweep's files again from its runs' metrics.json alone (python experiments.py regenerate FOLDER)
+    md = (tmp_path / "sweep.md").read_text()
+    (tmp_path / "sweep.md").unlink()
+    experiments.regenerate(tmp_path)
+    assert (tmp_path / "sweep.md").read_text() == md
     # the same command again reads the finished runs back instead of training them
     again = argparse.Namespace(**vars(args))
     (tmp_path / "sweep.md").unlink()

@@ -123,6 +123,13 @@ def test_table_mode_writes_table_and_plot(tmp_path):
     assert results["supervised"]["of_supervised"] == pytest.approx(1.0)
     md = (tmp_path / "results.md").read_text()
     assert all(f"| {mode} |" in md for mode in experiments.TABLE_MODES)
+    assert results["spl"]["vs_random"]["partner"] == "random" and results["spl"]["vs_random"]["n"] == 1
+    # the table again from the runs' metrics.json alone (python experiments.py regenerate FOLDER)
+    before = json.loads((tmp_path / "results.json").read_text())
+    (tmp_path / "results.md").unlink()
+    experiments.regenerate(tmp_path)
+    assert (tmp_path / "results.md").read_text() == md
+    assert json.loads((tmp_path / "results.json").read_text()) == before
 
 
 @pytest.mark.slow
