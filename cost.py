@@ -49,23 +49,28 @@ def polygon_vertices(mask, tolerance=CONTOUR_TOLERANCE):
 
 
 def outline_crossings(piece, labels, per_class=False):
-    """Where the piece's own outline crosses a class boundary: the pairs of 4-adjacent outline pixels (pixels of the
-    piece with a 4-neighbour outside it, or on the image border) whose revealed classes differ. A piece split by
-    one line into two classes has 2; a one-pixel-wide sliver of two classes has 1. per_class=True: {class: the
-    crossings it takes part in} (each crossing counts for both its classes)."""
-    piece = np.asarray(piece, bool)
-    labels = np.asarray(labels)
-    inner = np.pad(piece, 1, constant_values=False)
-    outline = piece & ~(inner[:-2, 1:-1] & inner[2:, 1:-1] & inner[1:-1, :-2] & inner[1:-1, 2:])   # (H, W)
-    lab = np.where(outline & (labels != IGNORE_INDEX), labels, -1)
-    pairs = [(a, b) for a, b in ((lab[:-1], lab[1:]), (lab[:, :-1], lab[:, 1:]))]
-    differ = [(a >= 0) & (b >= 0) & (a != b) for a, b in pairs]
+    """Where a class boundary inside the piece meets the piece's own outline: the corners of the pixel grid that lie
+    on the outline (some of their four pixels in the piece, some not), counted once for each class boundary that
+    ends there (an edge between two pixels of the piece whose revealed classes differ). A piece split by one line
+    into two classes has 2, a one-pixel-wide sliver of two classes too (the boundary crosses both long edges), a
+    two-pixel-wide strip with one class per row also 2 (at its two ends). per_class=True: {class: the crossings
+    it takes part in} (each crossing counts for both of its classes)."""
+    inside = np.pad(np.asarray(piece, bool) & (np.asarray(labels) != IGNORE_INDEX), 1)
+    lab = np.pad(np.asarray(labels).astype(np.int64), 1, constant_values=-1)
+    # the four pixels around each grid corner: a b / c d
+    a, b, c, d = inside[:-1, :-1], inside[:-1, 1:], inside[1:, :-1], inside[1:, 1:]
+    la, lb, lc, ld = lab[:-1, :-1], lab[:-1, 1:], lab[1:, :-1], lab[1:, 1:]
+    n_in = a.astype(int) + b + c + d
+    on_outline = (n_in > 0) & (n_in < 4)
+    edges = [(a & b & (la != lb), la, lb), (c & d & (lc != ld), lc, ld),       # the edges above and below the corner
+             (a & c & (la != lc), la, lc), (b & d & (lb != ld), lb, ld)]       # left and right of it
     if not per_class:
-        return int(sum(d.sum() for d in differ))
+        return int(sum((on_outline & e).sum() for e, _, _ in edges))
     out = {}
-    for (a, b), d in zip(pairs, differ):
-        for c, k in zip(*np.unique(np.concatenate([a[d], b[d]]), return_counts=True)):
-            out[int(c)] = out.get(int(c), 0) + int(k)
+    for e, l1, l2 in edges:
+        hit = on_outline & e
+        for cls, k in zip(*np.unique(np.concatenate([l1[hit], l2[hit]]), return_counts=True)):
+            out[int(cls)] = out.get(int(cls), 0) + int(k)
     return out
 
 

@@ -290,21 +290,27 @@ def ripu_point_radius(width):
     return max(1, round(32 * width / 2048))
 
 
-def ripu_select(logits_a, budget=None, n_points=None, exclude=None):
-    """RIPU on A's logits (B, C, H, W) at image size. With `budget` (a fraction of the pixels), regions (RIPU-RA,
-    k = 1): ceil(H W budget / 9) boxes of 3x3 per image, each centre's 5x5 box suppressed. With `n_points`, points
+def ripu_boxes(budget, height, width):
+    """RIPU-RA's number of 3x3 boxes per image for a budget (a fraction of the pixels): ceil(H W budget / 9)."""
+    return math.ceil(height * width * budget / 9) if budget > 0 else 0
+
+
+def ripu_select(logits_a, budget=None, n_points=None, exclude=None, n_boxes=None):
+    """RIPU on A's logits (B, C, H, W) at image size. With `budget` (a fraction of the pixels) or `n_boxes`, regions
+    (RIPU-RA, k = 1): ripu_boxes(budget, H, W) (or n_boxes) boxes of 3x3 per image, each centre's 5x5 box
+    suppressed. With `n_points`, points
     (RIPU-PA, k = ripu_point_radius(W)): n_points single pixels per image, each centre's (2k+1)^2 window
     suppressed. exclude: (B, H, W) bool, the pixels bought in earlier rounds; as in RIPU, the boxes suppressed then
     stay closed to centres (here: those pixels dilated by the suppression reach beyond the revealed box).
     Returns (B, H, W) bool."""
     b, _, h, w = logits_a.shape
-    if budget is not None:
+    if budget is not None or n_boxes is not None:
         k, reveal, suppress = 1, 1, 2
-        n = math.ceil(h * w * budget / (2 * k + 1) ** 2) if budget > 0 else 0
+        n = n_boxes if n_boxes is not None else ripu_boxes(budget, h, w)
     else:
         k = ripu_point_radius(w)
         reveal, suppress, n = 0, k, n_points
-    score = ripu_scores(logits_a, k, regions=budget is not None)               # (B, H, W)
+    score = ripu_scores(logits_a, k, regions=n_points is None)                   # (B, H, W)
     taken = torch.zeros(b, h, w, dtype=torch.bool, device=logits_a.device)
     if exclude is not None:
         grow = suppress - reveal

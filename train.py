@@ -436,9 +436,12 @@ def select_round(args, net, target_images, annotator, revealed, round_idx, n_rou
             else:
                 sel = selection.ppl_select(p1, p2, points, feat=feat if args.ppl_space == "feat" else None,
                                            exclude=exclude, cell=args.ppl_cell)
-        elif args.mode.startswith("ripu"):  # RIPU (Xie et al. 2022): A's uncertainty and region impurity, no B
-            sel = selection.ripu_select(logits_a, None if args.mode == "ripu_points" else frac,
-                                        points if args.mode == "ripu_points" else None, exclude=exclude)
+        elif args.mode == "ripu_points":  # RIPU (Xie et al. 2022): A's uncertainty and region impurity, no B
+            sel = selection.ripu_select(logits_a, n_points=points, exclude=exclude)
+        elif args.mode.startswith("ripu"):   # its 3x3 regions: the boxes of the budget, shared over the rounds
+            total = selection.ripu_boxes(budget, *size)
+            sel = selection.ripu_select(logits_a, n_boxes=total // n_rounds + (round_idx < total % n_rounds),
+                                        exclude=exclude)
         else:  # random, entropy, supervised
             sel = selection.baseline_select(args.mode, logits_a, frac, seeds, exclude=exclude)
         for i, m, p in zip(idx.tolist(), sel.cpu(), logits_a.argmax(dim=1).cpu()):

@@ -33,12 +33,24 @@ def test_two_classes_split_by_a_line_cost_two_rectangles_and_two_crossings():
 
 
 def test_a_one_pixel_wide_sliver():
-    """One class: one click. Two classes: each part a thin rectangle (4 vertices) and one crossing where they meet."""
+    """One class: one click. Two classes: each part a thin rectangle (4 vertices), and their boundary crosses both
+    long edges of the sliver: 2 crossings."""
     asked, labels = grid()
     asked[4, 1:9] = True
     assert cost.region_clicks(asked, labels) == ({}, {0: 1})
     labels[:, 5:] = 1
-    assert cost.region_clicks(asked, labels) == ({0: 4.5, 1: 4.5}, {})
+    assert cost.outline_crossings(asked, labels) == 2
+    assert cost.region_clicks(asked, labels) == ({0: 5.0, 1: 5.0}, {})
+
+
+def test_a_thin_strip_along_a_boundary_crosses_its_outline_at_its_ends_only():
+    """SPL's usual piece: two pixels wide, one class per row. The boundary runs inside the strip from end to end
+    and meets its outline twice, however long the strip."""
+    asked, labels = grid(6, 30)
+    asked[2:4, 2:28] = True
+    labels[3] = 1
+    assert cost.outline_crossings(asked, labels) == 2
+    assert cost.region_clicks(asked, labels) == ({0: 5.0, 1: 5.0}, {})
 
 
 def test_polygon_vertices_of_an_l_and_of_a_ring():

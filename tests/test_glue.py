@@ -110,6 +110,8 @@ def test_eq5_learns_as_thresholded_pseudo_labels_and_ignores_the_rest(monkeypatc
     expected = torch.where(conf >= theta[pred], pred, torch.full_like(pred, 255))
     assert torch.equal(seen["y_hat"], expected)
     assert 0 < (expected != 255).sum() < expected.numel()                          # some kept, some ignored
+    before = torch.where(conf >= theta0[pred], pred, torch.full_like(pred, 255))   # with the thresholds not updated
+    assert not torch.equal(before, expected)                                       # (so that order is checked)
     assert losses["pseudo_fraction"] == pytest.approx((expected != 255).float().mean().item())
 
 

@@ -28,7 +28,9 @@ def test_student_t_quantiles_by_table():
     assert experiments.T975[0] == 12.706 and experiments.T975[1] == 4.303 and experiments.T975[6] == 2.365
     big = experiments.paired_difference([float(i % 2) for i in range(41)], [0.0] * 41)
     sd = math.sqrt(sum((i % 2 - 20 / 41) ** 2 for i in range(41)) / 40)
-    assert big["ci95"][1] - big["mean"] == pytest.approx(1.960 * sd / math.sqrt(41))
+    assert big["ci95"][1] - big["mean"] == pytest.approx(2.021 * sd / math.sqrt(41), abs=1e-3)   # t(0.975; 40)
+    assert experiments.t975(30) == 2.042 and experiments.t975(60) == pytest.approx(2.000, abs=1e-3)
+    assert experiments.t975(120) == pytest.approx(1.980, abs=1e-3)
 
 
 def metrics(miou):
