@@ -131,3 +131,21 @@ def image_seconds(asked, labels, kind, seconds_per_point=SECONDS_PER_POINT,
     if kind == "full":
         return {c: float(k * seconds_per_click) for c, k in full_image_clicks(labels, tolerance).items()}
     raise ValueError(f"unknown kind {kind!r}: one of {KINDS}")
+
+
+if __name__ == "__main__":  # python cost.py RUN_DIR [points|regions]: what a finished run's labels cost, per image
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    import selection
+    if len(sys.argv) < 2:
+        sys.exit("usage: python cost.py RUN_DIR [points|regions]  (the labels a run bought, in selection.pt)")
+    bought = selection.RevealedLabels.from_state_dict(
+        torch.load(Path(sys.argv[1]) / "selection.pt", weights_only=True))
+    images = len(bought.pixels)
+    for kind in sys.argv[2:] or ["points", "regions"]:
+        total = sum(sum(image_seconds(m.numpy(), bought.batch([i])[0].numpy(), kind).values())
+                    for i, m in zip(bought.pixels, bought.masks()))
+        print(f"{kind}: {total / max(images, 1):.1f} s per image over the {images} images labelled")
