@@ -552,10 +552,53 @@ def regenerate(folder):
     raise UsageError(f"{folder} holds neither results.json (a table) nor sweep.json (a sweep)")
 
 
-if __name__ == "__main__":  # python experiments.py regenerate FOLDER [FOLDER ...]
+def brief(folder):
+    """The README's short form of a table (results.json) or a sweep (sweep.json): per row, mIoU per seed, the mean,
+    what was labelled and what it cost a person, and the paired difference to random with its interval (bold
+    where it excludes zero). Returns markdown."""
+    folder = Path(folder)
+
+    def diff(d):
+        if not d:
+            return ""
+        if d["ci95"] is None:
+            return f"{100 * d['mean']:+.2f}"
+        lo, hi = (100 * v for v in d["ci95"])
+        text = f"{100 * d['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+        return f"**{text}**" if d["excludes_zero"] else text
+
+    if (folder / "results.json").is_file():
+        saved = json.loads((folder / "results.json").read_text())
+        lines = ["| method | mIoU (%) per seed | mean | labelled | annotator s / image | minus random, same budget |",
+                 "|---|---|---|---|---|---|"]
+        for r in saved["results"]:
+            secs = "-" if r.get("annotation_seconds") is None else f"{r['annotation_seconds']:.0f}"
+            lines.append(f"| {r['mode']} | {' / '.join(f'{100 * v:.1f}' for v in r['mious'])} | "
+                         f"{100 * r['miou_mean']:.1f} | {100 * r['labelled_fraction']:.2f}% | {secs} | "
+                         f"{diff(r.get('vs_random'))} |")
+        return "\n".join(lines)
+    saved = json.loads((folder / "sweep.json").read_text())
+    budgets = sorted(b for b in saved["budgets"])
+    names = [n for n, *_ in SWEEP_SELECTORS if n != "random" and any(r["selector"] == n for r in saved["summary"])]
+    at = {(r["selector"], r["budget"]): r for r in saved["summary"]}
+    lines = ["| budget | random mIoU | " + " | ".join(f"{n} minus random" for n in names) + " |",
+             "|---|---|" + "---|" * len(names)]
+    for b in budgets:
+        rand = at.get(("random", b))
+        rand = "-" if rand is None else f"{100 * rand['miou_mean']:.1f}"
+        lines.append(f"| {100 * b:g}% | {rand} | " +
+                     " | ".join(diff(at.get((n, b), {}).get("vs_random")) for n in names) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python experiments.py regenerate|brief FOLDER [FOLDER ...]
     import sys
-    if len(sys.argv) < 3 or sys.argv[1] != "regenerate":
-        sys.exit("usage: python experiments.py regenerate FOLDER [FOLDER ...]  (a --mode table or sweep folder)")
+    if len(sys.argv) < 3 or sys.argv[1] not in ("regenerate", "brief"):
+        sys.exit("usage: python experiments.py regenerate|brief FOLDER [FOLDER ...]  (a --mode table or sweep "
+                 "folder): rewrite its files from its runs' metrics.json, or print the README's short form")
     for f in sys.argv[2:]:
-        regenerate(f)
-        print(f"{f}: rewritten from its runs' metrics.json")
+        if sys.argv[1] == "regenerate":
+            regenerate(f)
+            print(f"{f}: rewritten from its runs' metrics.json")
+        else:
+            print(brief(f))

@@ -1,6 +1,7 @@
 """The paired statistics every table and sweep reports, against hand computations: each seed's difference to the
 equal-budget partner, the mean, and a 95% Student-t interval on the paired differences."""
 import argparse
+import json
 import math
 
 import pytest
@@ -78,3 +79,23 @@ def test_a_difference_cell_marks_an_interval_clear_of_zero():
     assert experiments._difference(experiments.paired_difference([0.6, 0.7, 0.65], [0.5, 0.6, 0.55])).endswith(" *")
     assert "*" not in experiments._difference(experiments.paired_difference([0.6, 0.5, 0.7], [0.6, 0.6, 0.6]))
     assert experiments._difference(None) == "-"
+
+
+def test_the_readme_brief_of_a_table_and_a_sweep(tmp_path):
+    """python experiments.py brief FOLDER: per-seed values, the mean and the difference to random, bold only where
+    the interval excludes zero."""
+    clear = experiments.paired_difference([0.70, 0.66, 0.68], [0.68, 0.65, 0.66])
+    unclear = experiments.paired_difference([0.70, 0.62, 0.68], [0.68, 0.65, 0.66])
+    rows = [{"mode": "spl", "mious": [0.70, 0.66, 0.68], "miou_mean": 0.68, "labelled_fraction": 0.015,
+             "annotation_seconds": 421.0, "vs_random": clear},
+            {"mode": "ppl", "mious": [0.70, 0.62, 0.68], "miou_mean": 0.6667, "labelled_fraction": 0.002,
+             "annotation_seconds": 96.0, "vs_random": unclear}]
+    (tmp_path / "results.json").write_text(json.dumps({"seeds": [0, 1, 2], "results": rows}))
+    lines = experiments.brief(tmp_path).splitlines()
+    assert lines[2] == "| spl | 70.0 / 66.0 / 68.0 | 68.0 | 1.50% | 421 | **+1.67 [+0.23, +3.10]** |"
+    assert lines[3].startswith("| ppl | 70.0 / 62.0 / 68.0 | 66.7 | 0.20% | 96 | +0.33 [") and "**" not in lines[3]
+    sweep = {"budgets": [0.001], "summary": [{"selector": "random", "budget": 0.001, "miou_mean": 0.64},
+                                              {"selector": "spl", "budget": 0.001, "miou_mean": 0.65, "vs_random": clear}]}
+    (tmp_path / "results.json").unlink()
+    (tmp_path / "sweep.json").write_text(json.dumps(sweep))
+    assert experiments.brief(tmp_path).splitlines()[2] == "| 0.1% | 64.0 | **+1.67 [+0.23, +3.10]** |"
