@@ -250,7 +250,7 @@ def run_table(args, run, apply_defaults):
     """Every mode with the same seed(s), each one `run(args)`; random and entropy at the budget SPL used. Writes
     results.md, results.json and results.png in the run folder."""
     out = Path(args.out or f"runs/table-{time.strftime('%Y%m%d-%H%M%S')}")
-    if (out / "results.md").exists():
+    if (out / "results.md").exists() and not _partial(out):  # a partial table (regenerate) is continued
         raise UsageError(f"{out} already holds a table (results.md); pick another --out or delete it")
     prepare_out(out)  # a file, or a folder we cannot write in, is refused before the first run
     seeds = args.seeds or [args.seed]
@@ -378,7 +378,9 @@ CAPTION = ("Differences are paired over the seeds: each seed's mIoU minus its pa
            "differences (n - 1 degrees of freedom); * marks an interval that excludes zero.")
 
 
-def write_table(out, results, rows, seeds, args):
+def write_table(out, results, rows, seeds, args, missing=None):
+    """results.md, results.json and results.png. `missing` ({seed: [run folders]}): the seeds left out of a partial
+    table because some of their runs had not finished (regenerate); it is named under the table."""
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"Miniature Table 1: {benchmark_name(args)}, seeds {seeds}, {args.iters} iterations, schedule "
              f"{args.schedule}, model {args.model}.",
@@ -395,10 +397,15 @@ def write_table(out, results, rows, seeds, args):
                      f"{r['points_per_image']:.0f} | {secs} | {req} | {_difference(r.get('vs_random'))} | "
                      f"{_difference(r.get('vs_entropy'))} | {PAPER_TABLE.get(r['mode'], '-')} |")
     lines += ["", CAPTION.format(points=args.points)]
+    if missing:
+        lines += ["", f"Partial: only the seeds whose every run had finished. Left out: " + "; ".join(
+            f"seed {seed} ({len(names)} of {len(TABLE_ROWS)} runs missing)" for seed, names in missing.items()) + "."]
     (out / "results.md").write_text("\n".join(lines) + "\n")
     folders = {row: [Path(m["args"]["out"]).name for m in rows[row]] for row in rows}
-    (out / "results.json").write_text(json.dumps({"seeds": seeds, "caption": CAPTION.format(points=args.points),
-                                                  "results": results, "runs": folders}, indent=2))
+    saved = {"seeds": seeds, "caption": CAPTION.format(points=args.points), "results": results, "runs": folders}
+    if missing:
+        saved["partial"] = {"missing": {str(seed): names for seed, names in missing.items()}}
+    (out / "results.json").write_text(json.dumps(saved, indent=2))
     if not args.quiet:
         print("\n".join(lines))
     figures.plot_table(out / "results.png", results, seeds)
@@ -526,10 +533,48 @@ def write_sweep(out, summary, rows, seeds, args):
 
 # ------------------------------------------------------------------------------------------------ regenerate
 
+def _partial(folder):
+    """Whether folder/results.json is a partial table (written by regenerate before every run had finished)."""
+    try:
+        return "partial" in json.loads((Path(folder) / "results.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def partial_table(folder):
+    """The table of a --mode table folder whose command has not finished (stopped, or still running): its run
+    folders are read by name (<row>-seed<S>/metrics.json, as run_table names them), and only the seeds whose every
+    row has finished enter the table, so each paired difference compares the same seeds. The seeds left out are
+    named under the table; the same --mode table command continues the experiment and overwrites it."""
+    folder = Path(folder)
+    found = {}   # seed -> {stem: metrics}
+    for f in folder.glob("*-seed*/metrics.json"):
+        stem, _, seed = f.parent.name.rpartition("-seed")
+        if seed.isdigit():
+            found.setdefault(int(seed), {})[stem] = f
+    stems = [stem for *_, stem, _ in TABLE_ROWS]
+    complete = sorted(seed for seed, runs_ in found.items() if all(stem in runs_ for stem in stems))
+    missing = {seed: [f"{stem}-seed{seed}" for stem in stems if stem not in found[seed]]
+               for seed in sorted(set(found) - set(complete))}
+    if not complete:
+        raise UsageError(f"{folder}: no seed has all {len(stems)} runs of the table finished yet "
+                         f"({len(found)} seed(s) begun); nothing to regenerate")
+    rows = {row: [json.loads(found[seed][stem].read_text()) for seed in complete]
+            for row, _, _, stem, _ in TABLE_ROWS}
+    args = argparse.Namespace(**{**rows["spl"][0]["args"], "quiet": True})
+    results = summarise_table(rows, args)
+    write_table(folder, results, rows, complete, args, missing=missing)
+    return results
+
+
 def regenerate(folder):
     """Rewrite a table's or a sweep's files (results.* or sweep.*) from the metrics.json of its runs alone: no run
-    is trained or checked again. The folder needs results.json or sweep.json, which list its runs."""
+    is trained or checked again. The folder needs results.json or sweep.json, which list its runs; a table folder
+    without them (its command stopped before the end) gets a partial table of its finished seeds (partial_table)."""
     folder = Path(folder)
+    if _partial(folder) or (not (folder / "results.json").is_file() and not (folder / "sweep.json").is_file()
+                            and any(folder.glob("spl-seed*/metrics.json"))):
+        return partial_table(folder)
     if (folder / "results.json").is_file():
         saved = json.loads((folder / "results.json").read_text())
         if "runs" not in saved or set(saved["runs"]) != set(TABLE_MODES):

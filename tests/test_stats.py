@@ -99,3 +99,44 @@ def test_the_readme_brief_of_a_table_and_a_sweep(tmp_path):
     (tmp_path / "results.json").unlink()
     (tmp_path / "sweep.json").write_text(json.dumps(sweep))
     assert experiments.brief(tmp_path).splitlines()[2] == "| 0.1% | 64.0 | **+1.67 [+0.23, +3.10]** |"
+
+
+def test_a_stopped_table_regenerates_over_its_finished_seeds_only(tmp_path):
+    """python experiments.py regenerate FOLDER on a --mode table folder whose command has not finished: the table
+    is made of the seeds whose every row has finished, so each difference pairs the same seeds (a table that took
+    every finished run of a row would pair SPL's seed 2 with nothing, or random's seeds with other SPL seeds)."""
+    args = {"iters": 500, "schedule": "staged", "model": "tiny", "points": 40, "data": "synthetic", "shift": 0.6,
+            "thing_shift": 0.0, "quiet": True}
+    spl = {0: 0.70, 1: 0.66, 2: 0.90}
+    rand = {0: 0.68, 1: 0.65, 2: 0.50}
+    for *_, stem, _ in experiments.TABLE_ROWS:
+        for seed in (0, 1, 2):
+            if stem == "ripu_points" and seed == 2:
+                continue                                   # seed 2 is still running: no metrics.json yet
+            miou = spl[seed] if stem == "spl" else rand[seed] if stem == "random" else 0.6
+            run = tmp_path / f"{stem}-seed{seed}"
+            run.mkdir()
+            (run / "metrics.json").write_text(json.dumps(
+                {**metrics(miou), "args": {**args, "out": str(run)}}))
+    results = {r["mode"]: r for r in experiments.regenerate(tmp_path)}
+    assert results["spl"]["mious"] == [0.70, 0.66]
+    assert results["spl"]["vs_random"]["diffs"] == pytest.approx([0.02, 0.01])
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["seeds"] == [0, 1] and saved["partial"]["missing"] == {"2": ["ripu_points-seed2"]}
+    assert "Left out: seed 2 (1 of 12 runs missing)" in (tmp_path / "results.md").read_text()
+    # the missing run finishes: regenerate gives the whole table, no longer partial
+    run = tmp_path / "ripu_points-seed2"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({**metrics(0.6), "args": {**args, "out": str(run)}}))
+    results = {r["mode"]: r for r in experiments.regenerate(tmp_path)}
+    assert results["spl"]["vs_random"]["diffs"] == pytest.approx([0.02, 0.01, 0.40])
+    assert "partial" not in json.loads((tmp_path / "results.json").read_text())
+    assert "Left out" not in (tmp_path / "results.md").read_text()
+
+
+def test_regenerate_refuses_a_table_folder_with_no_finished_seed(tmp_path):
+    run = tmp_path / "spl-seed0"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps(metrics(0.7)))
+    with pytest.raises(experiments.UsageError, match="no seed has all 12 runs"):
+        experiments.regenerate(tmp_path)
