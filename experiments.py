@@ -256,12 +256,14 @@ def run_table(args, run, apply_defaults):
     seeds = args.seeds or [args.seed]
     runs_ = {}
     first = ("spl", "source_only", "supervised")  # need no other run: SPL trains the seed's warm-up and B for the rest
+    # Seed by seed, so that a table stopped early has its first seeds whole (regenerate makes a partial table of
+    # them): the next seed's first runs are queued before this seed's SPL is awaited, to keep every job busy.
     with Launcher(args, run, apply_defaults, out) as launch:
-        for seed in seeds:
-            for row, mode, settings, stem, _ in TABLE_ROWS:
-                if row in first:
-                    runs_[row, seed] = launch(mode, seed, name=f"{stem}-seed{seed}", **settings)
-        for seed in seeds:
+        for i, seed in enumerate(seeds):
+            for s in seeds[i:i + 2] if i == 0 else seeds[i + 1:i + 2]:
+                for row, mode, settings, stem, _ in sorted((r for r in TABLE_ROWS if r[0] in first),
+                                                           key=lambda r: first.index(r[0])):  # SPL first
+                    runs_[row, s] = launch(mode, s, name=f"{stem}-seed{s}", **settings)
             spl_frac = runs_["spl", seed].result()["labelled_fraction"]  # (0 if its mask was empty)
             for row, mode, settings, stem, budget in TABLE_ROWS:
                 if row not in first:

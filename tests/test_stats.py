@@ -5,6 +5,7 @@ import json
 import math
 
 import pytest
+from pathlib import Path
 
 import experiments
 
@@ -140,3 +141,23 @@ def test_regenerate_refuses_a_table_folder_with_no_finished_seed(tmp_path):
     (run / "metrics.json").write_text(json.dumps(metrics(0.7)))
     with pytest.raises(experiments.UsageError, match="no seed has all 12 runs"):
         experiments.regenerate(tmp_path)
+
+
+def test_a_table_runs_seed_by_seed(tmp_path):
+    """--mode table launches a seed's every run before the runs of the seed after next, so a table stopped early
+    has its first seeds whole (the order that queued every seed's SPL first left all seeds half done)."""
+    import train
+    args = train.get_args(["--mode", "table", "--seeds", "0", "1", "2", "--out", str(tmp_path), "--quiet",
+                           "--size", "32", "64"])
+    order = []
+
+    def fake_run(a):
+        order.append((Path(a.out).name.rpartition("-seed")[0], a.seed))
+        return {**metrics(0.6), "args": vars(a), "seed": a.seed}
+
+    experiments.run_table(args, fake_run, lambda a: a)
+    assert len(order) == 3 * len(experiments.TABLE_ROWS)
+    last_of = {seed: max(i for i, (_, s) in enumerate(order) if s == seed) for seed in (0, 1, 2)}
+    first_of = {seed: min(i for i, (_, s) in enumerate(order) if s == seed) for seed in (0, 1, 2)}
+    assert last_of[0] < first_of[2] and last_of[1] < last_of[2]
+    assert order[0] == ("spl", 0)                         # SPL first: the seed's other runs need its warm-up and B
