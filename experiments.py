@@ -503,6 +503,41 @@ def summarise_sweep(rows):
     return summary
 
 
+EQUAL_SECONDS = (10.0, 60.0, 300.0)   # annotator seconds per image at which the sweep compares selectors
+
+
+def at_equal_seconds(rows, levels=EQUAL_SECONDS):
+    """Each selector's mIoU at equal annotator time per image: per seed, its runs at the sweep's budgets give points
+    (seconds per image, mIoU); at each level the mIoU is read off the line between the two runs whose seconds
+    bracket it, linearly in log seconds (no extrapolation: a level outside a seed's range gets no value). Then,
+    per level, the mean over seeds and the paired difference to random at the same level ("vs_random",
+    experiments.paired_difference over the seeds both reach). Runs without annotation_seconds are left out.
+    Returns [{"selector", "seconds", "seeds", "mious", "miou_mean", "vs_random"}]."""
+    curves = {}   # (selector, seed) -> [(log seconds, mIoU)]
+    for r in rows:
+        if r["budget"] is not None and r.get("annotation_seconds"):
+            curves.setdefault((r["selector"], r["seed"]), []).append((np.log(r["annotation_seconds"]), r["miou"]))
+    read = {}     # (selector, level) -> {seed: mIoU}
+    for (sel, seed), pts in curves.items():
+        pts.sort()
+        xs, ys = [x for x, _ in pts], [y for _, y in pts]
+        for level in levels:
+            x = np.log(level)
+            if xs[0] <= x <= xs[-1]:
+                read.setdefault((sel, level), {})[seed] = float(np.interp(x, xs, ys))
+    out = []
+    for (sel, level), by_seed in sorted(read.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        seeds = sorted(by_seed)
+        entry = {"selector": sel, "seconds": level, "seeds": seeds, "mious": [by_seed[s] for s in seeds],
+                 "miou_mean": float(np.mean([by_seed[s] for s in seeds])), "vs_random": None}
+        theirs = read.get(("random", level), {})
+        both = [s for s in seeds if s in theirs]
+        if sel != "random" and both:
+            entry["vs_random"] = paired_difference([by_seed[s] for s in both], [theirs[s] for s in both])
+        out.append(entry)
+    return out
+
+
 def write_sweep(out, summary, rows, seeds, args):
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"Budget sweep: {benchmark_name(args)}, seeds {seeds}, {args.iters} iterations, schedule "
@@ -525,9 +560,20 @@ def write_sweep(out, summary, rows, seeds, args):
                "stop at B's mask; RIPU's regions are whole 3x3 boxes (at least one per image): compare the "
                "labelled pixels too.")
     lines += ["", caption]
+    equal = at_equal_seconds(rows)
+    if equal:
+        lines += ["", "At equal annotator time per image (cost.py): each seed's mIoU read off its curve between the "
+                  "two budgets whose seconds bracket the level, linearly in log seconds (none beyond the measured "
+                  "range); differences to random paired over the seeds both reach, 95% Student-t interval.", "",
+                  "| annotator s / image | selector | mIoU (%) | per seed | seeds | minus random |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {e['seconds']:g} | {e['selector']} | {100 * e['miou_mean']:.1f} | "
+                  f"{' / '.join(f'{100 * v:.1f}' for v in e['mious'])} | {len(e['seeds'])} | "
+                  f"{_difference(e['vs_random'])} |" for e in equal]
     (out / "sweep.md").write_text("\n".join(lines) + "\n")
     (out / "sweep.json").write_text(json.dumps({"seeds": seeds, "budgets": args.budgets, "caption": caption,
-                                                "summary": summary, "runs": rows}, indent=2))
+                                                "summary": summary, "at_equal_seconds": equal, "runs": rows},
+                                               indent=2))
     if not args.quiet:
         print("\n".join(lines))
     figures.plot_budget_curve(out / "budget_curve.png", summary, seeds)
@@ -635,6 +681,16 @@ def brief(folder):
         rand = "-" if rand is None else f"{100 * rand['miou_mean']:.1f}"
         lines.append(f"| {100 * b:g}% | {rand} | " +
                      " | ".join(diff(at.get((n, b), {}).get("vs_random")) for n in names) + " |")
+    equal = {(e["selector"], e["seconds"]): e for e in saved.get("at_equal_seconds") or []}
+    if equal:   # the same at equal annotator seconds per image (at_equal_seconds)
+        levels = sorted({level for _, level in equal})
+        lines += ["", "| annotator s / image | random mIoU | " + " | ".join(f"{n} minus random" for n in names) + " |",
+                  "|---|---|" + "---|" * len(names)]
+        for level in levels:
+            rand = equal.get(("random", level))
+            rand = "-" if rand is None else f"{100 * rand['miou_mean']:.1f}"
+            lines.append(f"| {level:g} | {rand} | " +
+                         " | ".join(diff((equal.get((n, level)) or {}).get("vs_random")) for n in names) + " |")
     return "\n".join(lines)
 
 

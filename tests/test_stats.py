@@ -161,3 +161,37 @@ def test_a_table_runs_seed_by_seed(tmp_path):
     first_of = {seed: min(i for i, (_, s) in enumerate(order) if s == seed) for seed in (0, 1, 2)}
     assert last_of[0] < first_of[2] and last_of[1] < last_of[2]
     assert order[0] == ("spl", 0)                         # SPL first: the seed's other runs need its warm-up and B
+
+
+def test_selectors_compared_at_equal_annotator_seconds():
+    """The sweep's time comparison: mIoU read off each seed's curve linearly in log seconds (by hand: halfway in
+    log between 10 s and 1000 s is 100 s), nothing beyond the measured seconds, and differences to random paired
+    by seed at the same level (a comparison at the same budget would pair SPL's 300 s with random's 10 s)."""
+    def row(sel, budget, seed, secs, miou):
+        return {"selector": sel, "budget": budget, "seed": seed, "annotation_seconds": secs, "miou": miou}
+    rows = [row("random", 0.001, 0, 10.0, 0.50), row("random", 0.01, 0, 1000.0, 0.70),
+            row("random", 0.001, 1, 10.0, 0.52), row("random", 0.01, 1, 1000.0, 0.68),
+            row("spl", 0.001, 0, 100.0, 0.64), row("spl", 0.01, 0, 400.0, 0.69),
+            row("spl", 0.001, 1, 100.0, 0.61), row("spl", 0.01, 1, 400.0, 0.66),
+            row("adaptseg", None, 0, None, 0.40)]
+    got = {(e["selector"], e["seconds"]): e for e in experiments.at_equal_seconds(rows, levels=(100.0, 300.0, 5.0))}
+    assert got["random", 100.0]["mious"] == pytest.approx([0.60, 0.60])
+    assert got["spl", 100.0]["vs_random"]["diffs"] == pytest.approx([0.04, 0.01])
+    at300 = 0.50 + 0.20 * math.log(30) / math.log(100)         # random, seed 0, at 300 s
+    frac = math.log(3) / math.log(4)                              # SPL: 300 s is log(3)/log(4) of the way 100 -> 400
+    assert got["spl", 300.0]["mious"][0] == pytest.approx(0.64 + 0.05 * frac)
+    assert got["spl", 300.0]["vs_random"]["diffs"][0] == pytest.approx(0.64 + 0.05 * frac - at300)
+    assert ("random", 5.0) not in got and ("spl", 5.0) not in got        # below every run: no extrapolation
+    assert got["random", 100.0]["vs_random"] is None and all(k[0] != "adaptseg" for k in got)
+
+
+def test_the_readme_brief_of_a_sweep_shows_equal_seconds(tmp_path):
+    clear = experiments.paired_difference([0.70, 0.66, 0.68], [0.68, 0.65, 0.66])
+    sweep = {"budgets": [0.001], "summary": [{"selector": "random", "budget": 0.001, "miou_mean": 0.64},
+                                              {"selector": "spl", "budget": 0.001, "miou_mean": 0.65}],
+             "at_equal_seconds": [{"selector": "random", "seconds": 60.0, "miou_mean": 0.61, "vs_random": None},
+                                  {"selector": "spl", "seconds": 60.0, "miou_mean": 0.63, "vs_random": clear}]}
+    (tmp_path / "sweep.json").write_text(json.dumps(sweep))
+    lines = experiments.brief(tmp_path).splitlines()
+    assert lines[4] == "| annotator s / image | random mIoU | spl minus random |"
+    assert lines[6] == "| 60 | 61.0 | **+1.67 [+0.23, +3.10]** |"
