@@ -48,6 +48,9 @@ TABLE_MODES = tuple(row for row, *_ in TABLE_ROWS)  # the rows' names (results.j
 PARTNERS = {"entropy": ("random", None), "spl": ("random", "entropy"), "ripu regions": ("random", "entropy"),
             "ripu as published": ("random", "entropy"), "ppl": ("random, 40 px", None),
             "ppl, cell 8": ("random, 40 px", None), "ripu points": ("random, 40 px", None)}
+# RIPU against LabOR at the same budget ("vs_labor"): its regions against SPL (at SPL's labelled fraction), its
+# points against the paper's PPL (at --points per image); in the sweep, at the same budget asked.
+LABOR_PARTNERS = {"ripu regions": "spl", "ripu as published": "spl", "ripu points": "ppl"}
 
 # Published mIoU, GTA5 -> Cityscapes, DeepLab-V2: source only and AdaptSegNet (multi-level) from Tsai et al. 2018,
 # LabOR SPL (2.2% of pixels) from Shin et al. 2021, whose fully supervised model is within 0.1 of it.
@@ -324,13 +327,15 @@ def mean_required(metrics):
 
 def summarise_table(rows, args):
     """Per row: the mean and spread over seeds, and the paired differences to its equal-budget partners
-    (PARTNERS: "vs_random", "vs_entropy", each experiments.paired_difference, None where there is none)."""
+    (PARTNERS: "vs_random", "vs_entropy"; LABOR_PARTNERS: "vs_labor"; each experiments.paired_difference, None
+    where there is none)."""
     sup = np.mean([m["miou"] for m in rows["supervised"]])
     results = []
     for mode in TABLE_MODES:
         mious = [m["miou"] for m in rows[mode]]
         vs = {}
-        for key, partner in zip(("vs_random", "vs_entropy"), PARTNERS.get(mode, (None, None))):
+        for key, partner in zip(("vs_random", "vs_entropy", "vs_labor"),
+                                (*PARTNERS.get(mode, (None, None)), LABOR_PARTNERS.get(mode))):
             vs[key] = None if partner is None else {
                 "partner": partner, **paired_difference(mious, [m["miou"] for m in rows[partner]])}
         results.append({"mode": mode, "miou_mean": float(np.mean(mious)), "miou_std": spread(mious),
@@ -376,7 +381,7 @@ def benchmark_name(args):
 
 CAPTION = ("Differences are paired over the seeds: each seed's mIoU minus its partner's at the same labelled "
            "fraction (random at SPL's budget, or at {points} px per image for the point selectors; entropy at SPL's "
-           "budget), in points, with their mean and a 95% confidence interval from Student's t on the paired "
+           "budget; RIPU's regions against SPL, its points against the paper's PPL), in points, with their mean and a 95% confidence interval from Student's t on the paired "
            "differences (n - 1 degrees of freedom); * marks an interval that excludes zero.")
 
 
@@ -388,8 +393,8 @@ def write_table(out, results, rows, seeds, args, missing=None):
              f"{args.schedule}, model {args.model}.",
              "", "| method | mIoU (%) | per seed | of supervised | labelled pixels (%) | px / image | "
              "annotator time per image (s) | required_fraction | minus random | minus entropy | "
-             "paper, GTA5->Cityscapes |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "RIPU minus LabOR | paper, GTA5->Cityscapes |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         req = "-" if r["required_fraction"] is None else f"{r['required_fraction']:.3f}"
         secs = "-" if r.get("annotation_seconds") is None else f"{r['annotation_seconds']:.0f}"
@@ -397,7 +402,8 @@ def write_table(out, results, rows, seeds, args, missing=None):
                      f"{' / '.join(f'{100 * v:.1f}' for v in r['mious'])} | "
                      f"{100 * r['of_supervised']:.0f}% | {100 * r['labelled_fraction']:.2f} | "
                      f"{r['points_per_image']:.0f} | {secs} | {req} | {_difference(r.get('vs_random'))} | "
-                     f"{_difference(r.get('vs_entropy'))} | {PAPER_TABLE.get(r['mode'], '-')} |")
+                     f"{_difference(r.get('vs_entropy'))} | {_difference(r.get('vs_labor'))} | "
+                     f"{PAPER_TABLE.get(r['mode'], '-')} |")
     lines += ["", CAPTION.format(points=args.points)]
     if missing:
         lines += ["", f"Partial: only the seeds whose every run had finished. Left out: " + "; ".join(
@@ -477,8 +483,8 @@ def sweep_from_runs(out, rows, seeds, args):
 
 def summarise_sweep(rows):
     """Mean and std over seeds for each (selector, budget), and each selector's paired differences to random and to
-    entropy at the same budget asked ("vs_random", "vs_entropy": experiments.paired_difference over the seeds
-    both have)."""
+    entropy at the same budget asked, and RIPU's to LabOR's (LABOR_PARTNERS) ("vs_random", "vs_entropy",
+    "vs_labor": experiments.paired_difference over the seeds both have)."""
     groups = {}
     for r in rows:
         groups.setdefault((r["selector"], r["budget"]), []).append(r)
@@ -493,11 +499,12 @@ def summarise_sweep(rows):
                  "required_fraction": float(np.mean(req)) if req else None}
         secs = [r["annotation_seconds"] for r in rs if r.get("annotation_seconds") is not None]
         entry["annotation_seconds"] = float(np.mean(secs)) if secs else None
-        for partner in ("random", "entropy"):
-            if budget is not None and sel != partner and (partner, budget) in groups:
+        for key, partner in (("vs_random", "random"), ("vs_entropy", "entropy"),
+                             ("vs_labor", LABOR_PARTNERS.get(sel))):
+            if budget is not None and partner and sel != partner and (partner, budget) in groups:
                 theirs = {r["seed"]: r["miou"] for r in groups[partner, budget]}
                 both = [r for r in rs if r["seed"] in theirs]
-                entry[f"vs_{partner}"] = paired_difference([r["miou"] for r in both],
+                entry[key] = paired_difference([r["miou"] for r in both],
                                                            [theirs[r["seed"]] for r in both])
         summary.append(entry)
     return summary
@@ -543,8 +550,8 @@ def write_sweep(out, summary, rows, seeds, args):
     lines = [f"Budget sweep: {benchmark_name(args)}, seeds {seeds}, {args.iters} iterations, schedule "
              f"{args.schedule}, model {args.model}.", "",
              "| selector | budget asked (%) | labelled pixels (%) | px / image | annotator s / image | mIoU (%) | "
-             "per seed | required_fraction | minus random | minus entropy |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "per seed | required_fraction | minus random | minus entropy | RIPU minus LabOR |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(summary, key=lambda r: (r["budget"] is not None, r["budget"] or 0, r["selector"])):
         asked = "-" if r["budget"] is None else f"{100 * r['budget']:g}"
         req = "-" if r["required_fraction"] is None else f"{r['required_fraction']:.3f}"
@@ -553,9 +560,10 @@ def write_sweep(out, summary, rows, seeds, args):
                      f"{r['points_per_image']:.1f} | {secs} | "
                      f"{100 * r['miou_mean']:.1f} ± {100 * r['miou_std']:.1f} | "
                      f"{' / '.join(f'{100 * v:.1f}' for v in r['mious'])} | {req} | "
-                     f"{_difference(r.get('vs_random'))} | {_difference(r.get('vs_entropy'))} |")
-    caption = ("Differences are paired over the seeds: each seed's mIoU minus random's (or entropy's) at the same "
-               "budget asked, in points, with their mean and a 95% confidence interval from Student's t on the "
+                     f"{_difference(r.get('vs_random'))} | {_difference(r.get('vs_entropy'))} | "
+                     f"{_difference(r.get('vs_labor'))} |")
+    caption = ("Differences are paired over the seeds: each seed's mIoU minus random's (or entropy's; for RIPU's "
+               "regions capped SPL's, for its points the paper's PPL's) at the same budget asked, in points, with their mean and a 95% confidence interval from Student's t on the "
                "paired differences (n - 1 degrees of freedom); * marks an interval that excludes zero. SPL and PPL "
                "stop at B's mask; RIPU's regions are whole 3x3 boxes (at least one per image): compare the "
                "labelled pixels too.")
@@ -662,13 +670,13 @@ def brief(folder):
 
     if (folder / "results.json").is_file():
         saved = json.loads((folder / "results.json").read_text())
-        lines = ["| method | mIoU (%) per seed | mean | labelled | annotator s / image | minus random, same budget |",
-                 "|---|---|---|---|---|---|"]
+        lines = ["| method | mIoU (%) per seed | mean | labelled | annotator s / image | minus random, same budget | "
+                 "RIPU minus LabOR |", "|---|---|---|---|---|---|---|"]
         for r in saved["results"]:
             secs = "-" if r.get("annotation_seconds") is None else f"{r['annotation_seconds']:.0f}"
             lines.append(f"| {r['mode']} | {' / '.join(f'{100 * v:.1f}' for v in r['mious'])} | "
                          f"{100 * r['miou_mean']:.1f} | {100 * r['labelled_fraction']:.2f}% | {secs} | "
-                         f"{diff(r.get('vs_random'))} |")
+                         f"{diff(r.get('vs_random'))} | {diff(r.get('vs_labor'))} |")
         return "\n".join(lines)
     saved = json.loads((folder / "sweep.json").read_text())
     budgets = sorted(b for b in saved["budgets"])

@@ -56,6 +56,10 @@ def test_table_pairs_each_selector_with_its_equal_budget_partner():
     assert results["ppl"]["vs_random"]["diffs"] == pytest.approx([0.01, 0.02])
     assert results["ppl"]["vs_random"]["partner"] == "random, 40 px" and results["ppl"]["vs_entropy"] is None
     assert results["random"]["vs_random"] is None and results["supervised"]["vs_random"] is None
+    # RIPU against LabOR at the same budget: regions against SPL, points against the paper's PPL
+    assert results["ripu regions"]["vs_labor"]["diffs"] == pytest.approx([0.5 - 0.70, 0.5 - 0.66])
+    assert results["ripu points"]["vs_labor"]["diffs"] == pytest.approx([0.5 - 0.64, 0.5 - 0.62])
+    assert results["ripu points"]["vs_labor"]["partner"] == "ppl" and results["spl"]["vs_labor"] is None
     half = 12.706 * math.sqrt(0.00005) / math.sqrt(2)       # the two differences 0.02, 0.01: sd sqrt(0.00005)
     assert results["spl"]["vs_random"]["ci95"] == pytest.approx([0.015 - half, 0.015 + half])
 
@@ -74,6 +78,10 @@ def test_sweep_pairs_by_seed_at_the_same_budget():
     assert got["entropy", 0.01]["vs_random"]["diffs"] == pytest.approx([-0.10, -0.10])
     assert "vs_random" not in got["spl", 0.05] and "vs_random" not in got["adaptseg", None]
     assert "vs_random" not in got["random", 0.01]
+    ripu = [{"selector": "ripu regions", "budget": 0.01, "seed": seed, "miou": m, "labelled_fraction": 0.01,
+             "points_per_image": 1, "required_fraction": None} for seed, m in ((1, 0.60), (0, 0.66))]
+    got = {(r["selector"], r["budget"]): r for r in experiments.summarise_sweep(rows + ripu)}
+    assert got["ripu regions", 0.01]["vs_labor"]["diffs"] == pytest.approx([-0.05, 0.05])   # seeds 1, 0 vs SPL
 
 
 def test_a_difference_cell_marks_an_interval_clear_of_zero():
@@ -93,7 +101,7 @@ def test_the_readme_brief_of_a_table_and_a_sweep(tmp_path):
              "annotation_seconds": 96.0, "vs_random": unclear}]
     (tmp_path / "results.json").write_text(json.dumps({"seeds": [0, 1, 2], "results": rows}))
     lines = experiments.brief(tmp_path).splitlines()
-    assert lines[2] == "| spl | 70.0 / 66.0 / 68.0 | 68.0 | 1.50% | 421 | **+1.67 [+0.23, +3.10]** |"
+    assert lines[2] == "| spl | 70.0 / 66.0 / 68.0 | 68.0 | 1.50% | 421 | **+1.67 [+0.23, +3.10]** |  |"
     assert lines[3].startswith("| ppl | 70.0 / 62.0 / 68.0 | 66.7 | 0.20% | 96 | +0.33 [") and "**" not in lines[3]
     sweep = {"budgets": [0.001], "summary": [{"selector": "random", "budget": 0.001, "miou_mean": 0.64},
                                               {"selector": "spl", "budget": 0.001, "miou_mean": 0.65, "vs_random": clear}]}
