@@ -702,14 +702,34 @@ def brief(folder):
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # python experiments.py regenerate|brief FOLDER [FOLDER ...]
+def listing(folder):
+    """Any folder of run folders named <name>-seed<S> (a table, a sweep, runs made one by one): per name, the
+    evaluation split, the labelled fraction, mIoU per seed and the mean. Returns markdown."""
+    groups = {}
+    for f in sorted(Path(folder).glob("*-seed*/metrics.json")):
+        name, _, seed = f.parent.name.rpartition("-seed")
+        if seed.isdigit():
+            groups.setdefault(name, []).append((int(seed), json.loads(f.read_text())))
+    lines = ["| runs | split | labelled (%) | mIoU (%) per seed | seeds | mean |", "|---|---|---|---|---|---|"]
+    for name, runs_ in groups.items():
+        runs_.sort(key=lambda sm: sm[0])
+        mious = [100 * m["miou"] for _, m in runs_]
+        lines.append(f"| {name} | {runs_[0][1]['eval_split']} | "
+                     f"{100 * np.mean([m['labelled_fraction'] for _, m in runs_]):.3f} | "
+                     f"{' / '.join(f'{v:.2f}' for v in mious)} | {', '.join(str(s) for s, _ in runs_)} | "
+                     f"{np.mean(mious):.2f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python experiments.py regenerate|brief|list FOLDER [FOLDER ...]
     import sys
-    if len(sys.argv) < 3 or sys.argv[1] not in ("regenerate", "brief"):
-        sys.exit("usage: python experiments.py regenerate|brief FOLDER [FOLDER ...]  (a --mode table or sweep "
-                 "folder): rewrite its files from its runs' metrics.json, or print the README's short form")
+    if len(sys.argv) < 3 or sys.argv[1] not in ("regenerate", "brief", "list"):
+        sys.exit("usage: python experiments.py regenerate|brief|list FOLDER [FOLDER ...]  (regenerate, brief: a "
+                 "--mode table or sweep folder: rewrite its files from its runs' metrics.json, or print the README's "
+                 "short form; list: any folder of <name>-seed<S> runs, mIoU per seed)")
     for f in sys.argv[2:]:
         if sys.argv[1] == "regenerate":
             regenerate(f)
             print(f"{f}: rewritten from its runs' metrics.json")
         else:
-            print(brief(f))
+            print(brief(f) if sys.argv[1] == "brief" else listing(f))

@@ -203,3 +203,13 @@ def test_the_readme_brief_of_a_sweep_shows_equal_seconds(tmp_path):
     lines = experiments.brief(tmp_path).splitlines()
     assert lines[4] == "| annotator s / image | random mIoU | spl minus random |"
     assert lines[6] == "| 60 | 61.0 | **+1.67 [+0.23, +3.10]** |"
+
+
+def test_list_gives_each_runs_seeds_in_order_and_their_mean(tmp_path):
+    for name, seed, miou in (("random-budget0.0002", 1, 0.60), ("random-budget0.0002", 0, 0.57), ("adaptseg", 0, 0.5)):
+        run = tmp_path / f"{name}-seed{seed}"
+        run.mkdir()
+        (run / "metrics.json").write_text(json.dumps({**metrics(miou), "eval_split": "tune"}))
+    lines = experiments.listing(tmp_path).splitlines()
+    assert "| random-budget0.0002 | tune | 1.000 | 57.00 / 60.00 | 0, 1 | 58.50 |" in lines
+    assert "| adaptseg | tune | 1.000 | 50.00 | 0 | 50.00 |" in lines
