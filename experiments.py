@@ -257,6 +257,7 @@ def run_table(args, run, apply_defaults):
         raise UsageError(f"{out} already holds a table (results.md); pick another --out or delete it")
     prepare_out(out)  # a file, or a folder we cannot write in, is refused before the first run
     seeds = args.seeds or [args.seed]
+    (out / PLAN).write_text(json.dumps({"experiment": "table", "seeds": seeds}))  # for a partial table (regenerate)
     runs_ = {}
     first = ("spl", "source_only", "supervised")  # need no other run: SPL trains the seed's warm-up and B for the rest
     # Seed by seed, so that a table stopped early has its first seeds whole (regenerate makes a partial table of
@@ -381,8 +382,9 @@ def benchmark_name(args):
 
 CAPTION = ("Differences are paired over the seeds: each seed's mIoU minus its partner's at the same labelled "
            "fraction (random at SPL's budget, or at {points} px per image for the point selectors; entropy at SPL's "
-           "budget; RIPU's regions against SPL, its points against the paper's PPL), in points, with their mean and a 95% confidence interval from Student's t on the paired "
-           "differences (n - 1 degrees of freedom); * marks an interval that excludes zero.")
+           "budget; RIPU's regions against SPL, its points against the paper's PPL), in points, with their mean and "
+           "a 95% confidence interval from Student's t on the paired differences (n - 1 degrees of freedom); * marks "
+           "an interval that excludes zero.")
 
 
 def write_table(out, results, rows, seeds, args, missing=None):
@@ -526,8 +528,11 @@ def at_equal_seconds(rows, levels=EQUAL_SECONDS):
             curves.setdefault((r["selector"], r["seed"]), []).append((np.log(r["annotation_seconds"]), r["miou"]))
     read = {}     # (selector, level) -> {seed: mIoU}
     for (sel, seed), pts in curves.items():
-        pts.sort()
-        xs, ys = [x for x, _ in pts], [y for _, y in pts]
+        by_x = {}
+        for x, y in pts:   # equal seconds at two budgets (a selector capped at B's mask): their mean mIoU
+            by_x.setdefault(x, []).append(y)
+        xs = sorted(by_x)
+        ys = [float(np.mean(by_x[x])) for x in xs]
         for level in levels:
             x = np.log(level)
             if xs[0] <= x <= xs[-1]:
@@ -563,8 +568,8 @@ def write_sweep(out, summary, rows, seeds, args):
                      f"{_difference(r.get('vs_random'))} | {_difference(r.get('vs_entropy'))} | "
                      f"{_difference(r.get('vs_labor'))} |")
     caption = ("Differences are paired over the seeds: each seed's mIoU minus random's (or entropy's; for RIPU's "
-               "regions capped SPL's, for its points the paper's PPL's) at the same budget asked, in points, with their mean and a 95% confidence interval from Student's t on the "
-               "paired differences (n - 1 degrees of freedom); * marks an interval that excludes zero. SPL and PPL "
+               "regions capped SPL's, for its points the paper's PPL's) at the same budget asked, in points, with "
+               "their mean and a 95% confidence interval from Student's t on the paired differences (n - 1 degrees of freedom); * marks an interval that excludes zero. SPL and PPL "
                "stop at B's mask; RIPU's regions are whole 3x3 boxes (at least one per image): compare the "
                "labelled pixels too.")
     lines += ["", caption]
@@ -588,6 +593,9 @@ def write_sweep(out, summary, rows, seeds, args):
 
 
 # ------------------------------------------------------------------------------------------------ regenerate
+
+PLAN = "plan.json"   # a table's seeds, written before its first run
+
 
 def _partial(folder):
     """Whether folder/results.json is a partial table (written by regenerate before every run had finished)."""
@@ -615,6 +623,12 @@ def partial_table(folder):
     if not complete:
         raise UsageError(f"{folder}: no seed has all {len(stems)} runs of the table finished yet "
                          f"({len(found)} seed(s) begun); nothing to regenerate")
+    try:    # the seeds the command asked for (a table made before plan.json: the seeds begun)
+        planned = json.loads((folder / PLAN).read_text())["seeds"]
+    except (OSError, ValueError, KeyError):
+        planned = sorted(found)
+    missing.update({seed: [f"{stem}-seed{seed}" for stem in stems] for seed in planned if seed not in found})
+    missing = dict(sorted(missing.items()))
     rows = {row: [json.loads(found[seed][stem].read_text()) for seed in complete]
             for row, _, _, stem, _ in TABLE_ROWS}
     args = argparse.Namespace(**{**rows["spl"][0]["args"], "quiet": True})
@@ -623,13 +637,21 @@ def partial_table(folder):
     return results
 
 
+def _plans_a_table(folder):
+    try:
+        return json.loads((Path(folder) / PLAN).read_text()).get("experiment") == "table"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def regenerate(folder):
     """Rewrite a table's or a sweep's files (results.* or sweep.*) from the metrics.json of its runs alone: no run
     is trained or checked again. The folder needs results.json or sweep.json, which list its runs; a table folder
     without them (its command stopped before the end) gets a partial table of its finished seeds (partial_table)."""
     folder = Path(folder)
-    if _partial(folder) or (not (folder / "results.json").is_file() and not (folder / "sweep.json").is_file()
-                            and any(folder.glob("spl-seed*/metrics.json"))):
+    unfinished_table = not (folder / "results.json").is_file() and not (folder / "sweep.json").is_file() and (
+        _plans_a_table(folder) or any(folder.glob("source_only-seed*/metrics.json")))   # (a sweep has no source-only)
+    if _partial(folder) or unfinished_table:
         return partial_table(folder)
     if (folder / "results.json").is_file():
         saved = json.loads((folder / "results.json").read_text())

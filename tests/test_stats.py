@@ -127,13 +127,17 @@ def test_a_stopped_table_regenerates_over_its_finished_seeds_only(tmp_path):
             run.mkdir()
             (run / "metrics.json").write_text(json.dumps(
                 {**metrics(miou), "args": {**args, "out": str(run)}}))
+    (tmp_path / "plan.json").write_text(json.dumps({"experiment": "table", "seeds": [0, 1, 2, 3]}))
     results = {r["mode"]: r for r in experiments.regenerate(tmp_path)}
     assert results["spl"]["mious"] == [0.70, 0.66]
     assert results["spl"]["vs_random"]["diffs"] == pytest.approx([0.02, 0.01])
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["seeds"] == [0, 1] and saved["partial"]["missing"] == {"2": ["ripu_points-seed2"]}
-    assert "Left out: seed 2 (1 of 12 runs missing)" in (tmp_path / "results.md").read_text()
+    assert saved["seeds"] == [0, 1] and saved["partial"]["missing"]["2"] == ["ripu_points-seed2"]
+    assert len(saved["partial"]["missing"]["3"]) == 12                 # asked for, never begun
+    assert "Left out: seed 2 (1 of 12 runs missing); seed 3 (12 of 12 runs missing)" in \
+        (tmp_path / "results.md").read_text()
     # the missing run finishes: regenerate gives the whole table, no longer partial
+    (tmp_path / "plan.json").write_text(json.dumps({"experiment": "table", "seeds": [0, 1, 2]}))
     run = tmp_path / "ripu_points-seed2"
     run.mkdir()
     (run / "metrics.json").write_text(json.dumps({**metrics(0.6), "args": {**args, "out": str(run)}}))
@@ -144,9 +148,12 @@ def test_a_stopped_table_regenerates_over_its_finished_seeds_only(tmp_path):
 
 
 def test_regenerate_refuses_a_table_folder_with_no_finished_seed(tmp_path):
-    run = tmp_path / "spl-seed0"
+    run = tmp_path / "spl-seed0"          # (a sweep's whole-mask SPL has this name too: not taken for a table)
     run.mkdir()
     (run / "metrics.json").write_text(json.dumps(metrics(0.7)))
+    with pytest.raises(experiments.UsageError, match="holds neither"):
+        experiments.regenerate(tmp_path)
+    (tmp_path / "plan.json").write_text(json.dumps({"experiment": "table", "seeds": [0]}))
     with pytest.raises(experiments.UsageError, match="no seed has all 12 runs"):
         experiments.regenerate(tmp_path)
 
@@ -165,6 +172,7 @@ def test_a_table_runs_seed_by_seed(tmp_path):
 
     experiments.run_table(args, fake_run, lambda a: a)
     assert len(order) == 3 * len(experiments.TABLE_ROWS)
+    assert json.loads((tmp_path / "plan.json").read_text()) == {"experiment": "table", "seeds": [0, 1, 2]}
     last_of = {seed: max(i for i, (_, s) in enumerate(order) if s == seed) for seed in (0, 1, 2)}
     first_of = {seed: min(i for i, (_, s) in enumerate(order) if s == seed) for seed in (0, 1, 2)}
     assert last_of[0] < first_of[2] and last_of[1] < last_of[2]
@@ -181,6 +189,7 @@ def test_selectors_compared_at_equal_annotator_seconds():
             row("random", 0.001, 1, 10.0, 0.52), row("random", 0.01, 1, 1000.0, 0.68),
             row("spl", 0.001, 0, 100.0, 0.64), row("spl", 0.01, 0, 400.0, 0.69),
             row("spl", 0.001, 1, 100.0, 0.61), row("spl", 0.01, 1, 400.0, 0.66),
+            row("ppl", 0.001, 0, 50.0, 0.60), row("ppl", 0.005, 0, 200.0, 0.62), row("ppl", 0.01, 0, 200.0, 0.64),
             row("adaptseg", None, 0, None, 0.40)]
     got = {(e["selector"], e["seconds"]): e for e in experiments.at_equal_seconds(rows, levels=(100.0, 300.0, 5.0))}
     assert got["random", 100.0]["mious"] == pytest.approx([0.60, 0.60])
@@ -190,6 +199,7 @@ def test_selectors_compared_at_equal_annotator_seconds():
     assert got["spl", 300.0]["mious"][0] == pytest.approx(0.64 + 0.05 * frac)
     assert got["spl", 300.0]["vs_random"]["diffs"][0] == pytest.approx(0.64 + 0.05 * frac - at300)
     assert ("random", 5.0) not in got and ("spl", 5.0) not in got        # below every run: no extrapolation
+    assert got["ppl", 100.0]["mious"] == pytest.approx([0.60 + 0.03 * 0.5])  # two runs at 200 s: their mean, 0.63
     assert got["random", 100.0]["vs_random"] is None and all(k[0] != "adaptseg" for k in got)
 
 
