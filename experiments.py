@@ -570,8 +570,8 @@ def write_sweep(out, summary, rows, seeds, args):
     caption = ("Differences are paired over the seeds: each seed's mIoU minus random's (or entropy's; for RIPU's "
                "regions capped SPL's, for its points the paper's PPL's) at the same budget asked, in points, with "
                "their mean and a 95% confidence interval from Student's t on the paired differences (n - 1 "
-               "degrees of freedom); * marks an interval that excludes zero. SPL and PPL stop at B's mask; RIPU's regions are whole 3x3 boxes (at least one per image): compare the "
-               "labelled pixels too.")
+               "degrees of freedom); * marks an interval that excludes zero. SPL and PPL stop at B's mask; RIPU's "
+               "regions are whole 3x3 boxes (at least one per image): compare the labelled pixels too.")
     lines += ["", caption]
     equal = at_equal_seconds(rows)
     if equal:
