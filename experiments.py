@@ -605,6 +605,14 @@ def _partial(folder):
         return False
 
 
+def finished_runs(folder):
+    """(name, seed, path of metrics.json) of every finished run folder <name>-seed<S> in folder, sorted by path."""
+    for f in sorted(Path(folder).glob("*-seed*/metrics.json")):
+        name, _, seed = f.parent.name.rpartition("-seed")
+        if seed.isdigit():
+            yield name, int(seed), f
+
+
 def partial_table(folder):
     """The table of a --mode table folder whose command has not finished (stopped, or still running): its run
     folders are read by name (<row>-seed<S>/metrics.json, as run_table names them), and only the seeds whose every
@@ -612,10 +620,8 @@ def partial_table(folder):
     named under the table; the same --mode table command continues the experiment and overwrites it."""
     folder = Path(folder)
     found = {}   # seed -> {stem: metrics}
-    for f in folder.glob("*-seed*/metrics.json"):
-        stem, _, seed = f.parent.name.rpartition("-seed")
-        if seed.isdigit():
-            found.setdefault(int(seed), {})[stem] = f
+    for stem, seed, f in finished_runs(folder):
+        found.setdefault(seed, {})[stem] = f
     stems = [stem for *_, stem, _ in TABLE_ROWS]
     complete = sorted(seed for seed, runs_ in found.items() if all(stem in runs_ for stem in stems))
     missing = {seed: [f"{stem}-seed{seed}" for stem in stems if stem not in found[seed]]
@@ -728,10 +734,8 @@ def listing(folder):
     """Any folder of run folders named <name>-seed<S> (a table, a sweep, runs made one by one): per name, the
     evaluation split, the labelled fraction, mIoU per seed and the mean. Returns markdown."""
     groups = {}
-    for f in sorted(Path(folder).glob("*-seed*/metrics.json")):
-        name, _, seed = f.parent.name.rpartition("-seed")
-        if seed.isdigit():
-            groups.setdefault(name, []).append((int(seed), json.loads(f.read_text())))
+    for name, seed, f in finished_runs(folder):
+        groups.setdefault(name, []).append((seed, json.loads(f.read_text())))
     lines = ["| runs | split | labelled (%) | mIoU (%) per seed | seeds | mean |", "|---|---|---|---|---|---|"]
     for name, runs_ in groups.items():
         runs_.sort(key=lambda sm: sm[0])
