@@ -4,6 +4,8 @@ seed. No LabOR logic of its own.
     --mode table   the miniature Table 1: every mode at the paper's budgets -> results.md, results.json, results.png
     --mode sweep   a budget curve: random, entropy, SPL (capped, and its whole mask) and PPL at several budgets,
                    with AdaptSeg and supervised as lines -> sweep.md, sweep.json, budget_curve.png
+    --mode noise   SPL, random (and RIPU's regions) with an annotator who errs at outlines, at several
+                   --annotator-noise levels -> noise.md, noise.json, noise.png
 
 Under the staged schedule every run of a seed reuses one warm-up of A and one trained B (<out>/shared), so all
 selectors start from the same A. A run whose folder already holds metrics.json is read, not run again, and one
@@ -71,7 +73,11 @@ def add_flags(p):
                         "docs/operations.md). Results equal those of the same runs made one by one with that many "
                         "threads")
     g.add_argument("--selectors", nargs="+", default=None, choices=[key for _, key, _, _ in SWEEP_SELECTORS],
-                   help="--mode sweep: the selectors to run at every budget (default: all of them)")
+                   help="--mode sweep: the selectors to run at every budget (default: all of them); --mode noise: "
+                        "spl, random and any of ripu_regions, entropy (default: spl random ripu_regions)")
+    g.add_argument("--noise-levels", type=runs.unit_float, nargs="+", default=[0.0, 0.05, 0.2],
+                   help="--mode noise: the --annotator-noise levels P to run (default 0 0.05 0.2; at 0 the runs "
+                        "are named as the table's, so --out a table folder reuses them)")
 
 
 def one_run(args, run, apply_defaults, out, mode, seed, name=None, **settings):
@@ -216,7 +222,7 @@ def _say_done(future):
 # Settings that change where and how fast a run works, not what it computes.
 PLUMBING = ("out", "quiet", "threads", "log_every", "num_workers", "save_every", "resume", "shared_dir", "seeds",
             "budgets", "device", "benchmark", "peak_tflops", "profile", "jobs",
-            "selectors")   # (--benchmark never acts on a run)
+            "selectors", "noise_levels")   # (--benchmark never acts on a run)
 
 
 def changed_settings(saved, wanted):
@@ -592,6 +598,118 @@ def write_sweep(out, summary, rows, seeds, args):
     figures.plot_budget_curve(out / "budget_curve.png", summary, seeds)
 
 
+# ------------------------------------------------------------------------------------------------ the noisy annotator
+
+# Does a selector's lead over random survive an annotator who errs at outlines (--annotator-noise P)? The selectors
+# that buy SPL's labelled fraction, each at every --noise-levels P, and random at the fraction SPL bought at that P.
+NOISE_ROWS = (("spl", "spl"), ("random", "random"), ("ripu regions", "ripu_regions"), ("entropy", "entropy"))  # (row, mode)
+NOISE_DEFAULT = ("spl", "random", "ripu_regions")   # --selectors of --mode noise unless given
+NOISE = "noise.json"   # the plan (levels, rows, seeds), written before the first run, then the results
+
+
+def noise_stem(mode, level):
+    """A run folder's stem at annotator noise `level`: the table's own name at 0 (so --out a table folder reads its
+    perfect-annotator runs and warm-ups instead of training them again), <mode>-noise<P> otherwise."""
+    return mode if level == 0 else f"{mode}-noise{level:g}"
+
+
+def noise_rows(selectors):
+    """(row, mode) of --mode noise: --selectors among NOISE_ROWS' modes, SPL and random always among them."""
+    keys = selectors or NOISE_DEFAULT
+    allowed = [mode for _, mode in NOISE_ROWS]
+    if any(k not in allowed for k in keys) or "spl" not in keys or "random" not in keys:
+        raise UsageError(f"--mode noise --selectors {' '.join(keys)}: give spl and random, and any of "
+                         f"{', '.join(m for m in allowed if m not in ('spl', 'random'))} (the selectors that buy "
+                         f"SPL's labelled fraction)")
+    return [(row, mode) for row, mode in NOISE_ROWS if mode in keys]
+
+
+def run_noise(args, run, apply_defaults):
+    """SPL, random at SPL's labelled fraction (and RIPU's regions, entropy) with an annotator who errs at outlines
+    with probability P, for each of --noise-levels and each seed. Writes noise.md, noise.json and noise.png."""
+    out = Path(args.out or f"runs/noise-{time.strftime('%Y%m%d-%H%M%S')}")
+    seeds, levels, rows = args.seeds or [args.seed], sorted(set(args.noise_levels)), noise_rows(args.selectors)
+    prepare_out(out)
+    plan = {"levels": levels, "rows": [row for row, _ in rows], "seeds": seeds}
+    (out / NOISE).write_text(json.dumps({**plan, "partial": True}))   # regenerate makes a partial summary from it
+    spl, others = {}, []
+    with Launcher(args, run, apply_defaults, out) as launch:
+        for i, seed in enumerate(seeds):   # seed by seed; the next seed's SPL runs queued before this seed's wait
+            for s in seeds[i:i + 2] if i == 0 else seeds[i + 1:i + 2]:
+                for p in levels:
+                    spl[s, p] = launch("spl", s, name=f"{noise_stem('spl', p)}-seed{s}", annotator_noise=p)
+            for p in levels:
+                frac = spl[seed, p].result()["labelled_fraction"]
+                others += [launch(mode, seed, name=f"{noise_stem(mode, p)}-seed{seed}", budget=frac,
+                                  annotator_noise=p) for _, mode in rows if mode != "spl"]
+        for future in others:
+            future.result()
+    return noise_summary(out, quiet=args.quiet)
+
+
+def noise_summary(folder, quiet=True):
+    """noise.md, noise.json and noise.png from the folder's runs (noise.json's plan says which): the seeds whose
+    every run has finished, per level and row the mIoU over seeds, the share of labels the annotator got wrong, the
+    paired difference to random at the same level ("vs_random") and to the same row with the perfect annotator
+    ("vs_perfect", where level 0 is planned); each experiments.paired_difference."""
+    folder = Path(folder)
+    saved = json.loads((folder / NOISE).read_text())
+    plan = {k: saved[k] for k in ("levels", "rows", "seeds")}
+    modes = dict(NOISE_ROWS)
+    names = {(row, p, seed): f"{noise_stem(modes[row], p)}-seed{seed}"
+             for row in plan["rows"] for p in plan["levels"] for seed in plan["seeds"]}
+    done = {key: folder / name / "metrics.json" for key, name in names.items()
+            if (folder / name / "metrics.json").is_file()}
+    complete = [s for s in plan["seeds"] if all(k in done for k in names if k[2] == s)]
+    if not complete:
+        raise UsageError(f"{folder}: no seed has all its --mode noise runs finished yet; nothing to summarise")
+    m = {k: json.loads(done[k].read_text()) for k in names if k[2] in complete}
+    summary = []
+    for p in plan["levels"]:
+        for row in plan["rows"]:
+            runs_ = [m[row, p, s] for s in complete]
+            mious = [r["miou"] for r in runs_]
+            entry = {"level": p, "row": row, "seeds": complete, "mious": mious, "miou_mean": float(np.mean(mious)),
+                     "miou_std": spread(mious),
+                     "labelled_fraction": float(np.mean([r["labelled_fraction"] for r in runs_])),
+                     "wrong_share": float(np.mean([r.get("annotator_wrong_labels", 0) / max(r["labelled_pixels"], 1)
+                                                   for r in runs_])),
+                     "vs_random": None, "vs_perfect": None}
+            if row != "random":
+                entry["vs_random"] = paired_difference(mious, [m["random", p, s]["miou"] for s in complete])
+            if p != 0 and 0 in plan["levels"]:
+                entry["vs_perfect"] = paired_difference(mious, [m[row, 0, s]["miou"] for s in complete])
+            summary.append(entry)
+    missing = [s for s in plan["seeds"] if s not in complete]
+    args = m["spl", plan["levels"][0], complete[0]]["args"]
+    lines = [f"Annotator noise: {benchmark_name(argparse.Namespace(**args))}, seeds {complete}, {args['iters']} "
+             f"iterations, noise band {args.get('noise_band', 1)} px.", "",
+             "| P (label at an outline flipped) | method | mIoU (%) | per seed | labelled pixels (%) | wrong labels (%) | "
+             "minus random | minus itself at P = 0 |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {e['level']:g} | {e['row']} | {100 * e['miou_mean']:.1f} ± {100 * e['miou_std']:.1f} | "
+              f"{' / '.join(f'{100 * v:.1f}' for v in e['mious'])} | {100 * e['labelled_fraction']:.2f} | "
+              f"{100 * e['wrong_share']:.1f} | {_difference(e['vs_random'])} | {_difference(e['vs_perfect'])} |"
+              for e in summary]
+    caption = ("--annotator-noise P: a label bought within --noise-band pixels of a class boundary is replaced by "
+               "the class on the other side with probability P. Random buys the fraction SPL bought at the same P. "
+               "Differences are paired over the seeds, in points, with a 95% Student-t interval (n - 1 degrees of "
+               "freedom); * marks an interval that excludes zero.")
+    lines += ["", caption]
+    if missing:
+        lines += ["", f"Partial: only the seeds whose every run had finished. Left out: seeds {missing}."]
+    (folder / "noise.md").write_text("\n".join(lines) + "\n")
+    saved = {**plan, "complete_seeds": complete, "caption": caption, "summary": summary,
+             "runs": {f"{row} @ {p:g}": [names[row, p, s] for s in complete] for row in plan["rows"]
+                      for p in plan["levels"]}}
+    if missing:
+        saved["partial"] = {"missing_seeds": missing}
+    (folder / NOISE).write_text(json.dumps(saved, indent=2))
+    if not quiet:
+        print("\n".join(lines))
+    figures.plot_noise(folder / "noise.png", summary, complete)
+    return summary
+
+
 # ------------------------------------------------------------------------------------------------ regenerate
 
 PLAN = "plan.json"   # a table's seeds, written before its first run
@@ -651,10 +769,19 @@ def _plans_a_table(folder):
 
 
 def regenerate(folder):
-    """Rewrite a table's or a sweep's files (results.* or sweep.*) from the metrics.json of its runs alone: no run
-    is trained or checked again. The folder needs results.json or sweep.json, which list its runs; a table folder
+    """Rewrite a table's or a sweep's files (results.* or sweep.*), and a noise experiment's (noise.*), from the
+    metrics.json of its runs alone: no run is trained or checked again. The folder needs results.json or sweep.json, which list its runs; a table folder
     without them (its command stopped before the end) gets a partial table of its finished seeds (partial_table)."""
     folder = Path(folder)
+    if (folder / NOISE).is_file():   # a noise experiment, alone or beside a table in its folder
+        beside = any((folder / f).is_file() for f in ("results.json", "sweep.json", PLAN))
+        try:
+            noise = noise_summary(folder)
+        except UsageError:
+            if not beside:
+                raise
+        if not beside:
+            return noise
     unfinished_table = not (folder / "results.json").is_file() and not (folder / "sweep.json").is_file() and (
         _plans_a_table(folder) or any(folder.glob("source_only-seed*/metrics.json")))   # (a sweep has no source-only)
     if _partial(folder) or unfinished_table:
@@ -696,6 +823,9 @@ def brief(folder):
         text = f"{100 * d['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
         return f"**{text}**" if d["excludes_zero"] else text
 
+    noise = noise_brief(folder, diff) if (folder / NOISE).is_file() else []
+    if noise and not (folder / "results.json").is_file() and not (folder / "sweep.json").is_file():
+        return "\n".join(noise)
     if (folder / "results.json").is_file():
         saved = json.loads((folder / "results.json").read_text())
         lines = ["| method | mIoU (%) per seed | mean | labelled | annotator s / image | minus random, same budget | "
@@ -705,7 +835,7 @@ def brief(folder):
             lines.append(f"| {r['mode']} | {' / '.join(f'{100 * v:.1f}' for v in r['mious'])} | "
                          f"{100 * r['miou_mean']:.1f} | {100 * r['labelled_fraction']:.2f}% | {secs} | "
                          f"{diff(r.get('vs_random'))} | {diff(r.get('vs_labor'))} |")
-        return "\n".join(lines)
+        return "\n".join(lines + ([""] + noise if noise else []))
     saved = json.loads((folder / "sweep.json").read_text())
     budgets = sorted(b for b in saved["budgets"])
     names = [n for n, *_ in SWEEP_SELECTORS if n != "random" and any(r["selector"] == n for r in saved["summary"])]
@@ -728,6 +858,25 @@ def brief(folder):
             lines.append(f"| {level:g} | {rand} | " +
                          " | ".join(diff((equal.get((n, level)) or {}).get("vs_random")) for n in names) + " |")
     return "\n".join(lines)
+
+
+def noise_brief(folder, diff):
+    """The README's short form of noise.json (--mode noise): per P, the share of labels that were wrong, each
+    method's mean mIoU and each selector's difference to random (diff: brief's cell)."""
+    saved = json.loads((Path(folder) / NOISE).read_text())
+    if "summary" not in saved:
+        return []   # planned, no seed finished yet
+    rows = saved["rows"]
+    others = [r for r in rows if r != "random"]
+    at = {(e["level"], e["row"]): e for e in saved["summary"]}
+    lines = ["| P (annotator errs at outlines) | wrong labels (SPL) | " + " | ".join(f"{r} mIoU" for r in rows) +
+             " | " + " | ".join(f"{r} minus random" for r in others) + " |", "|---|---|" + "---|" * (len(rows) +
+                                                                                                    len(others))]
+    for p in saved["levels"]:
+        lines.append(f"| {p:g} | {100 * at[p, 'spl']['wrong_share']:.1f}% | " +
+                     " | ".join(f"{100 * at[p, r]['miou_mean']:.1f}" for r in rows) + " | " +
+                     " | ".join(diff(at[p, r]["vs_random"]) for r in others) + " |")
+    return lines
 
 
 def listing(folder):

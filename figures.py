@@ -189,6 +189,45 @@ def plot_budget_curve(path, summary, seeds):
     _finish(fig, ax, path, "labelled target pixels (%, log scale)", f"Budget curve (synthetic, seeds {seeds})")
 
 
+def plot_noise(path, summary, seeds):
+    """noise.png. Left: each method's mIoU (mean ± std over seeds) against the annotator's error rate P at
+    outlines (--annotator-noise). Right: each selector minus random at the same P, the mean paired difference with
+    its 95% interval (summary's "vs_random"); filled where the interval excludes zero."""
+    fig = Figure(figsize=(11, 4.5))
+    ax, dx = fig.subplots(1, 2)
+    levels = sorted({e["level"] for e in summary})
+    x = {p: i for i, p in enumerate(levels)}   # evenly spaced: P = 0 has no place on a log axis
+    for k, row in enumerate(dict.fromkeys(e["row"] for e in summary)):
+        marker, colour = SELECTOR_STYLE.get(row, ("o", None))
+        pts = [e for e in summary if e["row"] == row]
+        shift = 0.04 * (k - 1)   # side by side, so the error bars do not hide each other
+        ax.errorbar([x[e["level"]] + shift for e in pts], [100 * e["miou_mean"] for e in pts],
+                    yerr=[100 * e["miou_std"] for e in pts], marker=marker, color=colour, capsize=3, label=row)
+        for e in pts:
+            d = e.get("vs_random")
+            if d and d["ci95"]:
+                lo, hi = (100 * v for v in d["ci95"])
+                dx.errorbar(x[e["level"]] + shift, 100 * d["mean"], yerr=[[100 * d["mean"] - lo],
+                                                                          [hi - 100 * d["mean"]]],
+                            marker=marker, color=colour, capsize=3,
+                            markerfacecolor=colour if d["excludes_zero"] else "none",
+                            label=row if e is pts[0] else None)
+    for a in (ax, dx):
+        a.set_xticks(range(len(levels)), [f"{p:g}" for p in levels])
+        a.set_xlabel("P: chance that a label at an outline is wrong (--annotator-noise)")
+        a.grid(alpha=0.3)
+        if a.get_legend_handles_labels()[0]:   # (one seed: no interval, nothing drawn on the right)
+            a.legend(fontsize=8)
+    dx.axhline(0, color="k", linewidth=1)
+    ax.set_ylabel("target val mIoU (%)")
+    ax.set_title(f"an annotator who errs at outlines (synthetic, seeds {seeds})", fontsize=9)
+    dx.set_ylabel("minus random at the same P (mIoU points)")
+    dx.set_title("paired difference to random, mean and 95% interval\n(filled: the interval excludes zero)",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 # ------------------------------------------------------------------------------------------------ at a glance
 
 @torch.no_grad()

@@ -149,7 +149,7 @@ def add_run_flags(p):
 def check_args(args):
     """What no single flag's type can check: flags that need each other, files, the device."""
     real = args.data == "gta5-cityscapes"
-    if args.mode in ("table", "sweep") and args.resume:
+    if args.mode in ("table", "sweep", "noise") and args.resume:
         raise UsageError(f"--resume continues one run; give the same --mode {args.mode} command again instead: "
                          f"runs that finished are read back, the others run")
     if real and (not args.gta5_root or not args.cityscapes_root):

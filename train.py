@@ -16,7 +16,7 @@ Stages (each has a banner below and a progress bar at run time); `run` at the bo
 
 The plumbing lives beside this file: job.py (what a run does around the method: checkpoints, resume, shared
 warm-up, stop signals, outputs), runs.py (flags' valid values, files, the data stream), distributed.py (torchrun),
-figures.py, experiments.py (--mode table, sweep), bench.py (--benchmark).
+figures.py, experiments.py (--mode table, sweep, noise), bench.py (--benchmark).
 """
 import argparse
 import contextlib
@@ -40,7 +40,7 @@ from job import Job
 from runs import UsageError, as_iterations, autocast, unwrap  # noqa: F401 (train.UsageError, train.unwrap: notebooks)
 
 MODES = ("source_only", "adaptseg", "spl", "ppl", "random", "entropy", "supervised", "ripu_regions", "ripu_points",
-         "ripu", "table", "sweep")
+         "ripu", "table", "sweep", "noise")
 SELECTING_MODES = ("spl", "ppl", "random", "entropy", "ripu_regions", "ripu_points", "ripu")
 BUDGET_MODES = ("random", "entropy", "ripu_regions", "ripu")  # buy --budget of the pixels (default DEFAULT_BUDGET)
 DEFAULT_BUDGET = 0.022  # the paper's SPL budget, 2.2% of the pixels
@@ -149,7 +149,7 @@ def build_parser():
       help="--annotator-noise: how many pixels from a class boundary a label may go wrong (default 1)")
     runs.add_data_flags(p)      # the synthetic benchmark; real data
     runs.add_run_flags(p)       # --device, --out, --shared-dir, --threads, --quiet, --save-every, --resume, --amp, ...
-    experiments.add_flags(p)    # --seeds, --budgets, --jobs (--mode table and sweep)
+    experiments.add_flags(p)    # --seeds, --budgets, --jobs, --noise-levels (--mode table, sweep and noise)
     bench.add_flags(p)          # --benchmark N, --profile, --peak-tflops
     return p
 
@@ -539,6 +539,12 @@ def run_sweep(args):
     return experiments.run_sweep(args, run, apply_defaults)
 
 
+def run_noise(args):
+    """--mode noise: SPL and random (and RIPU's regions) with an annotator who errs at outlines, at each
+    --noise-levels, for each seed (experiments.py drives `run`)."""
+    return experiments.run_noise(args, run, apply_defaults)
+
+
 def main(argv=None):
     """The command line: one run, a table, a sweep or the benchmark. A user's mistake ends as one `error:` line
     and exit code 2, a SIGTERM or Ctrl-C as a checkpoint and 128 + the signal (distributed.exit_cleanly)."""
@@ -551,6 +557,8 @@ def main(argv=None):
             run_table(args)
         elif args.mode == "sweep":
             run_sweep(args)
+        elif args.mode == "noise":
+            run_noise(args)
         else:
             run(args)
 

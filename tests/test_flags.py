@@ -80,6 +80,7 @@ BAD_VALUES = {
     "--seconds-per-click": ["0", "inf"],
     "--contour-tolerance": ["0", "-1"],
     "--annotator-noise": ["-0.1", "1.5", "half"],
+    "--noise-levels": ["-0.1", "0 1.5", "0.05 x"],
     "--noise-band": ["0", "1.5"],
     # --- schedule (with --iters 2: a warm-up of 2 leaves nothing after the labelling; 0.1 of 2 is no iteration)
     "--schedule": ["paper"],

@@ -290,6 +290,23 @@ def test_table_with_two_jobs_gives_what_one_job_gives(tmp_path):
         [spl["labelled_fraction"]] * 2, abs=1 / (32 * 64))
 
 
+@pytest.mark.slow
+def test_noise_experiment_end_to_end(tmp_path):
+    """--mode noise with real (tiny) runs: the noisy annotator changes labels, not what is bought (SPL's mask and
+    random's pixels at P = 0.5 are those of P = 0), reuses the seed's warm-up and B, and counts its wrong labels."""
+    flags = ["--mode", "noise", *TINY, *STAGED, "--quiet", "--noise-levels", "0", "0.5", "--noise-band", "2",
+             "--out", str(tmp_path)]
+    summary = {(e["level"], e["row"]): e for e in train.run_noise(train.get_args(flags))}
+    for row in ("spl", "random", "ripu regions"):
+        assert summary[0.5, row]["labelled_fraction"] == summary[0.0, row]["labelled_fraction"] > 0
+        assert summary[0.0, row]["wrong_share"] == 0
+    assert summary[0.5, "spl"]["wrong_share"] > 0
+    clean, noisy = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("spl-seed0",
+                                                                                           "spl-noise0.5-seed0"))
+    assert noisy["shared_warmup"] and noisy["selector_history"] == clean["selector_history"]
+    assert noisy["annotator_wrong_labels"] > 0 and noisy["annotator_noise"] == 0.5
+
+
 def test_a_stop_in_a_worker_process_reaches_the_experiment_intact():
     stopped = pickle.loads(pickle.dumps(runs.Stopped(15, 42, "runs/x")))
     assert (stopped.signum, str(stopped)) == (15, "stopped at iteration 42; continue with: python train.py --resume "

@@ -223,3 +223,85 @@ def test_list_gives_each_runs_seeds_in_order_and_their_mean(tmp_path):
     lines = experiments.listing(tmp_path).splitlines()
     assert "| random-budget0.0002 | tune | 1.000 | 57.00 / 60.00 | 0, 1 | 58.50 |" in lines
     assert "| adaptseg | tune | 1.000 | 50.00 | 0 | 50.00 |" in lines
+
+
+def fake_runs(calls, miou_of):
+    """A stand-in for train.run: writes metrics.json as a run does (so a finished run is read back, not run
+    again), with mIoU miou_of(mode, noise, seed), labelled fraction 0.01 * (seed + 1) for SPL (others: their
+    --budget), 10 labelled pixels of which 10 * P are wrong."""
+    import runs
+
+    def run(a):
+        calls.append((Path(a.out).name, a.mode, a.seed, a.annotator_noise, a.budget))
+        frac = 0.01 * (a.seed + 1) if a.mode == "spl" else (a.budget or 0.0)
+        m = {**metrics(miou_of(a.mode, a.annotator_noise, a.seed)), "labelled_fraction": frac,
+             "labelled_pixels": 10, "annotator_wrong_labels": round(10 * a.annotator_noise),
+             "args": runs.args_dict(a), "seed": a.seed}
+        Path(a.out).mkdir(parents=True, exist_ok=True)
+        (Path(a.out) / "metrics.json").write_text(json.dumps(m))
+        return m
+    return run
+
+
+def test_noise_runs_random_at_the_fraction_spl_bought_at_each_level(tmp_path):
+    """--mode noise: at each P, SPL first, then random (and RIPU's regions) at the labelled fraction SPL bought for
+    that seed, every run with --annotator-noise P; paired differences to random at the same P and to the same
+    method at P = 0, by hand."""
+    import train
+    args = train.get_args(["--mode", "noise", "--seeds", "0", "1", "--noise-levels", "0", "0.2", "--out",
+                           str(tmp_path), "--quiet", "--size", "32", "64"])
+    miou = {("spl", 0.0): (0.70, 0.66), ("random", 0.0): (0.68, 0.65), ("ripu_regions", 0.0): (0.69, 0.60),
+            ("spl", 0.2): (0.60, 0.62), ("random", 0.2): (0.61, 0.60), ("ripu_regions", 0.2): (0.58, 0.57)}
+    calls = []
+    summary = experiments.run_noise(args, fake_runs(calls, lambda mode, p, seed: miou[mode, p][seed]), lambda a: a)
+    assert len(calls) == 2 * 2 * 3
+    for name, mode, seed, p, budget in calls:
+        assert name == (f"{mode}-seed{seed}" if p == 0 else f"{mode}-noise{p:g}-seed{seed}")   # P = 0: the table's
+        if mode != "spl":
+            assert budget == pytest.approx(0.01 * (seed + 1))               # SPL's fraction, this seed
+            assert [c[:4] for c in calls].index((f"{experiments.noise_stem('spl', p)}-seed{seed}", "spl", seed, p)) \
+                < calls.index((name, mode, seed, p, budget))
+    got = {(e["level"], e["row"]): e for e in summary}
+    assert got[0.2, "spl"]["vs_random"]["diffs"] == pytest.approx([-0.01, 0.02])
+    assert got[0.2, "ripu regions"]["vs_random"]["diffs"] == pytest.approx([-0.03, -0.03])
+    assert got[0.2, "spl"]["vs_perfect"]["diffs"] == pytest.approx([-0.10, -0.04])
+    assert got[0.0, "spl"]["vs_perfect"] is None and got[0.2, "random"]["vs_random"] is None
+    assert got[0.2, "spl"]["wrong_share"] == pytest.approx(0.2) and got[0.0, "random"]["wrong_share"] == 0
+    saved = json.loads((tmp_path / "noise.json").read_text())
+    assert saved["complete_seeds"] == [0, 1] and "partial" not in saved
+    assert (tmp_path / "noise.png").is_file() and "| 0.2 | spl | 61.0 ± 1.4 |" in (tmp_path / "noise.md").read_text()
+    # the same command again reads every run back
+    calls.clear()
+    experiments.run_noise(args, fake_runs(calls, lambda mode, p, seed: miou[mode, p][seed]), lambda a: a)
+    assert calls == []
+
+
+def test_noise_reuses_a_tables_perfect_annotator_runs_and_regenerates_beside_it(tmp_path):
+    """--mode noise --out <a table's folder>: the P = 0 runs are the table's own (not trained again); regenerate
+    rewrites the table and noise.*, the latter over the seeds whose every noise run has finished."""
+    import train
+    flags = ["--seeds", "0", "1", "--out", str(tmp_path), "--quiet", "--size", "32", "64"]
+    calls = []
+    run = fake_runs(calls, lambda mode, p, seed: 0.6 + 0.01 * seed - p / 10 + 0.02 * (mode == "spl"))
+    experiments.run_table(train.get_args(["--mode", "table", *flags]), run, lambda a: a)
+    calls.clear()
+    experiments.run_noise(train.get_args(["--mode", "noise", *flags, "--selectors", "spl", "random"]), run,
+                          lambda a: a)
+    assert sorted(name for name, *_ in calls) == sorted(f"{m}-noise{p:g}-seed{s}" for m in ("spl", "random")
+                                                        for p in (0.05, 0.2) for s in (0, 1))
+    import shutil
+    shutil.rmtree(tmp_path / "random-noise0.2-seed1")                   # seed 1 not finished
+    experiments.regenerate(tmp_path)
+    saved = json.loads((tmp_path / "noise.json").read_text())
+    assert saved["complete_seeds"] == [0] and saved["partial"] == {"missing_seeds": [1]}
+    assert json.loads((tmp_path / "results.json").read_text())["seeds"] == [0, 1]   # the table, rewritten too
+    brief = experiments.brief(tmp_path).splitlines()
+    assert "| P (annotator errs at outlines) | wrong labels (SPL) | spl mIoU | random mIoU | spl minus random |" in brief
+    assert "| 0.2 | 20.0% | 60.0 | 58.0 | +2.00 |" in brief     # one seed: no interval
+
+
+def test_noise_selectors_must_buy_spls_fraction():
+    assert [m for _, m in experiments.noise_rows(None)] == ["spl", "random", "ripu_regions"]
+    for wrong in (["spl", "ppl", "random"], ["spl"], ["random", "entropy"]):
+        with pytest.raises(experiments.UsageError, match="--mode noise --selectors"):
+            experiments.noise_rows(wrong)

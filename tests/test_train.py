@@ -221,8 +221,8 @@ def readme_train_commands():
     blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", text, flags=re.S)
     lines = [line.split("#")[0].strip() for b in blocks for line in b.splitlines()]
     return [line for line in lines if line.startswith("python train.py") and "gta5-cityscapes" not in line
-            and "--benchmark" not in line and "--mode table" not in line  # table and sweep: tests of their own
-            and "--mode sweep" not in line]
+            and "--benchmark" not in line and "--mode table" not in line  # table, sweep, noise: tests of their own
+            and "--mode sweep" not in line and "--mode noise" not in line]
 
 
 @pytest.mark.slow
