@@ -629,19 +629,33 @@ def run_noise(args, run, apply_defaults):
     with probability P, for each of --noise-levels and each seed. Writes noise.md, noise.json and noise.png."""
     out = Path(args.out or f"runs/noise-{time.strftime('%Y%m%d-%H%M%S')}")
     seeds, levels, rows = args.seeds or [args.seed], sorted(set(args.noise_levels)), noise_rows(args.selectors)
+    if len({noise_stem("spl", p) for p in levels}) < len(levels):
+        raise UsageError(f"--noise-levels {' '.join(map(str, args.noise_levels))}: two levels give the same run "
+                         f"folder name ({', '.join(noise_stem('spl', p) for p in levels)}); give distinct levels")
+    if args.budget is not None:
+        raise UsageError("--mode noise buys SPL's labelled fraction for every selector; leave --budget out")
     prepare_out(out)
     plan = {"levels": levels, "rows": [row for row, _ in rows], "seeds": seeds}
     (out / NOISE).write_text(json.dumps({**plan, "partial": True}))   # regenerate makes a partial summary from it
     spl, others = {}, []
+
+    def dependents(seed, p):   # the selectors that buy the fraction SPL bought at this level
+        frac = spl[seed, p].result()["labelled_fraction"]
+        return [launch(mode, seed, name=f"{noise_stem(mode, p)}-seed{seed}", budget=frac, annotator_noise=p)
+                for _, mode in rows if mode != "spl"]
+
     with Launcher(args, run, apply_defaults, out) as launch:
-        for i, seed in enumerate(seeds):   # seed by seed; the next seed's SPL runs queued before this seed's wait
+        # Seed by seed, as the table. The first SPL run of a seed trains its warm-up and B, which every other run
+        # reuses, so it runs alone; the next seed's first SPL run is queued before this seed's is awaited.
+        first, rest = levels[0], levels[1:]
+        for i, seed in enumerate(seeds):
             for s in seeds[i:i + 2] if i == 0 else seeds[i + 1:i + 2]:
-                for p in levels:
-                    spl[s, p] = launch("spl", s, name=f"{noise_stem('spl', p)}-seed{s}", annotator_noise=p)
+                spl[s, first] = launch("spl", s, name=f"{noise_stem('spl', first)}-seed{s}", annotator_noise=first)
+            spl[seed, first].result()
+            for p in rest:
+                spl[seed, p] = launch("spl", seed, name=f"{noise_stem('spl', p)}-seed{seed}", annotator_noise=p)
             for p in levels:
-                frac = spl[seed, p].result()["labelled_fraction"]
-                others += [launch(mode, seed, name=f"{noise_stem(mode, p)}-seed{seed}", budget=frac,
-                                  annotator_noise=p) for _, mode in rows if mode != "spl"]
+                others += dependents(seed, p)
         for future in others:
             future.result()
     return noise_summary(out, quiet=args.quiet)
@@ -770,11 +784,14 @@ def _plans_a_table(folder):
 
 def regenerate(folder):
     """Rewrite a table's or a sweep's files (results.* or sweep.*), and a noise experiment's (noise.*), from the
-    metrics.json of its runs alone: no run is trained or checked again. The folder needs results.json or sweep.json, which list its runs; a table folder
-    without them (its command stopped before the end) gets a partial table of its finished seeds (partial_table)."""
+    metrics.json of its runs alone: no run is trained or checked again. The folder needs results.json or sweep.json,
+    which list its runs, or noise.json; a table folder without them (its command stopped before the end) gets a
+    partial table of its finished seeds (partial_table), and noise.* covers the seeds whose every run finished.
+    Noise runs share a table's folder when --mode noise was given it as --out."""
     folder = Path(folder)
     if (folder / NOISE).is_file():   # a noise experiment, alone or beside a table in its folder
-        beside = any((folder / f).is_file() for f in ("results.json", "sweep.json", PLAN))
+        beside = any((folder / f).is_file() for f in ("results.json", "sweep.json", PLAN)) or \
+            any(folder.glob("source_only-seed*/metrics.json"))   # (a table begun before plan.json)
         try:
             noise = noise_summary(folder)
         except UsageError:
@@ -824,7 +841,10 @@ def brief(folder):
         return f"**{text}**" if d["excludes_zero"] else text
 
     noise = noise_brief(folder, diff) if (folder / NOISE).is_file() else []
-    if noise and not (folder / "results.json").is_file() and not (folder / "sweep.json").is_file():
+    if (folder / NOISE).is_file() and not (folder / "results.json").is_file() and not (folder / "sweep.json").is_file():
+        if not noise:
+            raise UsageError(f"{folder}: no seed of its --mode noise runs has finished yet (regenerate writes a "
+                             f"partial noise.json once one has)")
         return "\n".join(noise)
     if (folder / "results.json").is_file():
         saved = json.loads((folder / "results.json").read_text())
@@ -900,8 +920,8 @@ if __name__ == "__main__":  # python experiments.py regenerate|brief|list FOLDER
     import sys
     if len(sys.argv) < 3 or sys.argv[1] not in ("regenerate", "brief", "list"):
         sys.exit("usage: python experiments.py regenerate|brief|list FOLDER [FOLDER ...]  (regenerate, brief: a "
-                 "--mode table or sweep folder: rewrite its files from its runs' metrics.json, or print the README's "
-                 "short form; list: any folder of <name>-seed<S> runs, mIoU per seed)")
+                 "--mode table, sweep or noise folder: rewrite its files from its runs' metrics.json, or print the "
+                 "README's short form; list: any folder of <name>-seed<S> runs, mIoU per seed)")
     for f in sys.argv[2:]:
         if sys.argv[1] == "regenerate":
             regenerate(f)

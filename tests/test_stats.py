@@ -227,15 +227,16 @@ def test_list_gives_each_runs_seeds_in_order_and_their_mean(tmp_path):
 
 def fake_runs(calls, miou_of):
     """A stand-in for train.run: writes metrics.json as a run does (so a finished run is read back, not run
-    again), with mIoU miou_of(mode, noise, seed), labelled fraction 0.01 * (seed + 1) for SPL (others: their
-    --budget), 10 labelled pixels of which 10 * P are wrong."""
+    again), with mIoU miou_of(mode, noise, seed), labelled fraction 0.01 * (seed + 1) + 0.001 * P for SPL (others:
+    their --budget), 20 labelled pixels (random: 40) of which 10 * P are wrong."""
     import runs
 
     def run(a):
         calls.append((Path(a.out).name, a.mode, a.seed, a.annotator_noise, a.budget))
-        frac = 0.01 * (a.seed + 1) if a.mode == "spl" else (a.budget or 0.0)
+        frac = 0.01 * (a.seed + 1) + 0.001 * a.annotator_noise if a.mode == "spl" else (a.budget or 0.0)
         m = {**metrics(miou_of(a.mode, a.annotator_noise, a.seed)), "labelled_fraction": frac,
-             "labelled_pixels": 10, "annotator_wrong_labels": round(10 * a.annotator_noise),
+             "labelled_pixels": 40 if a.mode == "random" else 20,
+             "annotator_wrong_labels": round(10 * a.annotator_noise),
              "args": runs.args_dict(a), "seed": a.seed}
         Path(a.out).mkdir(parents=True, exist_ok=True)
         (Path(a.out) / "metrics.json").write_text(json.dumps(m))
@@ -258,22 +259,31 @@ def test_noise_runs_random_at_the_fraction_spl_bought_at_each_level(tmp_path):
     for name, mode, seed, p, budget in calls:
         assert name == (f"{mode}-seed{seed}" if p == 0 else f"{mode}-noise{p:g}-seed{seed}")   # P = 0: the table's
         if mode != "spl":
-            assert budget == pytest.approx(0.01 * (seed + 1))               # SPL's fraction, this seed
+            assert budget == pytest.approx(0.01 * (seed + 1) + 0.001 * p)   # SPL's fraction, this seed, this P
             assert [c[:4] for c in calls].index((f"{experiments.noise_stem('spl', p)}-seed{seed}", "spl", seed, p)) \
                 < calls.index((name, mode, seed, p, budget))
+    # a seed's first SPL run (it trains the warm-up and B the others reuse) alone, then the next seed's is queued
+    assert [c[0] for c in calls[:3]] == ["spl-seed0", "spl-seed1", "spl-noise0.2-seed0"]
     got = {(e["level"], e["row"]): e for e in summary}
     assert got[0.2, "spl"]["vs_random"]["diffs"] == pytest.approx([-0.01, 0.02])
     assert got[0.2, "ripu regions"]["vs_random"]["diffs"] == pytest.approx([-0.03, -0.03])
     assert got[0.2, "spl"]["vs_perfect"]["diffs"] == pytest.approx([-0.10, -0.04])
     assert got[0.0, "spl"]["vs_perfect"] is None and got[0.2, "random"]["vs_random"] is None
-    assert got[0.2, "spl"]["wrong_share"] == pytest.approx(0.2) and got[0.0, "random"]["wrong_share"] == 0
+    assert got[0.2, "spl"]["wrong_share"] == pytest.approx(2 / 20) and got[0.2, "random"]["wrong_share"] == 2 / 40
+    assert got[0.0, "random"]["wrong_share"] == 0
     saved = json.loads((tmp_path / "noise.json").read_text())
     assert saved["complete_seeds"] == [0, 1] and "partial" not in saved
     assert (tmp_path / "noise.png").is_file() and "| 0.2 | spl | 61.0 ± 1.4 |" in (tmp_path / "noise.md").read_text()
-    # the same command again reads every run back
+    # the same command again reads every run back; regenerate and brief work on a folder of noise runs alone
     calls.clear()
     experiments.run_noise(args, fake_runs(calls, lambda mode, p, seed: miou[mode, p][seed]), lambda a: a)
     assert calls == []
+    assert {(e["level"], e["row"]): e["vs_random"] for e in experiments.regenerate(tmp_path)}[0.2, "spl"]["diffs"] \
+        == pytest.approx([-0.01, 0.02])
+    assert experiments.brief(tmp_path).splitlines()[0].startswith("| P (annotator errs at outlines) |")
+    (tmp_path / "noise.json").write_text(json.dumps({"levels": [0.0], "rows": ["spl", "random"], "seeds": [5]}))
+    with pytest.raises(experiments.UsageError, match="no seed"):
+        experiments.brief(tmp_path)
 
 
 def test_noise_reuses_a_tables_perfect_annotator_runs_and_regenerates_beside_it(tmp_path):
@@ -297,7 +307,17 @@ def test_noise_reuses_a_tables_perfect_annotator_runs_and_regenerates_beside_it(
     assert json.loads((tmp_path / "results.json").read_text())["seeds"] == [0, 1]   # the table, rewritten too
     brief = experiments.brief(tmp_path).splitlines()
     assert "| P (annotator errs at outlines) | wrong labels (SPL) | spl mIoU | random mIoU | spl minus random |" in brief
-    assert "| 0.2 | 20.0% | 60.0 | 58.0 | +2.00 |" in brief     # one seed: no interval
+    assert "| 0.2 | 10.0% | 60.0 | 58.0 | +2.00 |" in brief     # one seed: no interval; 2 of 20 SPL labels wrong
+
+
+def test_noise_refuses_levels_of_one_folder_name_and_a_budget(tmp_path):
+    import train
+    for extra, message in ((["--noise-levels", "0.1", "0.1000001"], "same run folder name"),
+                           (["--budget", "0.01"], "leave --budget out")):
+        args = train.get_args(["--mode", "noise", "--out", str(tmp_path / "n"), "--quiet", *extra])
+        with pytest.raises(experiments.UsageError, match=message):
+            experiments.run_noise(args, None, lambda a: a)
+    assert not (tmp_path / "n").exists()
 
 
 def test_noise_selectors_must_buy_spls_fraction():
