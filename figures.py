@@ -4,7 +4,7 @@
     glance_record     one target image as the labelling round saw it (kept in selection.pt)
     at_a_glance       that image through the whole method in one figure (docs/at_a_glance.png):
                           python figures.py at-a-glance RUN_DIR [--out PATH]
-    plot_table        results.png (mIoU against the labelled fraction, one marker per method)
+    plot_table        results.png (mIoU against the labelled fraction and against annotator seconds)
     plot_budget_curve budget_curve.png
 
 matplotlib's object API only (no pyplot), so a notebook's backend is left alone.
@@ -92,16 +92,26 @@ def save_figures(args, out, A, evals, target_images, masks, revealed, a_wrong=No
 
 
 def plot_table(path, results, seeds):
-    """results.png: one marker per method, mIoU (mean ± std over seeds) against the labelled fraction."""
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
+    """results.png. Left: one marker per method, mIoU (mean ± std over seeds) against the labelled fraction. Right:
+    the methods that bought labels, mIoU against what the labels cost a person (annotator seconds per image,
+    cost.py): at the same pixels, a selector whose labels are cheaper to give sits further left."""
+    fig = Figure(figsize=(12, 4.2))
+    ax, tx = fig.subplots(1, 2)
     markers = {"source_only": "v", "adaptseg": "^", "random": "x", "entropy": "+", "ppl": "s", "ppl, cell 8": "D",
                "spl": "o", "supervised": "*", "random, 40 px": "1", "ripu regions": "<", "ripu points": ">",
                "ripu as published": "P"}
     for r in results:
         frac = max(100 * r["labelled_fraction"], 1e-3)  # log axis: unlabelled methods drawn at 0.001%
-        ax.errorbar(frac, 100 * r["miou_mean"], yerr=100 * r["miou_std"], marker=markers.get(r["mode"], "o"),
-                    markersize=9, linestyle="none", label=r["mode"], capsize=3)
+        style = dict(marker=markers.get(r["mode"], "o"), markersize=9, linestyle="none", label=r["mode"], capsize=3)
+        line = ax.errorbar(frac, 100 * r["miou_mean"], yerr=100 * r["miou_std"], **style)
+        if r.get("annotation_seconds"):
+            tx.errorbar(r["annotation_seconds"], 100 * r["miou_mean"], yerr=100 * r["miou_std"],
+                        color=line[0].get_color(), **style)
+    tx.set_xscale("log")
+    tx.set_xlabel("annotator seconds per image (cost.py; log scale)")
+    tx.set_ylabel("target val mIoU (%)")
+    tx.set_title("what the labels cost a person (markers as on the left)", fontsize=9)
+    tx.grid(alpha=0.3)
     _finish(fig, ax, path, "labelled target pixels (%, log scale; 0.001 = none)",
             f"Miniature Table 1 (synthetic, seeds {seeds})")
 
