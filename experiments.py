@@ -445,7 +445,7 @@ def run_sweep(args, run, apply_defaults):
     sweep.json and budget_curve.png."""
     pixels = image_pixels(args)  # of one target image, as the annotator sees it
     out = Path(args.out or f"runs/sweep-{time.strftime('%Y%m%d-%H%M%S')}")
-    if (out / "sweep.md").exists():
+    if (out / "sweep.md").exists() and not _partial(out, "sweep.json"):   # a partial sweep (regenerate) is continued
         raise UsageError(f"{out} already holds a sweep (sweep.md); pick another --out or delete it")
     seeds = args.seeds or [args.seed]
     plan = [("spl (whole mask)", "spl", None, {}), ("adaptseg", "adaptseg", None, {}),
@@ -456,6 +456,10 @@ def run_sweep(args, run, apply_defaults):
                 continue
             size = {"points": max(1, round(b * pixels))} if mode in POINT_MODES else {"budget": b}
             plan.append((name, mode, b, {**size, **settings}))
+    prepare_out(out)
+    (out / PLAN).write_text(json.dumps({"experiment": "sweep", "seeds": seeds, "budgets": args.budgets, "runs": [
+        {"selector": name, "budget": b, "stem": run_folder(out, mode, 0, **settings).name.rpartition("-seed")[0]}
+        for name, mode, b, settings in plan]}))   # for a partial sweep (regenerate)
     # SPL's whole mask trains the seed's warm-up and B, which every other run but supervised reuses: those two
     # runs start first, the others once that SPL run has ended
     whole_mask, supervised = 0, 2
@@ -470,22 +474,23 @@ def run_sweep(args, run, apply_defaults):
                 if i not in (whole_mask, supervised):
                     runs_[i, seed] = launch(mode, seed, **settings)
         done = {key: future.result() for key, future in runs_.items()}
-    rows = []  # one per run: selector, budget asked, seed and what came of it
-    for seed in seeds:
-        for i, (name, _, budget, _) in enumerate(plan):
-            m = done[i, seed]
-            rows.append({"selector": name, "budget": budget, "seed": seed, "run": Path(m["args"]["out"]).name,
-                         "miou": m["miou"],
-                         "labelled_fraction": m["labelled_fraction"], "points_per_image": m["points_per_image"],
-                         "required_fraction": m.get("required_fraction"),
-                         "annotation_seconds": (m.get("annotation_seconds") or {}).get("per_image")})
+    rows = [sweep_row(name, budget, seed, Path(done[i, seed]["args"]["out"]).name, done[i, seed])
+            for seed in seeds for i, (name, _, budget, _) in enumerate(plan)]
     return sweep_from_runs(out, rows, seeds, args)
 
 
-def sweep_from_runs(out, rows, seeds, args):
+def sweep_row(selector, budget, seed, run, m):
+    """One row of a sweep: the selector, the budget asked, the seed, its run folder and what came of it (metrics m)."""
+    return {"selector": selector, "budget": budget, "seed": seed, "run": run, "miou": m["miou"],
+            "labelled_fraction": m["labelled_fraction"], "points_per_image": m["points_per_image"],
+            "required_fraction": m.get("required_fraction"),
+            "annotation_seconds": (m.get("annotation_seconds") or {}).get("per_image")}
+
+
+def sweep_from_runs(out, rows, seeds, args, missing=None):
     """sweep.md, sweep.json and budget_curve.png from one row per run (selector, budget, seed, its metrics)."""
     summary = summarise_sweep(rows)
-    write_sweep(out, summary, rows, seeds, args)
+    write_sweep(out, summary, rows, seeds, args, missing)
     return summary
 
 
@@ -556,7 +561,9 @@ def at_equal_seconds(rows, levels=EQUAL_SECONDS):
     return out
 
 
-def write_sweep(out, summary, rows, seeds, args):
+def write_sweep(out, summary, rows, seeds, args, missing=None):
+    """sweep.md, sweep.json and budget_curve.png. `missing` ({seed: number of runs not finished}): the seeds left out
+    of a partial sweep (regenerate); named under the table."""
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"Budget sweep: {benchmark_name(args)}, seeds {seeds}, {args.iters} iterations, schedule "
              f"{args.schedule}, model {args.model}.", "",
@@ -589,10 +596,14 @@ def write_sweep(out, summary, rows, seeds, args):
         lines += [f"| {e['seconds']:g} | {e['selector']} | {100 * e['miou_mean']:.1f} | "
                   f"{' / '.join(f'{100 * v:.1f}' for v in e['mious'])} | {len(e['seeds'])} | "
                   f"{_difference(e['vs_random'])} |" for e in equal]
+    saved = {"seeds": seeds, "budgets": args.budgets, "caption": caption, "summary": summary,
+             "at_equal_seconds": equal, "runs": rows}
+    if missing:
+        lines += ["", "Partial: only the seeds whose every run had finished. Left out: " + "; ".join(
+            f"seed {seed} ({n} of {len(rows) // len(seeds)} runs missing)" for seed, n in missing.items()) + "."]
+        saved["partial"] = {"missing": {str(seed): n for seed, n in missing.items()}}
     (out / "sweep.md").write_text("\n".join(lines) + "\n")
-    (out / "sweep.json").write_text(json.dumps({"seeds": seeds, "budgets": args.budgets, "caption": caption,
-                                                "summary": summary, "at_equal_seconds": equal, "runs": rows},
-                                               indent=2))
+    (out / "sweep.json").write_text(json.dumps(saved, indent=2))
     if not args.quiet:
         print("\n".join(lines))
     figures.plot_budget_curve(out / "budget_curve.png", summary, seeds)
@@ -726,13 +737,14 @@ def noise_summary(folder, quiet=True):
 
 # ------------------------------------------------------------------------------------------------ regenerate
 
-PLAN = "plan.json"   # a table's seeds, written before its first run
+PLAN = "plan.json"   # a table's seeds, or a sweep's seeds and runs, written before the first run
 
 
-def _partial(folder):
-    """Whether folder/results.json is a partial table (written by regenerate before every run had finished)."""
+def _partial(folder, name="results.json"):
+    """Whether folder/results.json (or sweep.json) is a partial table (or sweep), written by regenerate before every
+    run had finished."""
     try:
-        return "partial" in json.loads((Path(folder) / "results.json").read_text())
+        return "partial" in json.loads((Path(folder) / name).read_text())
     except (OSError, ValueError):
         return False
 
@@ -775,18 +787,47 @@ def partial_table(folder):
     return results
 
 
-def _plans_a_table(folder):
+def partial_sweep(folder):
+    """The sweep of a --mode sweep folder whose command has not finished, from its plan.json (each run's folder
+    stem, selector and budget) and the seeds whose every run has finished, so each paired difference compares the
+    same seeds; the seeds left out are named. The same --mode sweep command continues it."""
+    folder = Path(folder)
+    plan = json.loads((folder / PLAN).read_text())
+    rows, complete, missing = [], [], {}
+    for seed in plan["seeds"]:
+        files = [(e, folder / f"{e['stem']}-seed{seed}" / "metrics.json") for e in plan["runs"]]
+        left = sum(not f.is_file() for _, f in files)
+        if left:
+            missing[seed] = left
+            continue
+        complete.append(seed)
+        for e, f in files:
+            m = json.loads(f.read_text())
+            rows.append(sweep_row(e["selector"], e["budget"], seed, f.parent.name, m))
+    if not complete:
+        raise UsageError(f"{folder}: no seed has all {len(plan['runs'])} runs of the sweep finished yet; nothing to "
+                         f"regenerate")
+    args = argparse.Namespace(**{**m["args"], "budgets": plan["budgets"], "quiet": True})
+    return sweep_from_runs(folder, rows, complete, args, missing)
+
+
+def _plans_a_table(folder, experiment="table"):
     try:
-        return json.loads((Path(folder) / PLAN).read_text()).get("experiment") == "table"
+        return json.loads((Path(folder) / PLAN).read_text()).get("experiment") == experiment
     except (OSError, ValueError, AttributeError):
         return False
+
+
+def _plans_a_sweep(folder):
+    return _plans_a_table(folder, "sweep")
 
 
 def regenerate(folder):
     """Rewrite a table's or a sweep's files (results.* or sweep.*), and a noise experiment's (noise.*), from the
     metrics.json of its runs alone: no run is trained or checked again. The folder needs results.json or sweep.json,
-    which list its runs, or noise.json; a table folder without them (its command stopped before the end) gets a
-    partial table of its finished seeds (partial_table), and noise.* covers the seeds whose every run finished.
+    which list its runs, or noise.json; a table or sweep folder without them (its command stopped before the end)
+    gets a partial table or sweep of its finished seeds (partial_table, partial_sweep), and noise.* covers the
+    seeds whose every run finished.
     Noise runs share a table's folder when --mode noise was given it as --out."""
     folder = Path(folder)
     if (folder / NOISE).is_file():   # a noise experiment, alone or beside a table in its folder
@@ -799,6 +840,8 @@ def regenerate(folder):
                 raise
         if not beside:
             return noise
+    if _plans_a_sweep(folder) and (_partial(folder, "sweep.json") or not (folder / "sweep.json").is_file()):
+        return partial_sweep(folder)
     unfinished_table = not (folder / "results.json").is_file() and not (folder / "sweep.json").is_file() and (
         _plans_a_table(folder) or any(folder.glob("source_only-seed*/metrics.json")))   # (a sweep has no source-only)
     if _partial(folder) or unfinished_table:
@@ -817,9 +860,7 @@ def regenerate(folder):
         rows = []
         for r in saved["runs"]:
             m = json.loads((folder / r["run"] / "metrics.json").read_text())
-            rows.append({**r, "miou": m["miou"], "labelled_fraction": m["labelled_fraction"],
-                         "points_per_image": m["points_per_image"], "required_fraction": m.get("required_fraction"),
-                         "annotation_seconds": (m.get("annotation_seconds") or {}).get("per_image")})
+            rows.append(sweep_row(r["selector"], r["budget"], r["seed"], r["run"], m))
         args = argparse.Namespace(**{**m["args"], "budgets": saved["budgets"], "quiet": True})
         return sweep_from_runs(folder, rows, saved["seeds"], args)
     raise UsageError(f"{folder} holds neither results.json (a table) nor sweep.json (a sweep)")

@@ -325,3 +325,34 @@ def test_noise_selectors_must_buy_spls_fraction():
     for wrong in (["spl", "ppl", "random"], ["spl"], ["random", "entropy"]):
         with pytest.raises(experiments.UsageError, match="--mode noise --selectors"):
             experiments.noise_rows(wrong)
+
+
+def test_a_stopped_sweep_regenerates_over_its_finished_seeds_only(tmp_path):
+    """python experiments.py regenerate on a --mode sweep folder whose command has not finished: plan.json names
+    every run; the sweep is made of the seeds whose every run has finished (the differences pair the same seeds),
+    and the same command continues it into the whole sweep."""
+    import shutil
+    import train
+    args = train.get_args(["--mode", "sweep", "--seeds", "0", "1", "2", "--budgets", "0.001", "--selectors",
+                           "random", "spl", "--out", str(tmp_path), "--quiet", "--size", "32", "64"])
+    miou = {("random", 0): 0.60, ("random", 1): 0.61, ("random", 2): 0.62}
+    calls = []
+    run = fake_runs(calls, lambda mode, p, seed: miou.get((mode, seed), 0.65 + 0.01 * seed))
+    experiments.run_sweep(args, run, lambda a: a)
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert plan["experiment"] == "sweep" and len(plan["runs"]) == 3 + 2   # whole mask, adaptseg, supervised + 2
+    for f in ("sweep.json", "sweep.md"):
+        (tmp_path / f).unlink()
+    shutil.rmtree(tmp_path / "random-budget0.001-seed1")                 # seed 1 stopped before its random run
+    summary = {(r["selector"], r["budget"]): r for r in experiments.regenerate(tmp_path)}
+    assert summary["spl", 0.001]["seeds"] == [0, 2]
+    assert summary["spl", 0.001]["vs_random"]["diffs"] == pytest.approx([0.05, 0.05])
+    saved = json.loads((tmp_path / "sweep.json").read_text())
+    assert saved["seeds"] == [0, 2] and saved["partial"] == {"missing": {"1": 1}}
+    assert "Left out: seed 1 (1 of 5 runs missing)" in (tmp_path / "sweep.md").read_text()
+    calls.clear()
+    experiments.run_sweep(args, run, lambda a: a)                         # the same command continues it
+    assert [c[0] for c in calls] == ["random-budget0.001-seed1"]
+    assert "partial" not in json.loads((tmp_path / "sweep.json").read_text())
+    with pytest.raises(experiments.UsageError, match="already holds a sweep"):
+        experiments.run_sweep(args, run, lambda a: a)
