@@ -60,6 +60,8 @@ def test_table_pairs_each_selector_with_its_equal_budget_partner():
     assert results["ripu regions"]["vs_labor"]["diffs"] == pytest.approx([0.5 - 0.70, 0.5 - 0.66])
     assert results["ripu points"]["vs_labor"]["diffs"] == pytest.approx([0.5 - 0.64, 0.5 - 0.62])
     assert results["ripu points"]["vs_labor"]["partner"] == "ppl" and results["spl"]["vs_labor"] is None
+    assert results["spl"]["vs_supervised"]["diffs"] == pytest.approx([0.20, 0.16])   # supervised: 0.5, 0.5
+    assert results["supervised"]["vs_supervised"] is None
     half = 12.706 * math.sqrt(0.00005) / math.sqrt(2)       # the two differences 0.02, 0.01: sd sqrt(0.00005)
     assert results["spl"]["vs_random"]["ci95"] == pytest.approx([0.015 - half, 0.015 + half])
 
