@@ -814,15 +814,12 @@ def partial_sweep(folder):
     return sweep_from_runs(folder, rows, complete, args, missing)
 
 
-def _plans_a_table(folder, experiment="table"):
+def _plans(folder, experiment):
+    """Whether folder/plan.json was written by this experiment ("table" or "sweep")."""
     try:
         return json.loads((Path(folder) / PLAN).read_text()).get("experiment") == experiment
     except (OSError, ValueError, AttributeError):
         return False
-
-
-def _plans_a_sweep(folder):
-    return _plans_a_table(folder, "sweep")
 
 
 def regenerate(folder):
@@ -843,10 +840,10 @@ def regenerate(folder):
                 raise
         if not beside:
             return noise
-    if _plans_a_sweep(folder) and (_partial(folder, "sweep.json") or not (folder / "sweep.json").is_file()):
+    if _plans(folder, "sweep") and (_partial(folder, "sweep.json") or not (folder / "sweep.json").is_file()):
         return partial_sweep(folder)
     unfinished_table = not (folder / "results.json").is_file() and not (folder / "sweep.json").is_file() and (
-        _plans_a_table(folder) or any(folder.glob("source_only-seed*/metrics.json")))   # (a sweep has no source-only)
+        _plans(folder, "table") or any(folder.glob("source_only-seed*/metrics.json")))   # (a sweep has no source-only)
     if _partial(folder) or unfinished_table:
         return partial_table(folder)
     if (folder / "results.json").is_file():
