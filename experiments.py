@@ -16,6 +16,7 @@ N runs at a time in worker processes (Launcher).
 import argparse
 import concurrent.futures
 import contextlib
+import functools
 import json
 import multiprocessing
 import os
@@ -371,14 +372,18 @@ def image_pixels(args):
     return h * w
 
 
-def _difference(d):
-    """A paired difference for a table cell: mean [interval], in points of mIoU; * where it excludes zero."""
-    if d is None:
-        return "-"
+def _difference(d, bold=False):
+    """A paired difference for a table cell: mean [interval], in points of mIoU; * where it excludes zero, "-" for
+    none. bold (the README's brief): **bold** where it excludes zero instead, "" for none."""
+    if not d:
+        return "" if bold else "-"
     if d["ci95"] is None:
         return f"{100 * d['mean']:+.2f}"
     lo, hi = (100 * v for v in d["ci95"])
-    return f"{100 * d['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}]{' *' if d['excludes_zero'] else ''}"
+    text = f"{100 * d['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+    if bold:
+        return f"**{text}**" if d["excludes_zero"] else text
+    return text + (" *" if d["excludes_zero"] else "")
 
 
 def benchmark_name(args):
@@ -686,12 +691,11 @@ def noise_summary(folder, quiet=True):
     modes = dict(NOISE_ROWS)
     names = {(row, p, seed): f"{noise_stem(modes[row], p)}-seed{seed}"
              for row in plan["rows"] for p in plan["levels"] for seed in plan["seeds"]}
-    done = {key: folder / name / "metrics.json" for key, name in names.items()
-            if (folder / name / "metrics.json").is_file()}
-    complete = [s for s in plan["seeds"] if all(k in done for k in names if k[2] == s)]
+    complete, missing = split_seeds(folder, plan["seeds"],
+                                    [noise_stem(modes[row], p) for row in plan["rows"] for p in plan["levels"]])
     if not complete:
         raise UsageError(f"{folder}: no seed has all its --mode noise runs finished yet; nothing to summarise")
-    m = {k: json.loads(done[k].read_text()) for k in names if k[2] in complete}
+    m = {k: json.loads((folder / name / "metrics.json").read_text()) for k, name in names.items() if k[2] in complete}
     summary = []
     for p in plan["levels"]:
         for row in plan["rows"]:
@@ -708,7 +712,7 @@ def noise_summary(folder, quiet=True):
             if p != 0 and 0 in plan["levels"]:
                 entry["vs_perfect"] = paired_difference(mious, [m[row, 0, s]["miou"] for s in complete])
             summary.append(entry)
-    missing = [s for s in plan["seeds"] if s not in complete]
+    missing = list(missing)
     args = m["spl", plan["levels"][0], complete[0]]["args"]
     lines = [f"Annotator noise: {benchmark_name(argparse.Namespace(**args))}, seeds {complete}, {args['iters']} "
              f"iterations, noise band {args.get('noise_band', 1)} px.", "",
@@ -760,29 +764,38 @@ def finished_runs(folder):
             yield name, int(seed), f
 
 
+def split_seeds(folder, seeds, stems):
+    """(complete, missing) of a stopped experiment: the seeds whose every run folder <stem>-seed<S> in folder holds a
+    metrics.json, in the order given, and {seed: [the run folders not finished]} for the others. Only complete seeds
+    enter a partial table, sweep or noise summary, so each paired difference compares the same seeds."""
+    complete, missing = [], {}
+    for seed in seeds:
+        left = [f"{stem}-seed{seed}" for stem in stems
+                if not (Path(folder) / f"{stem}-seed{seed}" / "metrics.json").is_file()]
+        if left:
+            missing[seed] = left
+        else:
+            complete.append(seed)
+    return complete, missing
+
+
 def partial_table(folder):
     """The table of a --mode table folder whose command has not finished (stopped, or still running): its run
     folders are read by name (<row>-seed<S>/metrics.json, as run_table names them), and only the seeds whose every
     row has finished enter the table, so each paired difference compares the same seeds. The seeds left out are
     named under the table; the same --mode table command continues the experiment and overwrites it."""
     folder = Path(folder)
-    found = {}   # seed -> {stem: metrics}
-    for stem, seed, f in finished_runs(folder):
-        found.setdefault(seed, {})[stem] = f
-    stems = [stem for *_, stem, _ in TABLE_ROWS]
-    complete = sorted(seed for seed, runs_ in found.items() if all(stem in runs_ for stem in stems))
-    missing = {seed: [f"{stem}-seed{seed}" for stem in stems if stem not in found[seed]]
-               for seed in sorted(set(found) - set(complete))}
-    if not complete:
-        raise UsageError(f"{folder}: no seed has all {len(stems)} runs of the table finished yet "
-                         f"({len(found)} seed(s) begun); nothing to regenerate")
+    begun = {seed for _, seed, _ in finished_runs(folder)}
     try:    # the seeds the command asked for (a table made before plan.json: the seeds begun)
         planned = json.loads((folder / PLAN).read_text())["seeds"]
     except (OSError, ValueError, KeyError):
-        planned = sorted(found)
-    missing.update({seed: [f"{stem}-seed{seed}" for stem in stems] for seed in planned if seed not in found})
-    missing = dict(sorted(missing.items()))
-    rows = {row: [json.loads(found[seed][stem].read_text()) for seed in complete]
+        planned = []
+    stems = [stem for *_, stem, _ in TABLE_ROWS]
+    complete, missing = split_seeds(folder, sorted(begun | set(planned)), stems)
+    if not complete:
+        raise UsageError(f"{folder}: no seed has all {len(stems)} runs of the table finished yet "
+                         f"({len(begun)} seed(s) begun); nothing to regenerate")
+    rows = {row: [json.loads((folder / f"{stem}-seed{seed}" / "metrics.json").read_text()) for seed in complete]
             for row, _, _, stem, _ in TABLE_ROWS}
     args = argparse.Namespace(**{**rows["spl"][0]["args"], "quiet": True})
     results = summarise_table(rows, args)
@@ -796,17 +809,13 @@ def partial_sweep(folder):
     same seeds; the seeds left out are named. The same --mode sweep command continues it."""
     folder = Path(folder)
     plan = json.loads((folder / PLAN).read_text())
-    rows, complete, missing = [], [], {}
-    for seed in plan["seeds"]:
-        files = [(e, folder / f"{e['stem']}-seed{seed}" / "metrics.json") for e in plan["runs"]]
-        left = sum(not f.is_file() for _, f in files)
-        if left:
-            missing[seed] = left
-            continue
-        complete.append(seed)
-        for e, f in files:
-            m = json.loads(f.read_text())
-            rows.append(sweep_row(e["selector"], e["budget"], seed, f.parent.name, m))
+    complete, missing = split_seeds(folder, plan["seeds"], [e["stem"] for e in plan["runs"]])
+    rows = []
+    for seed in complete:
+        for e in plan["runs"]:
+            m = json.loads((folder / f"{e['stem']}-seed{seed}" / "metrics.json").read_text())
+            rows.append(sweep_row(e["selector"], e["budget"], seed, f"{e['stem']}-seed{seed}", m))
+    missing = {seed: len(left) for seed, left in missing.items()}
     if not complete:
         raise UsageError(f"{folder}: no seed has all {len(plan['runs'])} runs of the sweep finished yet; nothing to "
                          f"regenerate")
@@ -871,17 +880,8 @@ def brief(folder):
     what was labelled and what it cost a person, and the paired difference to random with its interval (bold
     where it excludes zero). Returns markdown."""
     folder = Path(folder)
-
-    def diff(d):
-        if not d:
-            return ""
-        if d["ci95"] is None:
-            return f"{100 * d['mean']:+.2f}"
-        lo, hi = (100 * v for v in d["ci95"])
-        text = f"{100 * d['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
-        return f"**{text}**" if d["excludes_zero"] else text
-
-    noise = noise_brief(folder, diff) if (folder / NOISE).is_file() else []
+    diff = functools.partial(_difference, bold=True)
+    noise = noise_brief(folder) if (folder / NOISE).is_file() else []
     if (folder / NOISE).is_file() and not (folder / "results.json").is_file() and not (folder / "sweep.json").is_file():
         if not noise:
             raise UsageError(f"{folder}: no seed of its --mode noise runs has finished yet (regenerate writes a "
@@ -921,9 +921,9 @@ def brief(folder):
     return "\n".join(lines)
 
 
-def noise_brief(folder, diff):
+def noise_brief(folder):
     """The README's short form of noise.json (--mode noise): per P, the share of labels that were wrong, each
-    method's mean mIoU and each selector's difference to random (diff: brief's cell)."""
+    method's mean mIoU and each selector's difference to random (bold where its interval excludes zero)."""
     saved = json.loads((Path(folder) / NOISE).read_text())
     if "summary" not in saved:
         return []   # planned, no seed finished yet
@@ -936,7 +936,7 @@ def noise_brief(folder, diff):
     for p in saved["levels"]:
         lines.append(f"| {p:g} | {100 * at[p, 'spl']['wrong_share']:.1f}% | " +
                      " | ".join(f"{100 * at[p, r]['miou_mean']:.1f}" for r in rows) + " | " +
-                     " | ".join(diff(at[p, r]["vs_random"]) for r in others) + " |")
+                     " | ".join(_difference(at[p, r]["vs_random"], bold=True) for r in others) + " |")
     return lines
 
 
