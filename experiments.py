@@ -823,56 +823,58 @@ def partial_sweep(folder):
     return sweep_from_runs(folder, rows, complete, args, missing)
 
 
-def _plans(folder, experiment):
-    """Whether folder/plan.json was written by this experiment ("table" or "sweep")."""
+def experiment_of(folder):
+    """"table" or "sweep": the experiment a folder holds, from its plan.json (written before the first run) or, for
+    a folder made before plan.json, from its results.json / sweep.json or its source-only runs (a sweep has none);
+    None for neither (a noise experiment alone, or no experiment)."""
+    folder = Path(folder)
     try:
-        return json.loads((Path(folder) / PLAN).read_text()).get("experiment") == experiment
-    except (OSError, ValueError, AttributeError):
-        return False
+        return json.loads((folder / PLAN).read_text())["experiment"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    if (folder / "sweep.json").is_file():
+        return "sweep"
+    if (folder / "results.json").is_file() or any(folder.glob("source_only-seed*/metrics.json")):
+        return "table"
+    return None
 
 
 def regenerate(folder):
     """Rewrite a table's or a sweep's files (results.* or sweep.*), and a noise experiment's (noise.*), from the
-    metrics.json of its runs alone: no run is trained or checked again. The folder needs results.json or sweep.json,
-    which list its runs, or noise.json; a table or sweep folder without them (its command stopped before the end)
-    gets a partial table or sweep of its finished seeds (partial_table, partial_sweep), and noise.* covers the
-    seeds whose every run finished.
+    metrics.json of its runs alone: no run is trained or checked again. A table or sweep whose command has not
+    finished (no results.json or sweep.json yet, or a partial one) gets a partial table or sweep of its finished
+    seeds (partial_table, partial_sweep); noise.* covers the seeds whose every run finished.
     Noise runs share a table's folder when --mode noise was given it as --out."""
     folder = Path(folder)
+    experiment = experiment_of(folder)
     if (folder / NOISE).is_file():   # a noise experiment, alone or beside a table in its folder
-        beside = any((folder / f).is_file() for f in ("results.json", "sweep.json", PLAN)) or \
-            any(folder.glob("source_only-seed*/metrics.json"))   # (a table begun before plan.json)
         try:
             noise = noise_summary(folder)
         except UsageError:
-            if not beside:
+            if experiment is None:
                 raise
-        if not beside:
+        if experiment is None:
             return noise
-    if _plans(folder, "sweep") and (_partial(folder, "sweep.json") or not (folder / "sweep.json").is_file()):
-        return partial_sweep(folder)
-    unfinished_table = not (folder / "results.json").is_file() and not (folder / "sweep.json").is_file() and (
-        _plans(folder, "table") or any(folder.glob("source_only-seed*/metrics.json")))   # (a sweep has no source-only)
-    if _partial(folder) or unfinished_table:
-        return partial_table(folder)
-    if (folder / "results.json").is_file():
-        saved = json.loads((folder / "results.json").read_text())
+    if experiment is None:
+        raise UsageError(f"{folder} holds neither results.json (a table) nor sweep.json (a sweep)")
+    name = "results.json" if experiment == "table" else "sweep.json"
+    if not (folder / name).is_file() or _partial(folder, name):
+        return partial_table(folder) if experiment == "table" else partial_sweep(folder)
+    saved = json.loads((folder / name).read_text())
+    if experiment == "table":
         if "runs" not in saved or set(saved["runs"]) != set(TABLE_MODES):
             raise UsageError(f"{folder}/results.json was written by an earlier version (it does not list this "
                              f"table's runs); give the --mode table command again instead, with the same --out")
-        rows = {row: [json.loads((folder / name / "metrics.json").read_text()) for name in names]
+        rows = {row: [json.loads((folder / run / "metrics.json").read_text()) for run in names]
                 for row, names in saved["runs"].items()}
         args = argparse.Namespace(**{**rows["spl"][0]["args"], "quiet": True})
         return table_from_runs(folder, rows, saved["seeds"], args)
-    if (folder / "sweep.json").is_file():
-        saved = json.loads((folder / "sweep.json").read_text())
-        rows = []
-        for r in saved["runs"]:
-            m = json.loads((folder / r["run"] / "metrics.json").read_text())
-            rows.append(sweep_row(r["selector"], r["budget"], r["seed"], r["run"], m))
-        args = argparse.Namespace(**{**m["args"], "budgets": saved["budgets"], "quiet": True})
-        return sweep_from_runs(folder, rows, saved["seeds"], args)
-    raise UsageError(f"{folder} holds neither results.json (a table) nor sweep.json (a sweep)")
+    rows = []
+    for r in saved["runs"]:
+        m = json.loads((folder / r["run"] / "metrics.json").read_text())
+        rows.append(sweep_row(r["selector"], r["budget"], r["seed"], r["run"], m))
+    args = argparse.Namespace(**{**m["args"], "budgets": saved["budgets"], "quiet": True})
+    return sweep_from_runs(folder, rows, saved["seeds"], args)
 
 
 def brief(folder):
