@@ -469,14 +469,16 @@ def run_sweep(args, run, apply_defaults):
         {"selector": name, "budget": b, "stem": run_folder(out, mode, 0, **settings).name.rpartition("-seed")[0]}
         for name, mode, b, settings in plan]}))   # for a partial sweep (regenerate)
     # SPL's whole mask trains the seed's warm-up and B, which every other run but supervised reuses: those two
-    # runs start first, the others once that SPL run has ended
+    # runs start first, the others once that SPL run has ended. Seed by seed, as the table, so that a sweep stopped
+    # early has its first seeds whole (regenerate makes a partial sweep of them): the next seed's first runs are
+    # queued before this seed's SPL is awaited, to keep every job busy.
     whole_mask, supervised = 0, 2
     runs_ = {}
     with Launcher(args, run, apply_defaults, out) as launch:
-        for seed in seeds:
-            for i in (whole_mask, supervised):
-                runs_[i, seed] = launch(plan[i][1], seed, **plan[i][3])
-        for seed in seeds:
+        for n, seed in enumerate(seeds):
+            for s in seeds[n:n + 2] if n == 0 else seeds[n + 1:n + 2]:
+                for i in (whole_mask, supervised):
+                    runs_[i, s] = launch(plan[i][1], s, **plan[i][3])
             runs_[whole_mask, seed].result()
             for i, (_, mode, _, settings) in enumerate(plan):
                 if i not in (whole_mask, supervised):

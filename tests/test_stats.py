@@ -181,6 +181,23 @@ def test_a_table_runs_seed_by_seed(tmp_path):
     assert order[0] == ("spl", 0)                         # SPL first: the seed's other runs need its warm-up and B
 
 
+def test_a_sweep_runs_seed_by_seed(tmp_path):
+    """--mode sweep, as the table: a seed's every run is launched before the runs of the seed after next, so a sweep
+    stopped early has its first seeds whole (the order that queued every seed's whole-mask SPL and supervised runs
+    first left no seed whole for hours)."""
+    import train
+    args = train.get_args(["--mode", "sweep", "--seeds", "0", "1", "2", "--budgets", "0.001", "0.005", "--selectors",
+                           "random", "spl", "--out", str(tmp_path), "--quiet", "--size", "32", "64"])
+    calls = []
+    experiments.run_sweep(args, fake_runs(calls, lambda mode, p, seed: 0.6), lambda a: a)
+    order = [(name.rpartition("-seed")[0], seed) for name, _, seed, _, _ in calls]
+    assert len(order) == 3 * (3 + 2 * 2)   # whole mask, adaptseg, supervised + 2 selectors at 2 budgets
+    last_of = {seed: max(i for i, (_, s) in enumerate(order) if s == seed) for seed in (0, 1, 2)}
+    first_of = {seed: min(i for i, (_, s) in enumerate(order) if s == seed) for seed in (0, 1, 2)}
+    assert last_of[0] < first_of[2] and last_of[1] < last_of[2]
+    assert order[0] == ("spl", 0)   # SPL's whole mask first: the seed's other runs need its warm-up and B
+
+
 def test_selectors_compared_at_equal_annotator_seconds():
     """The sweep's time comparison: mIoU read off each seed's curve linearly in log seconds (by hand: halfway in
     log between 10 s and 1000 s is 100 s), nothing beyond the measured seconds, and differences to random paired
