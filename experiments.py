@@ -174,6 +174,7 @@ class Launcher:
             if kind is not None:  # an error or a stop: the workers start nothing more
                 self.stop.value = 1
             self.pool.shutdown(wait=True, cancel_futures=kind is not None)
+        runs.release_folder(self.out)
         if threading.current_thread() is threading.main_thread():
             for s, handler in self.previous.items():
                 signal.signal(s, handler or signal.SIG_DFL)
@@ -263,6 +264,7 @@ def run_table(args, run, apply_defaults):
     if (out / "results.md").exists() and not _partial(out):  # a partial table (regenerate) is continued
         raise UsageError(f"{out} already holds a table (results.md); pick another --out or delete it")
     prepare_out(out)  # a file, or a folder we cannot write in, is refused before the first run
+    runs.claim_folder(out)   # and one another command is running in
     seeds = args.seeds or [args.seed]
     (out / PLAN).write_text(json.dumps({"experiment": "table", "seeds": seeds}))  # for a partial table (regenerate)
     runs_ = {}
@@ -465,6 +467,7 @@ def run_sweep(args, run, apply_defaults):
             size = {"points": max(1, round(b * pixels))} if mode in POINT_MODES else {"budget": b}
             plan.append((name, mode, b, {**size, **settings}))
     prepare_out(out)
+    runs.claim_folder(out)
     (out / PLAN).write_text(json.dumps({"experiment": "sweep", "seeds": seeds, "budgets": args.budgets, "runs": [
         {"selector": name, "budget": b, "stem": run_folder(out, mode, 0, **settings).name.rpartition("-seed")[0]}
         for name, mode, b, settings in plan]}))   # for a partial sweep (regenerate)
@@ -656,6 +659,7 @@ def run_noise(args, run, apply_defaults):
     if args.budget is not None:
         raise UsageError("--mode noise buys SPL's labelled fraction for every selector; leave --budget out")
     prepare_out(out)
+    runs.claim_folder(out)
     plan = {"levels": levels, "rows": [row for row, _ in rows], "seeds": seeds}
     (out / NOISE).write_text(json.dumps({**plan, "partial": True}))   # regenerate makes a partial summary from it
     spl, others = {}, []

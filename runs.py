@@ -252,6 +252,42 @@ def prepare_out(out, resume=False):
         raise UsageError(f"cannot write in the run folder {out} ({e.strerror or e}); pick another --out") from None
 
 
+RUNNING = ".running"   # in a table's, sweep's or noise experiment's folder while its command runs: its process id
+
+
+def claim_folder(out):
+    """Refuse a folder that another live process is running an experiment in (two commands given one folder would
+    both resume the same stopped run); else mark it as this process's (release_folder). A mark left by a process that
+    has ended (killed, or the machine restarted) is taken over."""
+    mark = Path(out) / RUNNING
+    try:
+        pid = int(mark.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        pid = None
+    if pid and pid != os.getpid() and _alive(pid):
+        raise UsageError(f"{out} is in use by another command (process {pid}, see {mark}); wait for it to end or "
+                         f"stop it, or pick another --out")
+    mark.write_text(f"{os.getpid()}\n")
+
+
+def release_folder(out):
+    """Remove this process's mark from the folder (claim_folder); another's is left alone."""
+    mark = Path(out) / RUNNING
+    with contextlib.suppress(OSError, IndexError):
+        if mark.read_text().split()[0] == str(os.getpid()):
+            mark.unlink()
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)   # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # it exists, under another user
+        return True
+    return True
+
+
 def args_dict(args):
     """The command-line settings as plain values (run-time fields like rank or dtype left out)."""
     skip = ("rank", "world", "amp_dtype", "memory_format", "checkpoint")

@@ -375,3 +375,29 @@ def test_a_stopped_sweep_regenerates_over_its_finished_seeds_only(tmp_path):
     assert "partial" not in json.loads((tmp_path / "sweep.json").read_text())
     with pytest.raises(experiments.UsageError, match="already holds a sweep"):
         experiments.run_sweep(args, run, lambda a: a)
+
+
+def test_a_folder_in_use_by_another_command_is_refused(tmp_path):
+    """Two commands given one folder would both resume the same stopped run: while another live process has marked
+    the folder (runs.claim_folder), a table, sweep or noise experiment there is refused before it writes anything;
+    a mark left by a process that has ended is taken over, and a finished command leaves no mark."""
+    import subprocess
+    import sys
+    import runs
+    import train
+    args = train.get_args(["--mode", "sweep", "--seeds", "0", "--budgets", "0.001", "--selectors", "random", "spl",
+                           "--out", str(tmp_path), "--quiet", "--size", "32", "64"])
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / runs.RUNNING).write_text(f"{other.pid}\n")
+        calls = []
+        for experiment in (experiments.run_sweep, experiments.run_table, experiments.run_noise):
+            with pytest.raises(experiments.UsageError, match=f"in use by another command \\(process {other.pid}"):
+                experiment(args, fake_runs(calls, lambda mode, p, seed: 0.6), lambda a: a)
+        assert calls == [] and not (tmp_path / "plan.json").exists()
+    finally:
+        other.kill()
+        other.wait()
+    calls = []
+    experiments.run_sweep(args, fake_runs(calls, lambda mode, p, seed: 0.6), lambda a: a)   # its process has ended
+    assert len(calls) == 3 + 2 and not (tmp_path / runs.RUNNING).exists()
