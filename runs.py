@@ -152,6 +152,10 @@ def check_args(args):
     if args.mode in ("table", "sweep", "noise") and args.resume:
         raise UsageError(f"--resume continues one run; give the same --mode {args.mode} command again instead: "
                          f"runs that finished are read back, the others run")
+    for flag, values in (("--seeds", getattr(args, "seeds", None)), ("--budgets", getattr(args, "budgets", None))):
+        if values and len(set(values)) < len(values):
+            raise UsageError(f"{flag} {' '.join(map(str, values))}: a value given twice would count twice in the "
+                             f"means and intervals; give each once")
     if real and (not args.gta5_root or not args.cityscapes_root):
         raise UsageError("--data gta5-cityscapes needs --gta5-root and --cityscapes-root (see README, 'Full scale')")
     if real and args.eval_split != "val":

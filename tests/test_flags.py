@@ -88,10 +88,10 @@ BAD_VALUES = {
     "--selector-iters": ["0", "-3", "0.1 --schedule staged"],
     "--selector-init": ["imagenet"],
     "--shared-dir": ["{file}"],
-    "--budgets": ["0", "1.5", "0.01 x"],
+    "--budgets": ["0", "1.5", "0.01 x", "0.01 0.01"],
     # --- run
     "--seed": ["-1", "4294967296", "zero"],
-    "--seeds": ["-1", "0 x"],
+    "--seeds": ["-1", "0 x", "0 1 0"],
     "--jobs": ["0", "-1", "x"],
     "--device": ["tpu"],
     "--out": ["{file}", "{file}/run", "/etc/passwd"],
