@@ -113,7 +113,8 @@ class Launcher:
     """Starts an experiment's runs (one_run) and returns a Future of each one's metrics: one after another in this
     process (--jobs 1), or in --jobs worker processes that share the threads. A run that needs another's result
     (the seed's warm-up and B, SPL's budget) is launched after waiting for that result; a run asked for twice
-    (--seeds 0 0) is launched once.
+    (noise runs at P = 0 are the table's) is launched once. While it is open, the folder is claimed
+    (runs.claimed): a second command given the same folder is refused before it writes anything.
 
     SIGTERM or Ctrl-C: the runs in progress stop at an iteration boundary with a checkpoint (the workers get a
     SIGTERM from here; they ignore Ctrl-C), no further run starts, and the experiment exits 128 + the signal. The
@@ -122,6 +123,8 @@ class Launcher:
     def __init__(self, args, run, apply_defaults, out):
         self.args, self.run, self.apply_defaults, self.out = args, run, apply_defaults, out
         self.pool, self.previous, self.launched, self.signum = None, {}, {}, 0
+        self.claim = runs.claimed(out, rank=getattr(args, "rank", 0))
+        self.claim.__enter__()   # first: a folder in use is refused before a worker starts
         if args.jobs > 1:  # 'spawn': a fresh interpreter, as forking a process that holds OpenMP threads is unsafe
             context = multiprocessing.get_context("spawn")
             self.stop = context.RawValue("b", 0)  # 1: workers start no further run (a plain byte: signal-safe)
@@ -174,7 +177,7 @@ class Launcher:
             if kind is not None:  # an error or a stop: the workers start nothing more
                 self.stop.value = 1
             self.pool.shutdown(wait=True, cancel_futures=kind is not None)
-        runs.release_folder(self.out)
+        self.claim.__exit__(None, None, None)
         if threading.current_thread() is threading.main_thread():
             for s, handler in self.previous.items():
                 signal.signal(s, handler or signal.SIG_DFL)
@@ -257,23 +260,29 @@ def effective(settings):
     return s
 
 
+def seed_by_seed(seeds):
+    """(seed, the seeds whose first runs to queue now) for each seed in turn: an experiment runs seed by seed, so
+    that one stopped early has its first seeds whole (regenerate makes a partial table, sweep or noise summary of
+    them), and the next seed's first runs are queued before this seed's are awaited, to keep every job busy."""
+    for n, seed in enumerate(seeds):
+        yield seed, seeds[:2] if n == 0 else seeds[n + 1:n + 2]
+
+
 def run_table(args, run, apply_defaults):
     """Every mode with the same seed(s), each one `run(args)`; random and entropy at the budget SPL used. Writes
     results.md, results.json and results.png in the run folder."""
     out = Path(args.out or f"runs/table-{time.strftime('%Y%m%d-%H%M%S')}")
     if (out / "results.md").exists() and not _partial(out):  # a partial table (regenerate) is continued
         raise UsageError(f"{out} already holds a table (results.md); pick another --out or delete it")
+    refuse_other_experiment(out, "table")
     prepare_out(out)  # a file, or a folder we cannot write in, is refused before the first run
-    runs.claim_folder(out)   # and one another command is running in
     seeds = args.seeds or [args.seed]
-    (out / PLAN).write_text(json.dumps({"experiment": "table", "seeds": seeds}))  # for a partial table (regenerate)
     runs_ = {}
     first = ("spl", "source_only", "supervised")  # need no other run: SPL trains the seed's warm-up and B for the rest
-    # Seed by seed, so that a table stopped early has its first seeds whole (regenerate makes a partial table of
-    # them): the next seed's first runs are queued before this seed's SPL is awaited, to keep every job busy.
     with Launcher(args, run, apply_defaults, out) as launch:
-        for i, seed in enumerate(seeds):
-            for s in seeds[i:i + 2] if i == 0 else seeds[i + 1:i + 2]:
+        (out / PLAN).write_text(json.dumps({"experiment": "table", "seeds": seeds}))  # for a partial table
+        for seed, starting in seed_by_seed(seeds):
+            for s in starting:
                 for row, mode, settings, stem, _ in sorted((r for r in TABLE_ROWS if r[0] in first),
                                                            key=lambda r: first.index(r[0])):  # SPL first
                     runs_[row, s] = launch(mode, s, name=f"{stem}-seed{s}", **settings)
@@ -286,7 +295,7 @@ def run_table(args, run, apply_defaults):
                         settings = {**settings, "budget": args.points / image_pixels(args)}
                     runs_[row, seed] = launch(mode, seed, name=f"{stem}-seed{seed}", **settings)
         rows = {row: [runs_[row, seed].result() for seed in seeds] for row in TABLE_MODES}
-    return table_from_runs(out, rows, seeds, args)
+        return table_from_runs(out, rows, seeds, args)
 
 
 def table_from_runs(out, rows, seeds, args):
@@ -466,20 +475,21 @@ def run_sweep(args, run, apply_defaults):
                 continue
             size = {"points": max(1, round(b * pixels))} if mode in POINT_MODES else {"budget": b}
             plan.append((name, mode, b, {**size, **settings}))
+    stems = [run_folder(out, mode, 0, **settings).name.rpartition("-seed")[0] for _, mode, _, settings in plan]
+    if len(set(stems)) < len(stems):   # (budgets that print alike, or give PPL the same number of points)
+        raise UsageError(f"--budgets {' '.join(map(str, args.budgets))}: two budgets give the same run "
+                         f"({', '.join(sorted({s for s in stems if stems.count(s) > 1}))}); give distinct budgets")
+    refuse_other_experiment(out, "sweep")
     prepare_out(out)
-    runs.claim_folder(out)
-    (out / PLAN).write_text(json.dumps({"experiment": "sweep", "seeds": seeds, "budgets": args.budgets, "runs": [
-        {"selector": name, "budget": b, "stem": run_folder(out, mode, 0, **settings).name.rpartition("-seed")[0]}
-        for name, mode, b, settings in plan]}))   # for a partial sweep (regenerate)
     # SPL's whole mask trains the seed's warm-up and B, which every other run but supervised reuses: those two
-    # runs start first, the others once that SPL run has ended. Seed by seed, as the table, so that a sweep stopped
-    # early has its first seeds whole (regenerate makes a partial sweep of them): the next seed's first runs are
-    # queued before this seed's SPL is awaited, to keep every job busy.
+    # runs start first, the others once that SPL run has ended; seed by seed, as the table.
     whole_mask, supervised = 0, 2
     runs_ = {}
     with Launcher(args, run, apply_defaults, out) as launch:
-        for n, seed in enumerate(seeds):
-            for s in seeds[n:n + 2] if n == 0 else seeds[n + 1:n + 2]:
+        (out / PLAN).write_text(json.dumps({"experiment": "sweep", "seeds": seeds, "budgets": args.budgets, "runs": [
+            {"selector": name, "budget": b, "stem": stem} for (name, _, b, _), stem in zip(plan, stems)]}))
+        for seed, starting in seed_by_seed(seeds):
+            for s in starting:
                 for i in (whole_mask, supervised):
                     runs_[i, s] = launch(plan[i][1], s, **plan[i][3])
             runs_[whole_mask, seed].result()
@@ -487,9 +497,9 @@ def run_sweep(args, run, apply_defaults):
                 if i not in (whole_mask, supervised):
                     runs_[i, seed] = launch(mode, seed, **settings)
         done = {key: future.result() for key, future in runs_.items()}
-    rows = [sweep_row(name, budget, seed, Path(done[i, seed]["args"]["out"]).name, done[i, seed])
-            for seed in seeds for i, (name, _, budget, _) in enumerate(plan)]
-    return sweep_from_runs(out, rows, seeds, args)
+        rows = [sweep_row(name, budget, seed, Path(done[i, seed]["args"]["out"]).name, done[i, seed])
+                for seed in seeds for i, (name, _, budget, _) in enumerate(plan)]
+        return sweep_from_runs(out, rows, seeds, args)
 
 
 def sweep_row(selector, budget, seed, run, m):
@@ -659,9 +669,7 @@ def run_noise(args, run, apply_defaults):
     if args.budget is not None:
         raise UsageError("--mode noise buys SPL's labelled fraction for every selector; leave --budget out")
     prepare_out(out)
-    runs.claim_folder(out)
     plan = {"levels": levels, "rows": [row for row, _ in rows], "seeds": seeds}
-    (out / NOISE).write_text(json.dumps({**plan, "partial": True}))   # regenerate makes a partial summary from it
     spl, others = {}, []
 
     def dependents(seed, p):   # the selectors that buy the fraction SPL bought at this level
@@ -670,11 +678,12 @@ def run_noise(args, run, apply_defaults):
                 for _, mode in rows if mode != "spl"]
 
     with Launcher(args, run, apply_defaults, out) as launch:
+        (out / NOISE).write_text(json.dumps({**plan, "partial": True}))   # regenerate makes a partial summary from it
         # Seed by seed, as the table. The first SPL run of a seed trains its warm-up and B, which every other run
-        # reuses, so it runs alone; the next seed's first SPL run is queued before this seed's is awaited.
+        # reuses, so it runs alone.
         first, rest = levels[0], levels[1:]
-        for i, seed in enumerate(seeds):
-            for s in seeds[i:i + 2] if i == 0 else seeds[i + 1:i + 2]:
+        for seed, starting in seed_by_seed(seeds):
+            for s in starting:
                 spl[s, first] = launch("spl", s, name=f"{noise_stem('spl', first)}-seed{s}", annotator_noise=first)
             spl[seed, first].result()
             for p in rest:
@@ -683,7 +692,7 @@ def run_noise(args, run, apply_defaults):
                 others += dependents(seed, p)
         for future in others:
             future.result()
-    return noise_summary(out, quiet=args.quiet)
+        return noise_summary(out, quiet=args.quiet)
 
 
 def noise_summary(folder, quiet=True):
@@ -718,7 +727,7 @@ def noise_summary(folder, quiet=True):
             if p != 0 and 0 in plan["levels"]:
                 entry["vs_perfect"] = paired_difference(mious, [m[row, 0, s]["miou"] for s in complete])
             summary.append(entry)
-    missing = list(missing)
+    left_out = list(missing)
     args = m["spl", plan["levels"][0], complete[0]]["args"]
     lines = [f"Annotator noise: {benchmark_name(argparse.Namespace(**args))}, seeds {complete}, {args['iters']} "
              f"iterations, noise band {args.get('noise_band', 1)} px.", "",
@@ -733,14 +742,14 @@ def noise_summary(folder, quiet=True):
                "Differences are paired over the seeds, in points, with a 95% Student-t interval (n - 1 degrees of "
                "freedom); * marks an interval that excludes zero.")
     lines += ["", caption]
-    if missing:
-        lines += ["", f"Partial: only the seeds whose every run had finished. Left out: seeds {missing}."]
+    if left_out:
+        lines += ["", f"Partial: only the seeds whose every run had finished. Left out: seeds {left_out}."]
     (folder / "noise.md").write_text("\n".join(lines) + "\n")
     saved = {**plan, "complete_seeds": complete, "caption": caption, "summary": summary,
              "runs": {f"{row} @ {p:g}": [names[row, p, s] for s in complete] for row in plan["rows"]
                       for p in plan["levels"]}}
-    if missing:
-        saved["partial"] = {"missing_seeds": missing}
+    if left_out:
+        saved["partial"] = {"missing_seeds": left_out}
     (folder / NOISE).write_text(json.dumps(saved, indent=2))
     if not quiet:
         print("\n".join(lines))
@@ -791,13 +800,13 @@ def partial_table(folder):
     row has finished enter the table, so each paired difference compares the same seeds. The seeds left out are
     named under the table; the same --mode table command continues the experiment and overwrites it."""
     folder = Path(folder)
-    begun = {seed for _, seed, _ in finished_runs(folder)}
-    try:    # the seeds the command asked for (a table made before plan.json: the seeds begun)
-        planned = json.loads((folder / PLAN).read_text())["seeds"]
-    except (OSError, ValueError, KeyError):
-        planned = []
     stems = [stem for *_, stem, _ in TABLE_ROWS]
-    complete, missing = split_seeds(folder, sorted(begun | set(planned)), stems)
+    begun = sorted({seed for stem, seed, _ in finished_runs(folder) if stem in stems})   # (not a noise run's seed)
+    try:    # the seeds the command asked for (a table made before plan.json: the seeds begun)
+        seeds = json.loads((folder / PLAN).read_text())["seeds"]
+    except (OSError, ValueError, KeyError):
+        seeds = begun
+    complete, missing = split_seeds(folder, seeds, stems)
     if not complete:
         raise UsageError(f"{folder}: no seed has all {len(stems)} runs of the table finished yet "
                          f"({len(begun)} seed(s) begun); nothing to regenerate")
@@ -821,12 +830,11 @@ def partial_sweep(folder):
         for e in plan["runs"]:
             m = json.loads((folder / f"{e['stem']}-seed{seed}" / "metrics.json").read_text())
             rows.append(sweep_row(e["selector"], e["budget"], seed, f"{e['stem']}-seed{seed}", m))
-    missing = {seed: len(left) for seed, left in missing.items()}
     if not complete:
         raise UsageError(f"{folder}: no seed has all {len(plan['runs'])} runs of the sweep finished yet; nothing to "
                          f"regenerate")
     args = argparse.Namespace(**{**m["args"], "budgets": plan["budgets"], "quiet": True})
-    return sweep_from_runs(folder, rows, complete, args, missing)
+    return sweep_from_runs(folder, rows, complete, args, {seed: len(left) for seed, left in missing.items()})
 
 
 def experiment_of(folder):
@@ -835,14 +843,24 @@ def experiment_of(folder):
     None for neither (a noise experiment alone, or no experiment)."""
     folder = Path(folder)
     try:
-        return json.loads((folder / PLAN).read_text())["experiment"]
+        planned = json.loads((folder / PLAN).read_text())["experiment"]
     except (OSError, ValueError, KeyError, TypeError):
-        pass
+        planned = None
+    if planned in ("table", "sweep"):
+        return planned
     if (folder / "sweep.json").is_file():
         return "sweep"
     if (folder / "results.json").is_file() or any(folder.glob("source_only-seed*/metrics.json")):
         return "table"
     return None
+
+
+def refuse_other_experiment(out, experiment):
+    """A table and a sweep cannot share a folder (each keeps its plan in plan.json); a noise experiment can join
+    either."""
+    other = experiment_of(out)
+    if other not in (None, experiment):
+        raise UsageError(f"{out} holds a --mode {other}; give --mode {experiment} another --out")
 
 
 def regenerate(folder):
@@ -888,7 +906,7 @@ def brief(folder):
     what was labelled and what it cost a person, and the paired difference to random with its interval (bold
     where it excludes zero). Returns markdown."""
     folder = Path(folder)
-    diff = functools.partial(_difference, bold=True)
+    diff = functools.partial(_difference, bold=True)   # a table cell, bold where the interval excludes zero
     noise = noise_brief(folder) if (folder / NOISE).is_file() else []
     if (folder / NOISE).is_file() and not (folder / "results.json").is_file() and not (folder / "sweep.json").is_file():
         if not noise:
@@ -935,6 +953,7 @@ def noise_brief(folder):
     saved = json.loads((Path(folder) / NOISE).read_text())
     if "summary" not in saved:
         return []   # planned, no seed finished yet
+    diff = functools.partial(_difference, bold=True)
     rows = saved["rows"]
     others = [r for r in rows if r != "random"]
     at = {(e["level"], e["row"]): e for e in saved["summary"]}
@@ -944,7 +963,7 @@ def noise_brief(folder):
     for p in saved["levels"]:
         lines.append(f"| {p:g} | {100 * at[p, 'spl']['wrong_share']:.1f}% | " +
                      " | ".join(f"{100 * at[p, r]['miou_mean']:.1f}" for r in rows) + " | " +
-                     " | ".join(_difference(at[p, r]["vs_random"], bold=True) for r in others) + " |")
+                     " | ".join(diff(at[p, r]["vs_random"]) for r in others) + " |")
     return lines
 
 

@@ -259,33 +259,68 @@ def prepare_out(out, resume=False):
 RUNNING = ".running"   # in a table's, sweep's or noise experiment's folder while its command runs: its process id
 
 
-def claim_folder(out):
-    """Refuse a folder that another live process is running an experiment in (two commands given one folder would
-    both resume the same stopped run); else mark it as this process's (release_folder). A mark left by a process that
-    has ended (killed, or the machine restarted) is taken over."""
-    mark = Path(out) / RUNNING
+@contextlib.contextmanager
+def claimed(out, rank=0):
+    """The folder is this process's while the block runs: a second command given the same folder would resume the
+    same stopped runs, so it is refused (claim_folder). Under torchrun rank 0 claims for every rank."""
+    if rank != 0:
+        yield
+        return
+    claim_folder(out)
     try:
-        pid = int(mark.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        pid = None
-    if pid and pid != os.getpid() and _alive(pid):
-        raise UsageError(f"{out} is in use by another command (process {pid}, see {mark}); wait for it to end or "
-                         f"stop it, or pick another --out")
-    mark.write_text(f"{os.getpid()}\n")
+        yield
+    finally:
+        release_folder(out)
+
+
+def claim_folder(out):
+    """Mark the folder with this process's id, or refuse it if another live process has marked it. The mark is
+    written whole under another name and linked into place (os.link fails if the mark exists), so two commands
+    started at once cannot both claim it. A mark left by a process that has ended (killed, or the machine
+    restarted), or one that holds no process id, is taken over."""
+    mark, mine = Path(out) / RUNNING, Path(out) / f"{RUNNING}.{os.getpid()}"
+    mine.write_text(f"{os.getpid()}\n")
+    try:
+        for _ in range(2):
+            try:
+                os.link(mine, mark)
+                return
+            except FileExistsError:
+                pid = _pid_in(mark)
+                if pid == os.getpid():
+                    return
+                if pid is not None and _alive(pid):
+                    raise UsageError(f"{out} is in use by another command (process {pid}, marked in {mark}); wait "
+                                     f"for it to end or stop it, or pick another --out (if process {pid} is no such "
+                                     f"command, delete {mark})") from None
+                with contextlib.suppress(FileNotFoundError):
+                    mark.unlink()   # its process has ended
+        raise UsageError(f"{out}: another command claimed it at the same moment; pick another --out")
+    finally:
+        mine.unlink()
 
 
 def release_folder(out):
     """Remove this process's mark from the folder (claim_folder); another's is left alone."""
     mark = Path(out) / RUNNING
-    with contextlib.suppress(OSError, IndexError):
-        if mark.read_text().split()[0] == str(os.getpid()):
+    if _pid_in(mark) == os.getpid():
+        with contextlib.suppress(FileNotFoundError):
             mark.unlink()
+
+
+def _pid_in(mark):
+    """The process id a mark holds, or None (no mark, or not a process id)."""
+    try:
+        pid = int(mark.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if pid > 0 else None
 
 
 def _alive(pid):
     try:
         os.kill(pid, 0)   # signal 0: only asks whether the process exists
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):   # (no such process; a number no process id can be)
         return False
     except PermissionError:   # it exists, under another user
         return True

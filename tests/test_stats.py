@@ -195,7 +195,9 @@ def test_a_sweep_runs_seed_by_seed(tmp_path):
     last_of = {seed: max(i for i, (_, s) in enumerate(order) if s == seed) for seed in (0, 1, 2)}
     first_of = {seed: min(i for i, (_, s) in enumerate(order) if s == seed) for seed in (0, 1, 2)}
     assert last_of[0] < first_of[2] and last_of[1] < last_of[2]
-    assert order[0] == ("spl", 0)   # SPL's whole mask first: the seed's other runs need its warm-up and B
+    for seed in (0, 1, 2):   # SPL's whole mask before the seed's others: they need its warm-up and B
+        assert all(order.index(("spl", seed)) < i for i, (stem, s) in enumerate(order)
+                   if s == seed and stem not in ("spl", "supervised"))
 
 
 def test_selectors_compared_at_equal_annotator_seconds():
@@ -380,24 +382,66 @@ def test_a_stopped_sweep_regenerates_over_its_finished_seeds_only(tmp_path):
 def test_a_folder_in_use_by_another_command_is_refused(tmp_path):
     """Two commands given one folder would both resume the same stopped run: while another live process has marked
     the folder (runs.claim_folder), a table, sweep or noise experiment there is refused before it writes anything;
-    a mark left by a process that has ended is taken over, and a finished command leaves no mark."""
+    a mark left by a process that has ended, or one holding no process id, is taken over; the folder is marked as
+    this process's while its runs train, and the mark is removed when the command ends, also by an error."""
+    import os
     import subprocess
     import sys
     import runs
     import train
     args = train.get_args(["--mode", "sweep", "--seeds", "0", "--budgets", "0.001", "--selectors", "random", "spl",
                            "--out", str(tmp_path), "--quiet", "--size", "32", "64"])
+    mark = tmp_path / runs.RUNNING
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        (tmp_path / runs.RUNNING).write_text(f"{other.pid}\n")
+        mark.write_text(f"{other.pid}\n")
         calls = []
         for experiment in (experiments.run_sweep, experiments.run_table, experiments.run_noise):
             with pytest.raises(experiments.UsageError, match=f"in use by another command \\(process {other.pid}"):
                 experiment(args, fake_runs(calls, lambda mode, p, seed: 0.6), lambda a: a)
-        assert calls == [] and not (tmp_path / "plan.json").exists()
+        assert calls == [] and [f.name for f in tmp_path.iterdir()] == [runs.RUNNING]
     finally:
         other.kill()
         other.wait()
-    calls = []
-    experiments.run_sweep(args, fake_runs(calls, lambda mode, p, seed: 0.6), lambda a: a)   # its process has ended
-    assert len(calls) == 3 + 2 and not (tmp_path / runs.RUNNING).exists()
+    calls, marked = [], []
+    run = fake_runs(calls, lambda mode, p, seed: 0.6)
+
+    def watched(a):   # what the mark says while a run trains
+        marked.append(mark.read_text().split()[0])
+        return run(a)
+    experiments.run_sweep(args, watched, lambda a: a)   # the other process has ended: its mark is taken over
+    assert len(calls) == 3 + 2 and set(marked) == {str(os.getpid())} and not mark.exists()
+    for garbage in ("", "-1", "x", str(2 ** 70)):
+        mark.write_text(garbage)
+        (tmp_path / "sweep.md").unlink()
+        experiments.run_sweep(args, run, lambda a: a)
+        assert not mark.exists()
+
+    def fails(a):
+        raise RuntimeError("a run that fails")
+    args.out = str(tmp_path / "failing")
+    with pytest.raises(RuntimeError):
+        experiments.run_sweep(args, fails, lambda a: a)
+    assert not (tmp_path / "failing" / runs.RUNNING).exists()
+
+
+def test_a_sweep_refuses_budgets_that_give_one_run_and_a_tables_folder(tmp_path):
+    """Budgets 0.001 and 0.0011 of a 32x64 image both give PPL 2 points per image (one run folder for two budgets:
+    the curve would plot one run twice); a sweep is refused a folder that holds a table (plan.json), and a table a
+    sweep's; under torchrun only rank 0 claims the folder."""
+    import runs
+    import train
+    args = train.get_args(["--mode", "sweep", "--seeds", "0", "--budgets", "0.001", "0.0011", "--selectors", "ppl",
+                           "--out", str(tmp_path / "sweep"), "--quiet", "--size", "32", "64"])
+    with pytest.raises(experiments.UsageError, match="ppl-points2"):
+        experiments.run_sweep(args, None, lambda a: a)
+    (tmp_path / "table").mkdir()
+    (tmp_path / "table" / "plan.json").write_text(json.dumps({"experiment": "table", "seeds": [0]}))
+    args.out, args.budgets = str(tmp_path / "table"), [0.001]
+    with pytest.raises(experiments.UsageError, match="holds a --mode table"):
+        experiments.run_sweep(args, None, lambda a: a)
+    (tmp_path / "table" / "plan.json").write_text(json.dumps({"experiment": "sweep", "seeds": [0]}))
+    with pytest.raises(experiments.UsageError, match="holds a --mode sweep"):
+        experiments.run_table(args, None, lambda a: a)
+    with runs.claimed(tmp_path, rank=1):
+        assert not (tmp_path / runs.RUNNING).exists()
