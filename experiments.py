@@ -991,8 +991,12 @@ if __name__ == "__main__":  # python experiments.py regenerate|brief|list FOLDER
                  "--mode table, sweep or noise folder: rewrite its files from its runs' metrics.json, or print the "
                  "README's short form; list: any folder of <name>-seed<S> runs, mIoU per seed)")
     for f in sys.argv[2:]:
-        if sys.argv[1] == "regenerate":
-            regenerate(f)
-            print(f"{f}: rewritten from its runs' metrics.json")
-        else:
-            print(brief(f) if sys.argv[1] == "brief" else listing(f))
+        try:
+            if sys.argv[1] == "regenerate":
+                regenerate(f)
+                print(f"{f}: rewritten from its runs' metrics.json")
+            else:
+                print(brief(f) if sys.argv[1] == "brief" else listing(f))
+        except UsageError as e:   # one clear line and exit code 2, as train.py's errors
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
