@@ -445,3 +445,14 @@ def test_a_sweep_refuses_budgets_that_give_one_run_and_a_tables_folder(tmp_path)
         experiments.run_table(args, None, lambda a: a)
     with runs.claimed(tmp_path, rank=1):
         assert not (tmp_path / runs.RUNNING).exists()
+
+
+def test_the_experiments_command_line_ends_a_users_mistake_with_one_line(tmp_path):
+    """python experiments.py regenerate on a folder with no finished seed: one 'error:' line, exit code 2, no
+    traceback (as train.py's errors)."""
+    import subprocess
+    import sys
+    (tmp_path / "plan.json").write_text(json.dumps({"experiment": "table", "seeds": [0]}))
+    done = subprocess.run([sys.executable, str(Path(experiments.__file__)), "regenerate", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
