@@ -123,8 +123,8 @@ class Launcher:
     def __init__(self, args, run, apply_defaults, out):
         self.args, self.run, self.apply_defaults, self.out = args, run, apply_defaults, out
         self.pool, self.previous, self.launched, self.signum = None, {}, {}, 0
-        self.claim = runs.claimed(out, rank=getattr(args, "rank", 0))
-        self.claim.__enter__()   # first: a folder in use is refused before a worker starts
+        self.held = contextlib.ExitStack()   # first: a folder in use is refused before a worker starts
+        self.held.enter_context(runs.claimed(out, rank=getattr(args, "rank", 0)))
         if args.jobs > 1:  # 'spawn': a fresh interpreter, as forking a process that holds OpenMP threads is unsafe
             context = multiprocessing.get_context("spawn")
             self.stop = context.RawValue("b", 0)  # 1: workers start no further run (a plain byte: signal-safe)
@@ -177,7 +177,7 @@ class Launcher:
             if kind is not None:  # an error or a stop: the workers start nothing more
                 self.stop.value = 1
             self.pool.shutdown(wait=True, cancel_futures=kind is not None)
-        self.claim.__exit__(None, None, None)
+        self.held.close()   # the folder's claim
         if threading.current_thread() is threading.main_thread():
             for s, handler in self.previous.items():
                 signal.signal(s, handler or signal.SIG_DFL)
