@@ -585,8 +585,8 @@ def at_equal_seconds(rows, levels=EQUAL_SECONDS):
 
 
 def write_sweep(out, summary, rows, seeds, args, missing=None):
-    """sweep.md, sweep.json and budget_curve.png. `missing` ({seed: number of runs not finished}): the seeds left out
-    of a partial sweep (regenerate); named under the table."""
+    """sweep.md, sweep.json and budget_curve.png. `missing` ({seed: [its run folders not finished]},
+    experiments.split_seeds): the seeds left out of a partial sweep (regenerate); named under the table."""
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"Budget sweep: {benchmark_name(args)}, seeds {seeds}, {args.iters} iterations, schedule "
              f"{args.schedule}, model {args.model}.", "",
@@ -623,8 +623,9 @@ def write_sweep(out, summary, rows, seeds, args, missing=None):
              "at_equal_seconds": equal, "runs": rows}
     if missing:
         lines += ["", "Partial: only the seeds whose every run had finished. Left out: " + "; ".join(
-            f"seed {seed} ({n} of {len(rows) // len(seeds)} runs missing)" for seed, n in missing.items()) + "."]
-        saved["partial"] = {"missing": {str(seed): n for seed, n in missing.items()}}
+            f"seed {seed} ({len(left)} of {len(rows) // len(seeds)} runs missing)" for seed, left in missing.items())
+            + "."]
+        saved["partial"] = {"missing": {str(seed): len(left) for seed, left in missing.items()}}
     (out / "sweep.md").write_text("\n".join(lines) + "\n")
     (out / "sweep.json").write_text(json.dumps(saved, indent=2))
     if not args.quiet:
@@ -704,13 +705,12 @@ def noise_summary(folder, quiet=True):
     saved = json.loads((folder / NOISE).read_text())
     plan = {k: saved[k] for k in ("levels", "rows", "seeds")}
     modes = dict(NOISE_ROWS)
-    names = {(row, p, seed): f"{noise_stem(modes[row], p)}-seed{seed}"
-             for row in plan["rows"] for p in plan["levels"] for seed in plan["seeds"]}
-    complete, missing = split_seeds(folder, plan["seeds"],
-                                    [noise_stem(modes[row], p) for row in plan["rows"] for p in plan["levels"]])
+    stems = {(row, p): noise_stem(modes[row], p) for row in plan["rows"] for p in plan["levels"]}
+    complete, missing = split_seeds(folder, plan["seeds"], list(stems.values()))
     if not complete:
         raise UsageError(f"{folder}: no seed has all its --mode noise runs finished yet; nothing to summarise")
-    m = {k: json.loads((folder / name / "metrics.json").read_text()) for k, name in names.items() if k[2] in complete}
+    names = {(row, p, seed): f"{stem}-seed{seed}" for (row, p), stem in stems.items() for seed in complete}
+    m = {k: json.loads((folder / name / "metrics.json").read_text()) for k, name in names.items()}
     summary = []
     for p in plan["levels"]:
         for row in plan["rows"]:
@@ -825,16 +825,16 @@ def partial_sweep(folder):
     folder = Path(folder)
     plan = json.loads((folder / PLAN).read_text())
     complete, missing = split_seeds(folder, plan["seeds"], [e["stem"] for e in plan["runs"]])
+    if not complete:
+        raise UsageError(f"{folder}: no seed has all {len(plan['runs'])} runs of the sweep finished yet; nothing to "
+                         f"regenerate")
     rows = []
     for seed in complete:
         for e in plan["runs"]:
             m = json.loads((folder / f"{e['stem']}-seed{seed}" / "metrics.json").read_text())
             rows.append(sweep_row(e["selector"], e["budget"], seed, f"{e['stem']}-seed{seed}", m))
-    if not complete:
-        raise UsageError(f"{folder}: no seed has all {len(plan['runs'])} runs of the sweep finished yet; nothing to "
-                         f"regenerate")
     args = argparse.Namespace(**{**m["args"], "budgets": plan["budgets"], "quiet": True})
-    return sweep_from_runs(folder, rows, complete, args, {seed: len(left) for seed, left in missing.items()})
+    return sweep_from_runs(folder, rows, complete, args, missing)
 
 
 def experiment_of(folder):
