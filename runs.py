@@ -274,25 +274,27 @@ def claimed(out, rank=0):
 
 
 def claim_folder(out):
-    """Mark the folder with this process's id, or refuse it if another live process has marked it. The mark is
-    written whole under another name and linked into place (os.link fails if the mark exists), so two commands
-    started at once cannot both claim it. A mark left by a process that has ended (killed, or the machine
-    restarted), or one that holds no process id, is taken over."""
+    """Mark the folder with this process (its id, host and start time), or refuse it if another live process has
+    marked it. The mark is written whole under another name and linked into place (os.link fails if the mark
+    exists), so two commands started at once cannot both claim it. A mark left by a process that has ended (killed,
+    or the machine restarted, its id perhaps taken by a new process since: the start time tells them apart), or one
+    that holds no process id, is taken over; another host's mark is refused (its process cannot be seen from here)."""
     mark, mine = Path(out) / RUNNING, Path(out) / f"{RUNNING}.{os.getpid()}"
-    mine.write_text(f"{os.getpid()}\n")
+    mine.write_text(_mark_text(os.getpid()))
     try:
         for _ in range(2):
             try:
                 os.link(mine, mark)
                 return
             except FileExistsError:
-                pid = _pid_in(mark)
-                if pid == os.getpid():
+                pid, host, _ = _read_mark(mark)
+                if pid == os.getpid() and host in (None, platform.node()):
                     return
-                if pid is not None and _alive(pid):
-                    raise UsageError(f"{out} is in use by another command (process {pid}, marked in {mark}); wait "
-                                     f"for it to end or stop it, or pick another --out (if process {pid} is no such "
-                                     f"command, delete {mark})") from None
+                if _held(mark):
+                    where = "" if host in (None, platform.node()) else f" on host {host}"
+                    raise UsageError(f"{out} is in use by another command (process {pid}{where}, marked in {mark}); "
+                                     f"wait for it to end or stop it, or pick another --out (if process {pid} is no "
+                                     f"such command, delete {mark})") from None
                 with contextlib.suppress(FileNotFoundError):
                     mark.unlink()   # its process has ended
         raise UsageError(f"{out}: another command claimed it at the same moment; pick another --out")
@@ -303,18 +305,55 @@ def claim_folder(out):
 def release_folder(out):
     """Remove this process's mark from the folder (claim_folder); another's is left alone."""
     mark = Path(out) / RUNNING
-    if _pid_in(mark) == os.getpid():
+    pid, host, _ = _read_mark(mark)
+    if pid == os.getpid() and host in (None, platform.node()):
         with contextlib.suppress(FileNotFoundError):
             mark.unlink()
 
 
-def _pid_in(mark):
-    """The process id a mark holds, or None (no mark, or not a process id)."""
+def _mark_text(pid):
+    """A mark's three lines: the process id, the host's name and the process's start time (_started)."""
+    return f"{pid}\n{platform.node()}\n{_started(pid) or ''}\n"
+
+
+def _read_mark(mark):
+    """(process id, host, start time) of a mark, each None where absent (a mark of one line holds only the id); a
+    mark that holds no process id (no mark, or garbage) gives (None, None, None)."""
     try:
-        pid = int(mark.read_text().split()[0])
+        fields = mark.read_text().splitlines()
+        pid = int(fields[0])
     except (OSError, ValueError, IndexError):
+        return None, None, None
+    if pid <= 0:
+        return None, None, None
+    host = fields[1].strip() or None if len(fields) > 1 else None
+    started = fields[2].strip() or None if len(fields) > 2 else None
+    return pid, host, started
+
+
+def _held(mark):
+    """Whether the process a mark names may still be running: on this host, alive and started when the mark says
+    (not a later process given the same id); on another host, assumed so."""
+    pid, host, started = _read_mark(mark)
+    if pid is None:
+        return False
+    if host not in (None, platform.node()):
+        return True
+    if not _alive(pid):
+        return False
+    now = _started(pid)
+    return started is None or now is None or now == started
+
+
+def _started(pid):
+    """When a process started, in clock ticks since boot (field 22 of Linux's /proc/PID/stat), as text; None where
+    /proc is not there (macOS) or the process is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return None
-    return pid if pid > 0 else None
+    fields = stat[stat.rindex(")") + 2:].split()   # (the command name, in parentheses, may hold spaces)
+    return fields[19] if len(fields) > 19 else None
 
 
 def _alive(pid):

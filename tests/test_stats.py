@@ -382,9 +382,13 @@ def test_a_stopped_sweep_regenerates_over_its_finished_seeds_only(tmp_path):
 def test_a_folder_in_use_by_another_command_is_refused(tmp_path):
     """Two commands given one folder would both resume the same stopped run: while another live process has marked
     the folder (runs.claim_folder), a table, sweep or noise experiment there is refused before it writes anything;
-    a mark left by a process that has ended, or one holding no process id, is taken over; the folder is marked as
-    this process's while its runs train, and the mark is removed when the command ends, also by an error."""
+    a mark left by a process that has ended, by an earlier process whose id a live one now has (its start time
+    differs), or one holding no process id, is taken over; another host's mark is refused; the folder is marked as
+    this process's (id and host) while its runs train, and the mark is removed when the command ends, also by an
+    error."""
     import os
+    import platform
+    import shutil
     import subprocess
     import sys
     import runs
@@ -400,17 +404,31 @@ def test_a_folder_in_use_by_another_command_is_refused(tmp_path):
             with pytest.raises(experiments.UsageError, match=f"in use by another command \\(process {other.pid}"):
                 experiment(args, fake_runs(calls, lambda mode, p, seed: 0.6), lambda a: a)
         assert calls == [] and [f.name for f in tmp_path.iterdir()] == [runs.RUNNING]
+        if runs._started(other.pid) is not None:   # (Linux): the same id, a later start time: the id was reused
+            reused = tmp_path / "reused"
+            reused.mkdir()
+            (reused / runs.RUNNING).write_text(f"{other.pid}\n{platform.node()}\n{int(runs._started(other.pid)) - 1}\n")
+            taken = []
+            experiments.run_sweep(argparse.Namespace(**{**vars(args), "out": str(reused)}),
+                                  fake_runs(taken, lambda mode, p, seed: 0.6), lambda a: a)
+            assert len(taken) == 3 + 2 and not (reused / runs.RUNNING).exists()
     finally:
         other.kill()
         other.wait()
+    mark.write_text(f"{other.pid}\nanother-host\n\n")   # its process cannot be seen from here: refused
+    with pytest.raises(experiments.UsageError, match="on host another-host"):
+        experiments.run_sweep(args, fake_runs([], lambda mode, p, seed: 0.6), lambda a: a)
+    mark.unlink()
+    shutil.rmtree(tmp_path / "reused", ignore_errors=True)
     calls, marked = [], []
     run = fake_runs(calls, lambda mode, p, seed: 0.6)
 
     def watched(a):   # what the mark says while a run trains
-        marked.append(mark.read_text().split()[0])
+        marked.append(mark.read_text().split("\n")[:2])
         return run(a)
     experiments.run_sweep(args, watched, lambda a: a)   # the other process has ended: its mark is taken over
-    assert len(calls) == 3 + 2 and set(marked) == {str(os.getpid())} and not mark.exists()
+    assert len(calls) == 3 + 2 and not mark.exists()
+    assert all(m == [str(os.getpid()), platform.node()] for m in marked)
     for garbage in ("", "-1", "x", str(2 ** 70)):
         mark.write_text(garbage)
         (tmp_path / "sweep.md").unlink()
