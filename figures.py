@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import matplotlib.ticker
 from matplotlib.figure import Figure
 
 import data
@@ -141,6 +142,7 @@ def plot_budget_curve(path, summary, seeds):
     cost a person, annotator seconds per image (cost.py), with full annotation's cost marked."""
     fig = Figure(figsize=(19, 4.8))
     ax, dx, tx = fig.subplots(1, 3)
+    dodge = {sel: 1.06 ** (k - (len(SELECTOR_STYLE) - 1) / 2) for k, sel in enumerate(SELECTOR_STYLE)}  # side by side
     for sel, (marker, colour) in SELECTOR_STYLE.items():
         pts = sorted((r for r in summary if r["selector"] == sel and r["budget"] is not None),
                      key=lambda r: r["labelled_fraction"])
@@ -151,11 +153,12 @@ def plot_budget_curve(path, summary, seeds):
         for r in pts:
             d = r["vs_random"]
             lo, hi = (100 * v for v in d["ci95"])
-            dx.errorbar(100 * r["budget"], 100 * d["mean"], yerr=[[100 * d["mean"] - lo], [hi - 100 * d["mean"]]],
+            dx.errorbar(100 * r["budget"] * dodge[sel], 100 * d["mean"],
+                        yerr=[[100 * d["mean"] - lo], [hi - 100 * d["mean"]]],
                         marker=marker, color=colour, capsize=3,
                         markerfacecolor=colour if d["excludes_zero"] else "none")
         if pts:
-            dx.plot([100 * r["budget"] for r in pts], [100 * r["vs_random"]["mean"] for r in pts], color=colour,
+            dx.plot([100 * r["budget"] * dodge[sel] for r in pts], [100 * r["vs_random"]["mean"] for r in pts], color=colour,
                     alpha=0.5, label=sel)
         pts = sorted((r for r in summary if r["selector"] == sel and r["budget"] is not None
                       and r.get("annotation_seconds")), key=lambda r: r["annotation_seconds"])
@@ -175,8 +178,8 @@ def plot_budget_curve(path, summary, seeds):
     for r in summary:
         if r["selector"] == "supervised" and r.get("annotation_seconds"):
             tx.axvline(r["annotation_seconds"], color="k", linestyle=":", linewidth=1)
-            tx.annotate(f"full annotation\n{r['annotation_seconds']:.0f} s", (r["annotation_seconds"], 0.02),
-                        xycoords=("data", "axes fraction"), ha="right", fontsize=8)
+            tx.annotate(f"full annotation\n{r['annotation_seconds']:.0f} s ", (r["annotation_seconds"], 0.97),
+                        xycoords=("data", "axes fraction"), ha="right", va="top", fontsize=8)
             tx.axhline(100 * r["miou_mean"], color="k", linestyle="--", linewidth=1)
         if r["selector"] == "adaptseg":
             tx.axhline(100 * r["miou_mean"], color="tab:red", linestyle="--", linewidth=1)
@@ -189,6 +192,10 @@ def plot_budget_curve(path, summary, seeds):
     tx.grid(alpha=0.3)
     dx.axhline(0, color="k", linewidth=1)
     dx.set_xscale("log")
+    budgets = sorted({r["budget"] for r in summary if r["budget"] is not None})
+    if budgets:   # one tick per budget, in the left panel's units (the log axis's own minor labels overlap)
+        dx.set_xticks([100 * b for b in budgets], [f"{100 * b:g}" for b in budgets])
+        dx.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     dx.set_xlabel("budget asked (% of pixels, log scale)")
     dx.set_ylabel("minus random at the same budget (mIoU points)")
     dx.set_title("paired difference to random, mean and 95% interval\n(filled: the interval excludes zero)",
