@@ -287,11 +287,11 @@ def claim_folder(out):
                 os.link(mine, mark)
                 return
             except FileExistsError:
-                pid, host, _ = _read_mark(mark)
-                if pid == os.getpid() and host in (None, platform.node()):
+                pid, host, started = _read_mark(mark)
+                if pid == os.getpid() and _here(host):
                     return
-                if _held(mark):
-                    where = "" if host in (None, platform.node()) else f" on host {host}"
+                if _held(pid, host, started):
+                    where = "" if _here(host) else f" on host {host}"
                     raise UsageError(f"{out} is in use by another command (process {pid}{where}, marked in {mark}); "
                                      f"wait for it to end or stop it, or pick another --out (if process {pid} is no "
                                      f"such command, delete {mark})") from None
@@ -306,7 +306,7 @@ def release_folder(out):
     """Remove this process's mark from the folder (claim_folder); another's is left alone."""
     mark = Path(out) / RUNNING
     pid, host, _ = _read_mark(mark)
-    if pid == os.getpid() and host in (None, platform.node()):
+    if pid == os.getpid() and _here(host):
         with contextlib.suppress(FileNotFoundError):
             mark.unlink()
 
@@ -331,13 +331,17 @@ def _read_mark(mark):
     return pid, host, started
 
 
-def _held(mark):
+def _here(host):
+    """Whether a mark's host is this one (a mark of one line names none: taken as this host's)."""
+    return host in (None, platform.node())
+
+
+def _held(pid, host, started):
     """Whether the process a mark names may still be running: on this host, alive and started when the mark says
-    (not a later process given the same id); on another host, assumed so."""
-    pid, host, started = _read_mark(mark)
+    (not a later process given the same id); on another host, assumed so. (pid, host, started): _read_mark's."""
     if pid is None:
         return False
-    if host not in (None, platform.node()):
+    if not _here(host):
         return True
     if not _alive(pid):
         return False
