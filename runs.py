@@ -25,6 +25,7 @@ import platform
 import shutil
 import resource
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -685,20 +686,32 @@ def stop_on_signal(run):
     iteration boundary, writes a checkpoint there and raises Stopped. A second signal acts at once, as it would
     without us. The previous handlers come back afterwards (notebooks and tests call run in this process); a signal
     that came too late to stop the run (during evaluation) is then handed to the previous handler if it is one of
-    ours (an experiment's: it starts no further run), not to Python's Ctrl-C default, so a lone run still ends."""
+    ours, not to Python's Ctrl-C default, so a lone run still ends.
+
+    Python runs a handler once for signals that arrive together: two Ctrl-C pressed during one long operation (a
+    forward pass of DeepLab, a checkpoint being written) reach `note` as one call. So the signals are counted where
+    each of them lands, in C: signal.set_wakeup_fd writes one byte per signal to a socket, and `note` reads them."""
     @functools.wraps(run)
     def wrapper(args):
         if threading.current_thread() is not threading.main_thread():
             return run(args)  # only the main thread may set handlers; there the signals act as usual
+        wakeup, counter = socket.socketpair()
+        wakeup.setblocking(False)
+        counter.setblocking(False)
 
         def note(signum, frame):
-            if _received[0]:
+            try:
+                arrived = counter.recv(4096).count(signum)   # this signal, and any that came with it
+            except BlockingIOError:
+                arrived = 1
+            if _received[0] or arrived > 1:   # a second signal: what it does without us, now
                 signal.signal(signum, previous[signum] or signal.SIG_DFL)
                 os.kill(os.getpid(), signum)
                 return
             _received[0] = signum
 
         previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+        previous_fd = signal.set_wakeup_fd(wakeup.fileno(), warn_on_full_buffer=False)
         _received[0] = 0
         for s, handler in previous.items():
             if handler is not signal.SIG_IGN:  # e.g. SIGINT in a background job (`&`): it stays ignored
@@ -708,6 +721,9 @@ def stop_on_signal(run):
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler or signal.SIG_DFL)
+            signal.set_wakeup_fd(previous_fd)
+            wakeup.close()
+            counter.close()
             late, _received[0] = _received[0], 0
         if late and callable(previous[late]) and previous[late] is not signal.default_int_handler:
             previous[late](late, None)

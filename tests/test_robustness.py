@@ -696,6 +696,25 @@ def test_second_ctrl_c_stops_at_once(tmp_path, capsys, monkeypatch):
     assert signal.getsignal(signal.SIGINT) is handler
 
 
+def test_two_ctrl_c_that_python_hands_over_as_one_still_stop_at_once():
+    """Two Ctrl-C during one long C call (a forward pass, a checkpoint being written) land in C twice, but Python
+    calls the handler once for both: a handler that counts its own calls takes them for one and the run goes on to
+    a graceful stop. Here the first signal's byte is put on the wakeup socket by hand (where C puts one byte per
+    signal), then one signal is sent: the run must stop at once, as after any second Ctrl-C."""
+    @runs.stop_on_signal
+    def run(_):
+        fd = signal.set_wakeup_fd(-1)
+        signal.set_wakeup_fd(fd)                    # the socket on which stop_on_signal counts the signals
+        os.write(fd, bytes([signal.SIGINT]))        # a Ctrl-C whose handler call Python merged into the next one's
+        os.kill(os.getpid(), signal.SIGINT)
+        return "not stopped"
+
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        run(None)
+    assert signal.getsignal(signal.SIGINT) is handler and signal.set_wakeup_fd(-1) == -1 and runs.signal_noted() == 0
+
+
 # ------------------------------------------------------------------------------------------------ --resume reads once
 
 @pytest.mark.slow
