@@ -138,14 +138,17 @@ if __name__ == "__main__":  # python cost.py RUN_DIR [points|regions]: what a fi
     from pathlib import Path
 
     import torch
-
-    import selection
     if len(sys.argv) < 2:
         sys.exit("usage: python cost.py RUN_DIR [points|regions]  (the labels a run bought, in selection.pt)")
-    bought = selection.RevealedLabels.from_state_dict(
-        torch.load(Path(sys.argv[1]) / "selection.pt", weights_only=True))
-    images = len(bought.pixels)
+    bought = torch.load(Path(sys.argv[1]) / "selection.pt", weights_only=True)   # sparse: image, pixel, label
+    h, w = bought["size"]
+    images = bought["image_index"].unique().tolist()
     for kind in sys.argv[2:] or ["points", "regions"]:
-        total = sum(sum(image_seconds(m.numpy(), bought.batch([i])[0].numpy(), kind).values())
-                    for i, m in zip(bought.pixels, bought.masks()))
-        print(f"{kind}: {total / max(images, 1):.1f} s per image over the {images} images labelled")
+        total = 0.0
+        for i in images:
+            here = bought["image_index"] == i
+            labels = np.full(h * w, IGNORE_INDEX, dtype=np.int64)
+            labels[bought["pixel_index"][here].numpy()] = bought["label"][here].numpy()
+            labels = labels.reshape(h, w)
+            total += sum(image_seconds(labels != IGNORE_INDEX, labels, kind).values())
+        print(f"{kind}: {total / max(len(images), 1):.1f} s per image over the {len(images)} images labelled")

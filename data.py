@@ -7,9 +7,9 @@ photos, unlabelled but for the pixels an annotator is asked for). This file hold
   2. real loaders `GTA5` and `Cityscapes`, with clear errors for broken folders (tests/fakes.py writes tiny
      datasets in their layouts)
   3. helpers: `ImagesOnly` (target train without its labels), `real_sizes`, `colorize`, `denormalize`
+  4. `build_data`: the datasets of a run, from its flags (the synthetic benchmark, or GTA5 and Cityscapes)
 
-The built-in synthetic benchmark, which needs no download, is synthetic.py; train.build_data picks the datasets
-from the flags.
+The built-in synthetic benchmark, which needs no download, is synthetic.py (its 9 classes are named here too).
 
 Conventions: images are float tensors (3, H, W) in [0, 1] (no mean/std normalisation,
 the model does that), labels are long tensors (H, W) of train IDs with IGNORE_INDEX
@@ -22,6 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
+import synthetic
+from synthetic import (BUILDING, CAR, PERSON, POLE, ROAD, SIDEWALK, SIGN, SKY, SYNTHETIC_CLASSES,  # noqa: F401
+                       SYNTHETIC_PALETTE, VEGETATION)
+from synthetic import to_tensors as _to_tensors
 
 # -----------------------------------------------------------------------------
 # 1. Classes and palettes
@@ -54,26 +59,13 @@ VALID_LABEL_IDS = np.array([*range(34), IGNORE_INDEX], dtype=np.int64)
 _VALID_LABEL_LUT = np.zeros(256, dtype=bool)
 _VALID_LABEL_LUT[VALID_LABEL_IDS] = True
 
-# The synthetic benchmark's 9 classes (train IDs 0..8 in this order) and where they
-# sit among the Cityscapes train IDs (so we can borrow the official colours).
-SYNTHETIC_CLASSES = (
-    "road", "sidewalk", "building", "vegetation", "sky", "car", "person", "pole", "traffic sign")
+# Where the synthetic benchmark's 9 classes (synthetic.SYNTHETIC_CLASSES) sit among the Cityscapes train IDs.
 SYNTHETIC_TO_CITYSCAPES = np.array(
     [CITYSCAPES_CLASSES.index(c) for c in SYNTHETIC_CLASSES], dtype=np.int64)  # (9,)
-SYNTHETIC_PALETTE = CITYSCAPES_PALETTE[SYNTHETIC_TO_CITYSCAPES]  # (9, 3)
-ROAD, SIDEWALK, BUILDING, VEGETATION, SKY, CAR, PERSON, POLE, SIGN = range(9)
-
-DOMAINS = ("source", "target")
 
 
 class DatasetError(ValueError):
     """A dataset folder or file is missing or broken; the message names the path."""
-
-
-def _to_tensors(image, label):
-    """uint8 (H, W, 3) image and (H, W) label -> float (3, H, W) in [0, 1] and long (H, W)."""
-    image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
-    return image.contiguous(), torch.from_numpy(label.astype(np.int64))
 
 
 # -----------------------------------------------------------------------------
@@ -311,13 +303,24 @@ def denormalize(image):
     return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-_MOVED = ("make_scene", "SyntheticStreets", "synthetic_split", "SOURCE_COLORS", "TARGET_COLORS", "SOURCE_STYLE",
-          "TARGET_STYLE", "SOURCE_LAYOUT", "TARGET_LAYOUT", "KINDS", "THINGS")
+# -----------------------------------------------------------------------------
+# 4. The datasets of a run
 
-
-def __getattr__(name):
-    """The synthetic benchmark's names, which lived here before synthetic.py: data.make_scene still works."""
-    if name in _MOVED:
-        import synthetic  # (not at the top: synthetic.py imports this file's class tables)
-        return getattr(synthetic, name)
-    raise AttributeError(f"module 'data' has no attribute {name!r}")
+def build_data(args):
+    """Source train (labelled), target train (labelled: train.run hands it to the annotator only), target eval (val,
+    or the tuning split) and the class names, from a run's flags."""
+    if args.data == "synthetic":
+        kw = dict(size=tuple(args.size), shift=args.shift, thing_shift=getattr(args, "thing_shift", None))
+        source = synthetic.synthetic_split("source", "train", n=args.n_source, seed=args.data_seed, **kw)
+        target = synthetic.synthetic_split("target", "train", n=args.n_target, seed=args.data_seed, **kw)
+        # the tuning split has val's distribution and another seed, so choosing settings never sees val
+        eval_seed = args.data_seed + (0 if args.eval_split == "val" else 1000)
+        evals = synthetic.synthetic_split("target", "val", n=args.n_val, seed=eval_seed, **kw)
+        return source, target, evals, source.classes
+    src_size, tgt_size = real_sizes(args.preset, args.source_size, args.target_size)
+    source = GTA5(args.gta5_root, list_path=args.gta5_list, size=src_size)
+    target = Cityscapes(args.cityscapes_root, "train", list_path=args.cityscapes_list, size=tgt_size,
+                        label_size=tgt_size)
+    # evaluation as the field does: predict at 1024x512, upsample to the full-resolution label
+    evals = Cityscapes(args.cityscapes_root, "val", size=tgt_size, label_size=None)
+    return source, target, evals, source.classes

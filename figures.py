@@ -1,8 +1,8 @@
 """Figures of a run (stage 4) and of several runs (--mode table, sweep): what a person looks at first.
 
     save_figures      predictions.png (model A on target val) and selection.png (what was labelled)
-    glance_record     one target image as the labelling round saw it (kept in selection.pt)
-    at_a_glance       that image through the whole method in one figure (docs/at_a_glance.png):
+    at_a_glance       one target image through the whole method in one figure (docs/at_a_glance.png), from the
+                      record of the labelling round a run keeps in selection.pt (job.glance_record):
                           python figures.py at-a-glance RUN_DIR [--out PATH]
     plot_table        results.png (mIoU against the labelled fraction and against annotator seconds)
     plot_budget_curve budget_curve.png
@@ -21,7 +21,6 @@ from matplotlib.figure import Figure
 
 import data
 import labor
-import runs
 import selection
 
 FIGURE_ROWS = 3  # images shown in predictions.png and selection.png
@@ -74,7 +73,8 @@ def save_figures(args, out, A, evals, target_images, masks, revealed, a_wrong=No
             axes[r, 0].imshow(img)
             axes[r, 1].imshow(mask.numpy(), cmap="gray")
             axes[r, 2].imshow(img)
-            if args.mode in ("ppl", "ripu_points"):  # points: dots in their class colour, ringed red where A was wrong
+            if args.mode in selection.SELECTORS and selection.SELECTORS[args.mode].budget == "points":  # points: dots
+                # in their class colour, ringed red where A was wrong
                 colours = data.colorize(lab, palette)[ys, xs] / 255.0
                 rings = np.where(wrong[ys, xs][:, None], [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]])
                 axes[r, 2].scatter(xs, ys, c=colours, s=16, edgecolors=rings, linewidths=1.0)
@@ -98,16 +98,14 @@ def plot_table(path, results, seeds):
     cost.py): at the same pixels, a selector whose labels are cheaper to give sits further left."""
     fig = Figure(figsize=(12, 4.2))
     ax, tx = fig.subplots(1, 2)
-    markers = {"source_only": "v", "adaptseg": "^", "random": "x", "entropy": "+", "ppl": "s", "ppl, cell 8": "D",
-               "spl": "o", "supervised": "*", "random, 40 px": "1", "ripu regions": "<", "ripu points": ">",
-               "ripu as published": "P"}
+    styles = {**selector_styles(), **ROW_STYLE}
     for r in results:
         frac = max(100 * r["labelled_fraction"], 1e-3)  # log axis: unlabelled methods drawn at 0.001%
-        style = dict(marker=markers.get(r["mode"], "o"), markersize=9, linestyle="none", label=r["mode"], capsize=3)
-        line = ax.errorbar(frac, 100 * r["miou_mean"], yerr=100 * r["miou_std"], **style)
+        marker, colour = styles.get(r["mode"], ("o", None))
+        style = dict(marker=marker, color=colour, markersize=9, linestyle="none", label=r["mode"], capsize=3)
+        ax.errorbar(frac, 100 * r["miou_mean"], yerr=100 * r["miou_std"], **style)
         if r.get("annotation_seconds"):
-            tx.errorbar(r["annotation_seconds"], 100 * r["miou_mean"], yerr=100 * r["miou_std"],
-                        color=line[0].get_color(), **style)
+            tx.errorbar(r["annotation_seconds"], 100 * r["miou_mean"], yerr=100 * r["miou_std"], **style)
     tx.set_xscale("log")
     tx.set_xlabel("annotator seconds per image (cost.py; log scale)")
     tx.set_ylabel("target val mIoU (%)")
@@ -129,9 +127,19 @@ def _finish(fig, ax, path, xlabel, title):
     fig.savefig(path, dpi=120)
 
 
-SELECTOR_STYLE = {"random": ("x", "tab:gray"), "entropy": ("+", "tab:orange"), "spl": ("o", "tab:blue"),
-                  "ppl": ("s", "tab:green"), "ppl, cell 8": ("D", "tab:olive"), "ripu regions": ("^", "tab:purple"),
-                  "ripu points": ("v", "tab:pink")}
+def selector_styles():
+    """{label: (marker, colour)} of every selector (selection.SELECTORS) and variant, each variant after its
+    selector: one look for one selector in every figure."""
+    styles = {}
+    for name, sel in selection.SELECTORS.items():
+        styles[selection.label(name)] = sel.style
+        styles.update({lab: style for base, _, lab, style in selection.VARIANTS.values() if base == name})
+    return styles
+
+
+# The table's rows that are not a selector at its own budget.
+ROW_STYLE = {"source_only": ("v", "tab:brown"), "adaptseg": ("<", "tab:red"), "supervised": ("P", "k"),
+             "random, 40 px": ("1", "tab:gray"), "ripu as published": (">", "tab:purple")}
 
 
 def plot_budget_curve(path, summary, seeds):
@@ -142,8 +150,9 @@ def plot_budget_curve(path, summary, seeds):
     cost a person, annotator seconds per image (cost.py), with full annotation's cost marked."""
     fig = Figure(figsize=(19, 4.8))
     ax, dx, tx = fig.subplots(1, 3)
-    dodge = {sel: 1.06 ** (k - (len(SELECTOR_STYLE) - 1) / 2) for k, sel in enumerate(SELECTOR_STYLE)}  # side by side
-    for sel, (marker, colour) in SELECTOR_STYLE.items():
+    styles = {sel: style for sel, style in selector_styles().items() if any(r["selector"] == sel for r in summary)}
+    dodge = {sel: 1.06 ** (k - (len(styles) - 1) / 2) for k, sel in enumerate(styles)}  # side by side
+    for sel, (marker, colour) in styles.items():
         pts = sorted((r for r in summary if r["selector"] == sel and r["budget"] is not None),
                      key=lambda r: r["labelled_fraction"])
         if pts:
@@ -215,7 +224,7 @@ def plot_noise(path, summary, seeds):
     levels = sorted({e["level"] for e in summary})
     x = {p: i for i, p in enumerate(levels)}   # evenly spaced: P = 0 has no place on a log axis
     for k, row in enumerate(dict.fromkeys(e["row"] for e in summary)):
-        marker, colour = SELECTOR_STYLE.get(row, ("o", None))
+        marker, colour = selector_styles().get(row, ("o", None))
         pts = [e for e in summary if e["row"] == row]
         shift = 0.04 * (k - 1)   # side by side, so the error bars do not hide each other
         ax.errorbar([x[e["level"]] + shift for e in pts], [100 * e["miou_mean"] for e in pts],
@@ -247,44 +256,20 @@ def plot_noise(path, summary, seeds):
 
 # ------------------------------------------------------------------------------------------------ at a glance
 
-@torch.no_grad()
-def glance_record(args, net, target_images, i=GLANCE_IMAGE):
-    """Target-train image i as a labelling round saw it, for the at-a-glance figure: A's prediction, the argmax of
-    each of B's heads, the inconsistency mask (Eq. 4; SPL labels all of it) and the points PPL would choose there
-    (--points, --ppl-cell, --ppl-space), all at image size. Called right after the round, while A and B are the
-    models that chose; no label is read. Returns {"index", "pred_a", "head1", "head2", "mask", "ppl"}."""
-    A, B = runs.unwrap(net["A"]).eval(), runs.unwrap(net["B"]).eval()
-    x = target_images[i][0][None].to(args.device)                                        # (1, 3, H, W)
-    with runs.autocast(args):
-        logits_a = A(x)[0]
-        logits1, logits2, feat = B(x)
-    size = x.shape[-2:]
-    p1, p2 = (labor.upsample(t.float(), size) for t in (logits1, logits2))              # (1, C, H, W) each
-    points = selection.ppl_select(p1, p2, args.points, feat=feat if args.ppl_space == "feat" else None,
-                                  cell=args.ppl_cell)                                     # (1, H, W) bool
-    A.train()
-    B.train()
-    as_map = lambda t: t.argmax(dim=1)[0].to(torch.uint8).cpu()  # noqa: E731  (H, W) class indices
-    return {"index": i, "pred_a": as_map(labor.upsample(logits_a.float(), size)), "head1": as_map(p1),
-            "head2": as_map(p2), "mask": selection.inconsistency_mask(p1, p2)[0].cpu(), "ppl": points[0].cpu()}
-
-
 def at_a_glance(run_dir, out=None):
     """docs/at_a_glance.png from a run folder of --mode spl or ppl: one target-train image through the whole
     method, side by side. The ground truth (read from the dataset, for this figure only) marks where A was wrong:
     SPL's pixels and PPL's points are red there and green where A was already right. Returns the path written."""
     run_dir = Path(run_dir)
     if not (run_dir / "metrics.json").is_file():
-        raise runs.UsageError(f"{run_dir} holds no finished run (metrics.json); give the folder of a finished "
-                              f"--mode spl or ppl run")
-    saved = runs.load_safe(run_dir / runs.SELECTION, "selection")
-    g = saved.get("glance")
+        raise ValueError(f"{run_dir} holds no finished run (metrics.json); give the folder of a finished --mode spl "
+                         f"or ppl run")
+    g = torch.load(run_dir / "selection.pt", weights_only=True).get("glance")
     if not g:
-        raise runs.UsageError(f"{run_dir} has no record of its labelling round for this figure: give the folder of "
-                              f"a --mode spl or ppl run made by this version")
-    import train  # (here, not at the top: train imports this file) the run's own data, from its settings
+        raise ValueError(f"{run_dir} has no record of its labelling round for this figure: give the folder of a "
+                         f"--mode spl or ppl run made by this version")
     args = argparse.Namespace(**json.loads((run_dir / "metrics.json").read_text())["args"])
-    _, target, _, classes = train.build_data(args)
+    _, target, _, classes = data.build_data(args)   # the run's own data, from its settings
     x, y = target[g["index"]]
     palette = np.asarray(target.palette)
     y = y.numpy()
@@ -322,15 +307,15 @@ def at_a_glance(run_dir, out=None):
 
 
 def main(argv=None):
-    p = runs.ArgumentParser(description="Figures from a finished run folder.")
+    p = argparse.ArgumentParser(description="Figures from a finished run folder.")
     sub = p.add_subparsers(dest="figure", required=True)
     g = sub.add_parser("at-a-glance", help="one target image through the whole method (docs/at_a_glance.png)")
     g.add_argument("run_dir", help="the folder of a finished --mode spl or ppl run")
     g.add_argument("--out", default=None, help="where to write the PNG (default RUN_DIR/at_a_glance.png)")
+    args = p.parse_args(argv)
     try:
-        args = p.parse_args(argv)
         print(at_a_glance(args.run_dir, args.out))
-    except runs.UsageError as e:
+    except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 

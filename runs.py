@@ -16,13 +16,13 @@ checkpoints, stage 4 writes the outputs), and what turns a user's mistake into o
 import argparse
 import contextlib
 import errno
+import fcntl
 import functools
 import hashlib
 import json
 import math
 import os
 import platform
-import shutil
 import resource
 import signal
 import socket
@@ -131,9 +131,11 @@ def add_run_flags(p):
     a = p.add_argument_group("the run (device, output, resume; docs/operations.md)").add_argument
     a("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks cuda when available")
     a("--out", default=None, help="run folder (default runs/<mode>-<time>)")
-    a("--shared-dir", type=folder, default=None,
-      help="folder where a staged run saves A's warm-up and the trained B of its seed, and reuses them when "
-           "another run with the same settings saved them first (--mode table and sweep use <out>/shared)")
+    a("--init-from", type=existing_dir, default=None, metavar="RUN_DIR",
+      help="start where the warm-up of the staged run in RUN_DIR ended (its warmup.pt: A, D, optimisers, RNG), "
+           "with its trained B when B's settings agree: the runs of a seed share one warm-up (experiments.py)")
+    a("--budget-from", type=existing_dir, default=None, metavar="RUN_DIR",
+      help="--budget: the labelled fraction the finished run in RUN_DIR bought (random at SPL's budget)")
     a("--log-every", type=positive_int, default=50, help="one log line every N iterations (default 50)")
     a("--threads", type=positive_int, default=None, help="CPU threads for torch (default: all cores)")
     a("--num-workers", type=non_negative_int, default=0,
@@ -150,13 +152,8 @@ def add_run_flags(p):
 def check_args(args):
     """What no single flag's type can check: flags that need each other, files, the device."""
     real = args.data == "gta5-cityscapes"
-    if args.mode in ("table", "sweep", "noise") and args.resume:
-        raise UsageError(f"--resume continues one run; give the same --mode {args.mode} command again instead: "
-                         f"runs that finished are read back, the others run")
-    for flag, values in (("--seeds", getattr(args, "seeds", None)), ("--budgets", getattr(args, "budgets", None))):
-        if values and len(set(values)) < len(values):
-            raise UsageError(f"{flag} {' '.join(map(str, values))}: a value given twice would count twice in the "
-                             f"means and intervals; give each once")
+    if args.budget is not None and args.budget_from:
+        raise UsageError("give --budget or --budget-from, not both")
     if real and (not args.gta5_root or not args.cityscapes_root):
         raise UsageError("--data gta5-cityscapes needs --gta5-root and --cityscapes-root (see README, 'Full scale')")
     if real and args.eval_split != "val":
@@ -255,120 +252,33 @@ def prepare_out(out, resume=False):
         tempfile.TemporaryFile(dir=out).close()  # a real write: permissions, read-only disks, ...
     except OSError as e:
         raise UsageError(f"cannot write in the run folder {out} ({e.strerror or e}); pick another --out") from None
+    lock_folder(out)
 
 
-RUNNING = ".running"   # in a table's, sweep's or noise experiment's folder while its command runs: its process id
+_locks = {}   # run folder -> its lock file, open while this process runs there
 
 
-@contextlib.contextmanager
-def claimed(out, rank=0):
-    """The folder is this process's while the block runs: a second command given the same folder would resume the
-    same stopped runs, so it is refused (claim_folder). Under torchrun rank 0 claims for every rank."""
-    if rank != 0:
-        yield
+def lock_folder(out):
+    """Refuse a folder another process is running in (two commands given one --out would write the same files): an
+    flock on out/.lock, which the kernel drops when the process ends, however it ends. Held until unlock_folder (a
+    run that failed keeps it until its process ends, or gives it to the next run of this process in that folder)."""
+    key = str(Path(out).resolve())
+    if key in _locks:
         return
-    claim_folder(out)
+    f = open(Path(out) / ".lock", "a")
     try:
-        yield
-    finally:
-        release_folder(out)
-
-
-def claim_folder(out):
-    """Mark the folder with this process (its id, host and start time), or refuse it if another live process has
-    marked it. The mark is written whole under another name and linked into place (os.link fails if the mark
-    exists), so two commands started at once cannot both claim it. A mark left by a process that has ended (killed,
-    or the machine restarted, its id perhaps taken by a new process since: the start time tells them apart), or one
-    that holds no process id, is taken over; another host's mark is refused (its process cannot be seen from here)."""
-    mark, mine = Path(out) / RUNNING, Path(out) / f"{RUNNING}.{os.getpid()}"
-    mine.write_text(_mark_text(os.getpid()))
-    try:
-        for _ in range(2):
-            try:
-                os.link(mine, mark)
-                return
-            except FileExistsError:
-                pid, host, started = _read_mark(mark)
-                if pid == os.getpid() and _here(host):
-                    return
-                if _held(pid, host, started):
-                    where = "" if _here(host) else f" on host {host}"
-                    raise UsageError(f"{out} is in use by another command (process {pid}{where}, marked in {mark}); "
-                                     f"wait for it to end or stop it, or pick another --out (if process {pid} is no "
-                                     f"such command, delete {mark})") from None
-                with contextlib.suppress(FileNotFoundError):
-                    mark.unlink()   # its process has ended
-        raise UsageError(f"{out}: another command claimed it at the same moment; pick another --out")
-    finally:
-        mine.unlink()
-
-
-def release_folder(out):
-    """Remove this process's mark from the folder (claim_folder); another's is left alone."""
-    mark = Path(out) / RUNNING
-    pid, host, _ = _read_mark(mark)
-    if pid == os.getpid() and _here(host):
-        with contextlib.suppress(FileNotFoundError):
-            mark.unlink()
-
-
-def _mark_text(pid):
-    """A mark's three lines: the process id, the host's name and the process's start time (_started)."""
-    return f"{pid}\n{platform.node()}\n{_started(pid) or ''}\n"
-
-
-def _read_mark(mark):
-    """(process id, host, start time) of a mark, each None where absent (a mark of one line holds only the id); a
-    mark that holds no process id (no mark, or garbage) gives (None, None, None)."""
-    try:
-        fields = mark.read_text().splitlines()
-        pid = int(fields[0])
-    except (OSError, ValueError, IndexError):
-        return None, None, None
-    if pid <= 0:
-        return None, None, None
-    host = fields[1].strip() or None if len(fields) > 1 else None
-    started = fields[2].strip() or None if len(fields) > 2 else None
-    return pid, host, started
-
-
-def _here(host):
-    """Whether a mark's host is this one (a mark of one line names none: taken as this host's)."""
-    return host in (None, platform.node())
-
-
-def _held(pid, host, started):
-    """Whether the process a mark names may still be running: on this host, alive and started when the mark says
-    (not a later process given the same id); on another host, assumed so. (pid, host, started): _read_mark's."""
-    if pid is None:
-        return False
-    if not _here(host):
-        return True
-    if not _alive(pid):
-        return False
-    now = _started(pid)
-    return started is None or now is None or now == started
-
-
-def _started(pid):
-    """When a process started, in clock ticks since boot (field 22 of Linux's /proc/PID/stat), as text; None where
-    /proc is not there (macOS) or the process is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()   # (the command name, in parentheses, may hold spaces)
-    return fields[19] if len(fields) > 19 else None
+        f.close()
+        raise UsageError(f"{out} is in use by another process (a run, or an experiment's run, in {out}); wait "
+                         f"for it to end or pick another --out") from None
+    _locks[key] = f
 
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)   # signal 0: only asks whether the process exists
-    except (ProcessLookupError, OverflowError):   # (no such process; a number no process id can be)
-        return False
-    except PermissionError:   # it exists, under another user
-        return True
-    return True
+def unlock_folder(out):
+    f = _locks.pop(str(Path(out).resolve()), None)
+    if f is not None:
+        f.close()
 
 
 def args_dict(args):
@@ -395,7 +305,7 @@ def set_rng_state(state):
 RUNTIME_FLAGS = ("device", "threads", "num_workers", "quiet", "resume")  # a resumed run may change these
 SAVED_BEFORE = {"spl_cap": "discrepancy", "ppl_cell": 0,  # flags added since some runs were saved: how those runs acted
                 "annotator_noise": 0.0, "noise_band": 1, "seconds_per_point": 2.4, "seconds_per_click": 3.2,
-                "contour_tolerance": 0.75}
+                "contour_tolerance": 0.75, "init_from": None, "budget_from": None}
 
 
 def resume_args(cli):
@@ -451,8 +361,8 @@ def restore(ckpt, state, net, opt, scaler, annotator, partial=False):
     """Load a checkpoint into freshly built models and optimisers: everything an uninterrupted run would hold at
     that iteration. Returns (theta, revealed) as tensors of their own.
 
-    partial=True loads another run's shared warm-up (--shared-dir): models it lacks (B, built by this run's mode)
-    keep their fresh start, and this run keeps its own clock."""
+    partial=True loads another run's warm-up (--init-from): models it lacks (B, built by this run's mode) keep their
+    fresh start, and this run keeps its own clock."""
     for k, m in net.items():
         if k in ckpt["nets"] or not partial:
             m.load_state_dict(ckpt["nets"][k])
@@ -465,20 +375,6 @@ def restore(ckpt, state, net, opt, scaler, annotator, partial=False):
     state.update({k: ckpt[k] for k in state if k in ckpt and not (partial and k == "stage_time")})
     set_rng_state(ckpt["rng"])
     return ckpt["theta"], selection.RevealedLabels.from_state_dict(ckpt["revealed"])
-
-
-def start_from(resume, warmup_file, out, state, net, opt, scaler, annotator):
-    """Where a run starts when not from scratch: its own checkpoint (resume, with selection.pt when labels were
-    bought after it), or else the shared warm-up of its seed (A, D and their optimisers; this run's own records
-    start empty). Returns (theta, revealed labels, saved selection or None)."""
-    if resume is not None:  # everything an uninterrupted run would hold at this iteration
-        theta, revealed = restore(resume, state, net, opt, scaler, annotator)
-        saved = load_safe(out / SELECTION, "selection") if (out / SELECTION).exists() else None
-        return theta, revealed, saved  # labels bought after the checkpoint are reused, never bought twice
-    theta, revealed = restore(load_safe(warmup_file, "shared warm-up"), state, net, opt, scaler, annotator,
-                              partial=True)
-    state["shared_warmup"] = str(warmup_file)
-    return theta, revealed, None
 
 
 def replay_selection(saved, annotator, state):
@@ -500,35 +396,16 @@ def save_selection(args, out, revealed, annotator, state):
     round's labels fixed and the figure masks; written after each round so that a killed run never buys the same
     labels again."""
     if args.rank == 0:
-        save_atomic({"format": FORMAT, "mode": args.mode, "rounds_done": state["rounds_done"],
+        save_atomic({"format": FORMAT, "mode": args.mode, "rounds_done": state["rounds_done"], "iter": state["iter"],
                      **revealed.state_dict(), "annotator": annotator.state_dict(), "masks": state["masks"],
                      "glance": state["glance"],
                      "a_wrong": state["a_wrong"], "selection_rounds": state["selection_rounds"]}, out / SELECTION)
 
 
-def shared_file(args, what, keys):
-    """The file in --shared-dir for `what` (warmup, selector) of this seed and these settings, or None. The name
-    carries a digest of every setting it depends on, so runs that differ in any of them never share."""
-    if not getattr(args, "shared_dir", None):
-        return None
-    settings = json.dumps({k: str(getattr(args, k, None)) for k in keys  # a key added later counts once set,
-                           if k not in LATER_KEYS or getattr(args, k, None) is not None}, sort_keys=True)  # (*)
-    digest = hashlib.sha256(settings.encode()).hexdigest()[:12]
-    return Path(args.shared_dir) / f"{what}-seed{args.seed}-{digest}.pt"
+# ------------------------------------------------------------------------------------- --init-from, --budget-from
 
-
-def share(src, dst):
-    """Copy a finished file into the shared folder atomically (another run may read it at any moment)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f"{dst.name}.{os.getpid()}.tmp")  # one per process: --jobs runs may share at once
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-
-# ------------------------------------------------------------------------------------- shared warm-up and B
-
-# What A's warm-up and the trained B depend on: runs that agree on these share them (--shared-dir).
-# (*) LATER_KEYS came after files had been shared: left out of the digest while unset, so those keep their names.
-LATER_KEYS = ("thing_shift",)
+WARMUP = "warmup.pt"   # a staged run's state at the end of A's warm-up, and its trained B: what --init-from reads
+# What A's warm-up and the trained B depend on: a run starts from another's only if these agree.
 WARMUP_KEYS = ("data", "data_seed", "size", "shift", "thing_shift", "n_source", "n_target", "gta5_root",
                "cityscapes_root", "gta5_list", "cityscapes_list", "source_size", "target_size", "preset", "model",
                "width", "weights", "ndf", "iters", "warmup", "batch_size", "lr", "lr_d", "momentum", "weight_decay",
@@ -537,21 +414,81 @@ SELECTOR_KEYS = WARMUP_KEYS + ("selector_iters", "selector_init", "lambda_dis", 
                                "iast_gamma")
 
 
-def shared_selector(args, B, state, train):
-    """train() (stage 1b, which returns theta), unless a run with the same settings and seed already trained this
-    B and saved it in --shared-dir: then B, theta and B's loss history are read back instead."""
-    path = shared_file(args, "selector", SELECTOR_KEYS)
-    if path is not None and path.exists():
-        saved = load_safe(path, "shared selector")
-        unwrap(B).load_state_dict(saved["B"])
-        state["selector_history"] = saved["selector_history"]
-        return saved["theta"].to(args.device)
-    theta = train()
-    if path is not None and args.rank == 0:
-        save_atomic({"format": FORMAT, "B": unwrap(B).state_dict(), "theta": theta.cpu(),
-                     "selector_history": state["selector_history"]}, path)
-    return theta
+def save_warmup(args, out, net, theta, state):
+    """warmup.pt (rank 0): the checkpoint on disk, written at the end of the warm-up before B trained (or a round was
+    bought), and B as trained since, with its theta, log and settings. Another run of this seed starts from it with
+    --init-from."""
+    if args.rank == 0:
+        warm = load_safe(out / CHECKPOINT, "checkpoint")
+        if "B" in net:
+            warm["selector"] = {"B": unwrap(net["B"]).state_dict(), "theta": theta.cpu(), "args": args_dict(args),
+                                "selector_history": state["selector_history"]}
+        save_atomic(warm, out / WARMUP)
 
+
+def init_from(args, state, net, opt, scaler, annotator):
+    """--init-from RUN_DIR: start where that run's warm-up ended (its warmup.pt): A, D and their optimisers, the RNG
+    and the warm-up's log, with this run's own clock; and that run's trained B with its theta when this run has B
+    with the same settings. Returns (theta, whether B came trained)."""
+    path = Path(args.init_from) / WARMUP
+    warm = load_safe(path, "warm-up")
+    if differ := changed_settings(warm["args"], args_dict(args), WARMUP_KEYS):
+        raise UsageError(f"--init-from {args.init_from}: its warm-up was trained with other settings "
+                         f"({', '.join(differ)}); give a run of this seed with the same settings")
+    theta, _ = restore(warm, state, net, opt, scaler, annotator, partial=True)
+    state["shared_warmup"] = str(path)
+    b = warm.get("selector")
+    if "B" in net and b is not None and not changed_settings(b["args"], args_dict(args), SELECTOR_KEYS):
+        unwrap(net["B"]).load_state_dict(b["B"])
+        state["selector_history"] = b["selector_history"]
+        return b["theta"], True
+    return theta, False
+
+
+def resolve_budget(args):
+    """--budget-from RUN_DIR: --budget is the labelled fraction that finished run bought (its metrics.json)."""
+    if args.budget_from and args.budget is None:
+        done = Path(args.budget_from) / "metrics.json"
+        if not done.is_file():
+            raise UsageError(f"--budget-from {args.budget_from}: there is no finished run there ({done}); run it "
+                             f"first")
+        args.budget = json.loads(done.read_text())["labelled_fraction"]
+
+
+# Settings that change where and how fast a run works, not what it computes (and flags of older versions).
+PLUMBING = ("out", "quiet", "threads", "log_every", "num_workers", "save_every", "resume", "shared_dir", "seeds",
+            "budgets", "device", "benchmark", "peak_tflops", "profile", "jobs", "selectors", "noise_levels",
+            "init_from", "budget_from")
+
+
+def changed_settings(saved, wanted, keys=None):
+    """The settings (of `keys`, or all but PLUMBING) in which a saved run's args differ from the wanted ones, as
+    '--flag saved -> wanted'; a setting the saved run does not know (a flag added since) counts as unset."""
+    saved, wanted = effective(saved), effective(wanted)
+    return [f"--{k.replace('_', '-')} {saved.get(k)} -> {v}" for k, v in wanted.items()
+            if (k in keys if keys else k not in PLUMBING) and saved.get(k) != v]
+
+
+# Settings of the selector B (and of PPL alone): they do not act on a run without B (or that is not PPL).
+SELECTOR_ONLY = ("lambda_dis", "selector_iters", "selector_init", "iast_alpha", "iast_beta", "iast_gamma")
+PPL_ONLY = ("points", "ppl_space", "ppl_cell")
+
+
+def effective(settings):
+    """Settings as they act: runs saved before a default changed wrote them otherwise, and a setting that does not
+    act on the run's mode is left out (random pixels do not depend on B's --lambda-dis)."""
+    s = {**SAVED_BEFORE, **settings}   # a flag the run predates acted as SAVED_BEFORE says
+    if s.get("mode") not in ("spl", "ppl"):
+        s.update(dict.fromkeys(SELECTOR_ONLY))
+    if s.get("mode") != "ppl":
+        s.update(dict.fromkeys(PPL_ONLY))
+    if s.get("schedule") == "staged":
+        s["select_at"] = None           # the staged schedule labels after --warmup (older runs saved [0.5])
+    if s.get("mode") != "spl" or s.get("budget") is None:
+        s["spl_cap"] = None             # the cap acts on capped SPL only
+    if s.get("thing_shift") is None:
+        s["thing_shift"] = s.get("shift")   # unset: the things shift with the rest (runs before --thing-shift 0)
+    return s
 
 
 def new_state():

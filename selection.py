@@ -4,10 +4,14 @@ All selectors work on one batch of target images at the resolution of the labels
 selector's logits first) and return a boolean selection mask (B, H, W): True = "ask the annotator for this
 pixel". Nothing here loops over pixels; PPL loops over images and classes only.
 
+SELECTORS at the end of the selectors is the one list of them: each selector's function and what train.py,
+experiments.py and figures.py need to know of it. A new selector is one function and one entry there.
+
 The annotator is the ONLY way the trainer may read target-train ground truth: it returns labels that are 255
 everywhere outside the selection, and counts what it revealed.
 """
 import math
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -316,6 +320,93 @@ def ripu_select(logits_a, budget=None, n_points=None, exclude=None, n_boxes=None
         grow = suppress - reveal
         taken = F.max_pool2d(exclude.float()[:, None], 2 * grow + 1, stride=1, padding=grow)[:, 0] > 0
     return _greedy_boxes(score, n, reveal, suppress, taken)
+
+
+def margin_select(logits_a, n_per_image, exclude=None):
+    """The classic margin baseline (Scheffer et al. 2001): the n_per_image pixels where A's two most likely classes
+    are closest, the smallest m_i = p_i(1) - p_i(2), p_i(1) >= p_i(2) the two largest of softmax(logits_a)_i.
+    logits_a: (B, C, H, W) at image size; exclude: (B, H, W) bool, never chosen. Returns (B, H, W) bool."""
+    top2 = F.softmax(logits_a.float(), dim=1).topk(2, dim=1).values                   # (B, 2, H, W)
+    return _top_per_image(top2[:, 1] - top2[:, 0], n_per_image, candidates=None if exclude is None else ~exclude)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The selectors, one entry each
+# --------------------------------------------------------------------------------------------------------------
+
+class Round(NamedTuple):
+    """What a selector sees of a batch of target-train images in labelling round r of `rounds` (train.select_round
+    fills it). Several rounds share the run's budget: a fraction is divided by `rounds`, a count split by share()."""
+    logits_a: torch.Tensor    # (B, C, H, W) A's logits at image size
+    heads: tuple              # (logits1, logits2, feat): B's two heads at image size and its features; None without B
+    exclude: torch.Tensor     # (B, H, W) bool, bought in an earlier round (None in the first)
+    seeds: list               # one seed per image, for random picks that do not depend on how images are batched
+    budget: object            # the run's budget: a fraction of the pixels, or points per image (Selector.budget)
+    r: int
+    rounds: int
+    options: dict             # the selectors' flags: spl_cap, ppl_cell, ppl_space
+
+
+def share(total, r, rounds):
+    """Round r's part of an integer budget split over `rounds`, the earlier rounds taking the remainder."""
+    return total // rounds + (r < total % rounds)
+
+
+class Selector(NamedTuple):
+    select: Callable          # select(Round) -> (B, H, W) bool: the pixels to ask the annotator for
+    needs_b: bool             # reads B's two heads: the run trains the pixel selector B (LabOR's Eq. 5-6)
+    budget: str               # "fraction" of the pixels per image (--budget) or "points" per image (--points)
+    kind: str                 # what it asks a person to do (cost.py): click "points" or outline "regions"
+    style: tuple              # (marker, colour) in the figures
+    default_budget: float = 0.022   # --budget when not given (the paper's SPL budget); None: SPL's whole mask
+
+
+def _spl(q):
+    logits1, logits2, _ = q.heads
+    return spl_select(logits1, logits2, budget=None if q.budget is None else q.budget / q.rounds,
+                      exclude=q.exclude, cap=q.options["spl_cap"], seeds=q.seeds)
+
+
+def _ppl(q):
+    logits1, logits2, feat = q.heads
+    return ppl_select(logits1, logits2, share(q.budget, q.r, q.rounds), exclude=q.exclude,
+                      feat=feat if q.options["ppl_space"] == "feat" else None, cell=q.options["ppl_cell"])
+
+
+def _ripu_regions(q):   # the run's boxes, shared over its rounds
+    total = ripu_boxes(q.budget, *q.logits_a.shape[-2:])
+    return ripu_select(q.logits_a, n_boxes=share(total, q.r, q.rounds), exclude=q.exclude)
+
+
+def _margin(q):
+    return margin_select(q.logits_a, budget_to_pixels(q.budget / q.rounds, *q.logits_a.shape[-2:]), q.exclude)
+
+
+# The order is the figures' (and the default order of a sweep's --selectors). Labels in tables and figures: the
+# name with spaces ("ripu regions").
+SELECTORS = {
+    "random": Selector(lambda q: baseline_select("random", q.logits_a, q.budget / q.rounds, q.seeds, q.exclude),
+                       False, "fraction", "points", ("x", "tab:gray")),
+    "entropy": Selector(lambda q: baseline_select("entropy", q.logits_a, q.budget / q.rounds, q.seeds, q.exclude),
+                        False, "fraction", "points", ("+", "tab:orange")),
+    "spl": Selector(_spl, True, "fraction", "regions", ("o", "tab:blue"), default_budget=None),
+    "ppl": Selector(_ppl, True, "points", "points", ("s", "tab:green")),
+    "ripu_regions": Selector(_ripu_regions, False, "fraction", "regions", ("^", "tab:purple")),
+    "ripu_points": Selector(lambda q: ripu_select(q.logits_a, n_points=share(q.budget, q.r, q.rounds),
+                                                  exclude=q.exclude), False, "points", "points", ("v", "tab:pink")),
+    "margin": Selector(_margin, False, "fraction", "points", ("*", "tab:brown")),
+}
+# Our variants of a selector, each a row of its own beside the paper's rule: key (a sweep's --selectors, the run
+# folders) -> (selector, its flags, label, style).
+VARIANTS = {"ppl-cell8": ("ppl", {"ppl_cell": 8}, "ppl, cell 8", ("D", "tab:olive"))}
+# Full supervision buys every pixel of every image; what that costs a person is cost.py's "full" count.
+EVERY_PIXEL = Selector(lambda q: torch.ones(len(q.logits_a), *q.logits_a.shape[-2:], dtype=torch.bool), False,
+                       None, "full", None)
+
+
+def label(name):
+    """A selector's name in tables and figures: 'ripu_regions' -> 'ripu regions'."""
+    return name.replace("_", " ")
 
 
 # --------------------------------------------------------------------------------------------------------------

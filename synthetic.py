@@ -9,7 +9,7 @@ the same structure:
     target  "real-like" street scenes: shifted and muted colours, textures, shadows,
             blur, sensor noise, and a different layout distribution
 
-Both domains share 9 classes (data.SYNTHETIC_CLASSES) and the same kind of geometry (sky, skyline, a road in
+Both domains share 9 classes (SYNTHETIC_CLASSES below) and the same kind of geometry (sky, skyline, a road in
 perspective, sidewalks, cars, persons, poles, signs), so a model can transfer shape cues but not colour cues. One
 number, `shift`, scales every difference between the domains: shift=0 makes the target look exactly like the source;
 `thing_shift` does the same for the colours of the things alone.
@@ -26,8 +26,22 @@ import zlib
 import numpy as np
 import torch
 
-from data import (BUILDING, CAR, DOMAINS, PERSON, POLE, ROAD, SIDEWALK, SIGN, SKY, SYNTHETIC_CLASSES,  # noqa: F401
-                  SYNTHETIC_PALETTE, VEGETATION, _to_tensors)
+# -----------------------------------------------------------------------------
+# 1. The benchmark's 9 classes (train IDs 0..8 in this order), 9 of Cityscapes' 19, in Cityscapes' official colours
+# (data.py places them among the Cityscapes train IDs; tests/test_data.py checks the colours against its palette).
+SYNTHETIC_CLASSES = (
+    "road", "sidewalk", "building", "vegetation", "sky", "car", "person", "pole", "traffic sign")
+SYNTHETIC_PALETTE = np.array([(128, 64, 128), (244, 35, 232), (70, 70, 70), (107, 142, 35), (70, 130, 180),
+                              (0, 0, 142), (220, 20, 60), (153, 153, 153), (220, 220, 0)], dtype=np.uint8)  # (9, 3)
+ROAD, SIDEWALK, BUILDING, VEGETATION, SKY, CAR, PERSON, POLE, SIGN = range(9)
+DOMAINS = ("source", "target")
+
+
+def to_tensors(image, label):
+    """uint8 (H, W, 3) image and (H, W) label -> float (3, H, W) in [0, 1] and long (H, W) (data.py's loaders too)."""
+    image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
+    return image.contiguous(), torch.from_numpy(label.astype(np.int64))
+
 
 # -----------------------------------------------------------------------------
 # 2a. Style and layout knobs of the synthetic benchmark (calibrate the gap here)
@@ -456,7 +470,7 @@ class SyntheticStreets(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         """(image (3, H, W) float in [0, 1], label (H, W) long)."""
-        return _to_tensors(self.images[i], self.labels[i])
+        return to_tensors(self.images[i], self.labels[i])
 
 
 @functools.lru_cache(maxsize=6)

@@ -1,25 +1,26 @@
 """LabOR end to end: one script, read top to bottom beside the paper (Shin et al., ICCV 2021, Sec. 3).
 
     python train.py --mode spl            # LabOR with segment-based labelling on the synthetic benchmark
-    python train.py --mode table          # every mode, one seed: the miniature Table 1 (results.md, results.png)
+    python train.py --mode ppl            # ... with point-based labelling (several runs at once: experiments.py)
 
-Stages (each has a banner below and a progress bar at run time); `run` at the bottom calls them in order:
+`run` at the bottom is the algorithm box (the paper's Fig. 2), each step a call:
   0. set-up       arguments, data, models A, B, D and their optimisers
-  1. adaptation   A learns from source labels (Eq. 1) and fools D on target (Eq. 3); once target labels exist
-                  A learns from them too (Eq. 2). By default (--schedule staged, the paper's Fig. 2):
-  1b. selector    after A's --warmup, B learns that A's pseudo-labels (Eq. 5) with A fixed while its two heads are
-                  pushed apart (Eq. 6); with --schedule joint, B trains beside A from the start.
-  2. selection    B looks at every target-train image; SPL or PPL choose pixels (Eq. 4), the annotator reveals
-                  their labels; then stage 1 continues.
-  3. evaluation   A on target val: mIoU from one confusion matrix over the whole split, final model only.
-  4. outputs      metrics.json, checkpoint, selection, figures in the run folder.
+  1. adaptation   `adapt`: A learns from source labels (Eq. 1) and fools D on target (Eq. 3); once target labels
+                  exist A learns from them too (Eq. 2). Before the first labelling round: A's warm-up.
+  1b. selector    `train_selector`: B learns the warmed-up A's pseudo-labels (Eq. 5) with A fixed while its two
+                  heads are pushed apart (Eq. 6) (--schedule staged, the paper's Fig. 2; joint: B beside A in 1)
+  2. selection    `select_round`: a selector (SPL, PPL, a baseline: selection.SELECTORS) looks at every target-train
+                  image, the annotator reveals the labels it asks for; then 1 continues with them
+  3. evaluation   `evaluate`: A on target val, mIoU from one confusion matrix, the final model only
+  4. outputs      metrics.json, checkpoint, selection, figures in the run folder
 
-The plumbing lives beside this file: job.py (what a run does around the method: checkpoints, resume, shared
-warm-up, stop signals, outputs), runs.py (flags' valid values, files, the data stream), distributed.py (torchrun),
-figures.py, experiments.py (--mode table, sweep, noise), bench.py (--benchmark).
+The plumbing lives beside this file: job.py (what a run does around the method: its folder, checkpoints, resume,
+--init-from, stop signals, outputs), runs.py (flags' valid values, files, the data stream), distributed.py
+(torchrun), figures.py, bench.py (--benchmark); experiments.py runs many of these runs (tables, sweeps).
 """
 import argparse
 import contextlib
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -28,27 +29,30 @@ from tqdm import tqdm
 import bench
 import cost
 import data
-import experiments
 import figures
 import labor
 import models
 import runs
 import selection
-import synthetic
+from data import build_data  # noqa: F401 (stage 0's data; train.build_data: the notebooks)
 from distributed import exit_cleanly, gather_dict, init_distributed
 from job import Job
 from runs import UsageError, as_iterations, autocast, unwrap  # noqa: F401 (train.UsageError, train.unwrap: notebooks)
 
-MODES = ("source_only", "adaptseg", "spl", "ppl", "random", "entropy", "supervised", "ripu_regions", "ripu_points",
-         "ripu", "table", "sweep", "noise")
-SELECTING_MODES = ("spl", "ppl", "random", "entropy", "ripu_regions", "ripu_points", "ripu")
-BUDGET_MODES = ("random", "entropy", "ripu_regions", "ripu")  # buy --budget of the pixels (default DEFAULT_BUDGET)
-DEFAULT_BUDGET = 0.022  # the paper's SPL budget, 2.2% of the pixels
-# What each mode asks a person to do (cost.py): click points, outline regions, or annotate whole images.
-ANNOTATION_KIND = {"random": "points", "entropy": "points", "ppl": "points", "ripu_points": "points",
-                   "spl": "regions", "ripu_regions": "regions", "ripu": "regions", "supervised": "full"}
-# --mode ripu, RIPU as published (Xie et al. 2022): five labelling rounds at 10k, 12k, ..., 18k of its 40k iterations
+# The modes: the two without target labels, every selector of selection.SELECTORS in this pipeline, RIPU as
+# published and full supervision.
+MODES = ("source_only", "adaptseg", *selection.SELECTORS, "ripu", "supervised")
+SELECTING_MODES = (*selection.SELECTORS, "ripu")
+EXPERIMENTS = ("table", "sweep", "noise")   # several runs: experiments.py
+# --mode ripu, RIPU as published (Xie et al. 2022): its regions, five labelling rounds at 10k, 12k, ..., 18k of 40k
 RIPU_ROUNDS = (0.25, 0.30, 0.35, 0.40, 0.45)
+
+
+def selector_of(mode):
+    """The selector a labelling mode uses: its own entry of selection.SELECTORS, RIPU's regions for RIPU as
+    published, every pixel for full supervision."""
+    return selection.EVERY_PIXEL if mode == "supervised" else selection.SELECTORS[
+        "ripu_regions" if mode == "ripu" else mode]
 
 
 # ================================================================================================================
@@ -56,6 +60,10 @@ RIPU_ROUNDS = (0.25, 0.30, 0.35, 0.40, 0.45)
 # ================================================================================================================
 
 def get_args(argv=None):
+    mode, rest = build_parser().parse_known_args(argv)
+    if mode.mode in EXPERIMENTS:  # their flags (--seeds, --budgets, --jobs) are experiments.py's
+        words = [w for w in (argv if argv is not None else sys.argv[1:]) if w not in ("--mode", mode.mode)]
+        raise UsageError(f"--mode {mode.mode} runs many runs: python experiments.py {mode.mode} {' '.join(words)}")
     args = build_parser().parse_args(argv)
     if args.resume:
         args = runs.resume_args(args)
@@ -63,13 +71,14 @@ def get_args(argv=None):
 
 
 def build_parser():
-    """The flags in groups: the method with the paper's values, our additions, the data, the run, experiments, the
-    benchmark (the last four from runs.py, experiments.py and bench.py). Every flag has its valid values (runs.py's
+    """The flags in groups: the method with the paper's values, our additions, the data, the run, the benchmark
+    (the last three from runs.py and bench.py). Every flag has its valid values (runs.py's
     types): a bad value is refused before any work starts."""
     p = runs.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument_group("the method (LabOR), with the paper's values").add_argument
     a("--mode", default="spl", help="one of " + ", ".join(MODES) + " (default: spl). ripu_regions and ripu_points: "
-      "RIPU's selector (Xie et al. 2022) in this pipeline; ripu: RIPU as published (its rounds and losses)")
+      "RIPU's selector (Xie et al. 2022) in this pipeline; ripu: RIPU as published (its rounds and losses); "
+      "margin: A's smallest top-2 margin (Scheffer et al. 2001). Tables and sweeps: python experiments.py")
     a("--preset", default="synthetic", choices=["synthetic", "paper"],
       help="'synthetic': our CPU defaults for the built-in benchmark; 'paper': DeepLab-V2 settings of the paper "
            "(SGD 2.5e-4, momentum 0.9, wd 5e-4, poly 0.9; D: Adam 1e-4, betas (0.9, 0.99); 1280x720 / 1024x512)")
@@ -148,8 +157,7 @@ def build_parser():
     a("--noise-band", type=runs.positive_int, default=1,
       help="--annotator-noise: how many pixels from a class boundary a label may go wrong (default 1)")
     runs.add_data_flags(p)      # the synthetic benchmark; real data
-    runs.add_run_flags(p)       # --device, --out, --shared-dir, --threads, --quiet, --save-every, --resume, --amp, ...
-    experiments.add_flags(p)    # --seeds, --budgets, --jobs, --noise-levels (--mode table, sweep and noise)
+    runs.add_run_flags(p)       # --device, --out, --threads, --quiet, --save-every, --resume, --init-from, --amp, ...
     bench.add_flags(p)          # --benchmark N, --profile, --peak-tflops
     return p
 
@@ -172,6 +180,12 @@ def apply_defaults(args):
         args.size = [96, 192]
     if args.select_at is None and args.schedule == "joint":
         args.select_at = [0.5]  # one round half-way (the staged schedule labels after --warmup instead)
+    if args.init_from and not (shares_warmup(args) and not args.resume):
+        raise UsageError(f"--init-from: only a new staged run that adapts A alone before its labels (adaptseg or a "
+                         f"selector, not --mode {args.mode} under --schedule {args.schedule}) starts from another's "
+                         f"warm-up")
+    if args.budget_from and (args.mode not in SELECTING_MODES or selector_of(args.mode).budget != "fraction"):
+        raise UsageError(f"--budget-from sets a fraction of the pixels, which --mode {args.mode} does not buy")
     runs.check_args(args)  # the schedule's iterations, data folders, weights file, device, --resume
     return args
 
@@ -193,32 +207,8 @@ def select_iterations(args):
 
 def shares_warmup(args):
     """Staged runs that adapt A alone before buying labels (and adaptseg, which buys none) train one and the same
-    warm-up for a seed: with --shared-dir the first saves it and the others start from it."""
+    warm-up for a seed: one run trains it (its warmup.pt), the others can start from it (--init-from)."""
     return args.schedule == "staged" and args.mode in SELECTING_MODES + ("adaptseg",) and args.mode != "ripu"
-
-
-# ================================================================================================================
-# 0. Set-up: data
-# ================================================================================================================
-
-def build_data(args):
-    """Source train (labelled), target train (labelled: run hands it to the annotator only), target eval (val, or
-    the tuning split) and the class names, from the flags."""
-    if args.data == "synthetic":
-        kw = dict(size=tuple(args.size), shift=args.shift, thing_shift=getattr(args, "thing_shift", None))
-        source = synthetic.synthetic_split("source", "train", n=args.n_source, seed=args.data_seed, **kw)
-        target = synthetic.synthetic_split("target", "train", n=args.n_target, seed=args.data_seed, **kw)
-        # the tuning split has val's distribution and another seed, so choosing settings never sees val
-        eval_seed = args.data_seed + (0 if args.eval_split == "val" else 1000)
-        evals = synthetic.synthetic_split("target", "val", n=args.n_val, seed=eval_seed, **kw)
-        return source, target, evals, source.classes
-    src_size, tgt_size = data.real_sizes(args.preset, args.source_size, args.target_size)
-    source = data.GTA5(args.gta5_root, list_path=args.gta5_list, size=src_size)
-    target = data.Cityscapes(args.cityscapes_root, "train", list_path=args.cityscapes_list, size=tgt_size,
-                             label_size=tgt_size)
-    # evaluation as the field does: predict at 1024x512, upsample to the full-resolution label
-    evals = data.Cityscapes(args.cityscapes_root, "val", size=tgt_size, label_size=None)
-    return source, target, evals, source.classes
 
 
 # ================================================================================================================
@@ -226,15 +216,16 @@ def build_data(args):
 # ================================================================================================================
 
 def build_models(args, num_classes):
-    """A (segmentation), B (pixel selector, only for spl/ppl), D_main and D_aux (Eq. 3, not for source-only and
-    supervised). Same seed -> same initial A in every mode, so the modes differ only in what they learn from."""
+    """A (segmentation), B (pixel selector, for the selectors that read it: SPL, PPL), D_main and D_aux (Eq. 3, not
+    for source-only and supervised). Same seed -> same initial A in every mode, so the modes differ only in what
+    they learn from."""
     torch.manual_seed(args.seed)
     backbone = lambda: models.make_backbone(args.model, args.weights, args.width)  # noqa: E731
     net = {"A": models.SegModel(backbone(), num_classes, aux=True)}
     if args.mode not in ("source_only", "supervised", "ripu"):  # (RIPU as published has no adversarial loss)
         net["D"] = models.FCDiscriminator(num_classes, args.ndf)
         net["D_aux"] = models.FCDiscriminator(num_classes, args.ndf)
-    if args.mode in ("spl", "ppl"):
+    if args.mode in selection.SELECTORS and selection.SELECTORS[args.mode].needs_b:
         torch.manual_seed(args.seed + 1)
         net["B"] = models.PixelSelector(backbone(), num_classes)
     return net
@@ -404,53 +395,45 @@ def train_selector(args, net, opt, scaler, theta, target_images, state):
 # ================================================================================================================
 
 @torch.no_grad()
-def select_round(args, net, target_images, annotator, revealed, round_idx, n_rounds, budget, classes):
-    """One labelling round over every target-train image: choose pixels, ask the annotator, store the labels in
-    `revealed`. Returns (masks, required, a_wrong): the inconsistency masks (Eq. 4) of the figures' images; what
-    the bought labels fix (selection.RequiredCounter's summary); where A was wrong on them (figures' images).
+def select_round(args, net, target_images, annotator, revealed, r, n_rounds, classes):
+    """Labelling round r of n_rounds over every target-train image: the mode's selector (selection.SELECTORS)
+    chooses pixels from A's prediction and, for SPL and PPL, B's two heads, all at image size; the annotator reveals
+    their labels into `revealed`. Returns (masks, required, a_wrong): the inconsistency masks (Eq. 4) of the
+    figures' images; what the bought labels fix (selection.RequiredCounter's summary); where A was wrong on them.
     Under torchrun each rank chooses for its share of the images and the choices are gathered: every image is
     labelled once, as in a single-process run."""
     mods = {k: unwrap(m).eval() for k, m in net.items()}  # plain modules: no collective calls per forward
-    points = args.points // n_rounds + (1 if round_idx < args.points % n_rounds else 0)
-    frac = None if budget is None else budget / n_rounds
+    sel = selector_of(args.mode)
+    budget = args.points if sel.budget == "points" else (sel.default_budget if args.budget is None else args.budget)
+    options = dict(spl_cap=args.spl_cap, ppl_cell=args.ppl_cell, ppl_space=args.ppl_space)
     chosen, masks, pred_bought = {}, {}, {}
-    for x_t, idx in tqdm(runs.rank_share(target_images, args), desc=f"selection {round_idx + 1}/{n_rounds}",
-                         leave=False, disable=args.rank != 0 or args.quiet):
+    for x_t, idx in tqdm(runs.rank_share(target_images, args), desc=f"selection {r + 1}/{n_rounds}", leave=False,
+                         disable=args.rank != 0 or args.quiet):
         x_t = x_t.to(args.device, non_blocking=True)
         size = x_t.shape[-2:]
-        exclude = revealed.mask(idx.tolist(), args.device) if round_idx > 0 else None   # no pixel bought twice
-        seeds = [runs.hash_seed(args.seed, round_idx, i) for i in idx.tolist()]   # random picks, per image
+        exclude = revealed.mask(idx.tolist(), args.device) if r > 0 else None   # no pixel bought twice
+        seeds = [runs.hash_seed(args.seed, r, i) for i in idx.tolist()]         # random picks, per image
+        heads = None
         with autocast(args):
             logits_a = mods["A"](x_t)[0]                       # A at selection time: was each label required?
-            if args.mode in ("spl", "ppl"):
+            if sel.needs_b:
                 logits1, logits2, feat = mods["B"](x_t)
         logits_a = labor.upsample(logits_a.float(), size)                                 # (B, C, H, W)
-        if args.mode in ("spl", "ppl"):
+        if sel.needs_b:
             p1 = labor.upsample(logits1.float(), size)                                   # (B, C, H, W)
             p2 = labor.upsample(logits2.float(), size)                                   # (B, C, H, W)
+            heads = (p1, p2, feat)
             for i, m in zip(idx.tolist(), selection.inconsistency_mask(p1, p2).cpu()):   # Eq. 4, for the figures
                 if i < figures.FIGURE_ROWS:
                     masks[i] = m
-            if args.mode == "spl":
-                sel = selection.spl_select(p1, p2, budget=frac, exclude=exclude, cap=args.spl_cap, seeds=seeds)
-            else:
-                sel = selection.ppl_select(p1, p2, points, feat=feat if args.ppl_space == "feat" else None,
-                                           exclude=exclude, cell=args.ppl_cell)
-        elif args.mode == "ripu_points":  # RIPU (Xie et al. 2022): A's uncertainty and region impurity, no B
-            sel = selection.ripu_select(logits_a, n_points=points, exclude=exclude)
-        elif args.mode.startswith("ripu"):   # its 3x3 regions: the boxes of the budget, shared over the rounds
-            total = selection.ripu_boxes(budget, *size)
-            sel = selection.ripu_select(logits_a, n_boxes=total // n_rounds + (round_idx < total % n_rounds),
-                                        exclude=exclude)
-        else:  # random, entropy, supervised
-            sel = selection.baseline_select(args.mode, logits_a, frac, seeds, exclude=exclude)
-        for i, m, p in zip(idx.tolist(), sel.cpu(), logits_a.argmax(dim=1).cpu()):
+        pick = sel.select(selection.Round(logits_a, heads, exclude, seeds, budget, r, n_rounds, options))
+        for i, m, p in zip(idx.tolist(), pick.cpu(), logits_a.argmax(dim=1).cpu()):
             chosen[i], pred_bought[i] = m, p[m].to(torch.uint8)   # A's prediction on the bought pixels only
     chosen, pred_bought = gather_dict(args, chosen), gather_dict(args, pred_bought)
     seconds = dict(seconds_per_point=args.seconds_per_point, seconds_per_click=args.seconds_per_click,
                    tolerance=args.contour_tolerance)   # what the labels cost a person (cost.py)
     required, a_wrong = selection.buy(annotator, revealed, chosen, pred_bought, classes, range(figures.FIGURE_ROWS),
-                                      ANNOTATION_KIND[args.mode], seconds)
+                                      sel.kind, seconds)
     for m in mods.values():
         m.train()
     return gather_dict(args, masks), required, a_wrong
@@ -480,14 +463,30 @@ def evaluate(args, A, dataset, num_classes):
 
 
 # ================================================================================================================
-# The run: stages 0 to 4 in order
+# The run: the algorithm box
 # ================================================================================================================
 
-@runs.stop_on_signal  # SIGTERM / SIGINT: stop at the next iteration boundary, with a checkpoint (job.py)
+def adapt(args, net, opt, theta, revealed, streams, until, job):
+    """Stage 1 from where the run stands up to iteration `until`: one train_step per iteration (A, D; B too under
+    --schedule joint), with the revealed target labels as Eq. 2's once there are some. Ends with a checkpoint (the
+    last before a labelling round). Returns theta."""
+    source, target = streams
+    for it in job.iterations(until):
+        for k, o in opt.items():
+            poly_lr(o, args.lr_d if k.startswith("D") else args.lr, it, args.iters, args.power)
+        batch_s, batch_t = next(source), next(target)
+        y_t = revealed.batch(batch_t[1].tolist(), args.device) if revealed.pixels else None  # Eq. 2's labels
+        losses, theta = train_step(args, net, opt, theta, batch_s, batch_t, y_t, job.scaler)
+        job.record(it, losses, theta, revealed)  # log lines, checkpoints; a stop signal ends the run here
+    job.checkpoint(theta, revealed)
+    return theta
+
+
+@runs.stop_on_signal  # SIGTERM / SIGINT: a checkpoint at the next iteration boundary, then exit 128 + n (job.py)
 def run(args):
-    """One run of args.mode: stages 0 to 4. Returns the metrics (also written to metrics.json). `job` does what
-    a run needs beside the method: checkpoints, resume, the seed's shared warm-up and B, stop signals, torchrun,
-    the outputs (job.py)."""
+    """One run of args.mode: warm up A, train B on it, let the selector choose and the annotator reveal, adapt A
+    with the labels, evaluate. Returns the metrics (also written to metrics.json). `job` is what a run needs besides
+    the method: the folder, checkpoints, resume, --init-from, stop signals, torchrun, the outputs (job.py)."""
     job = Job(args)
 
     # ---- 0. set-up ------------------------------------------------------------------------------------------------
@@ -499,70 +498,44 @@ def run(args):
     net = {k: m.to(args.device, memory_format=args.memory_format)
            for k, m in build_models(args, len(classes)).items()}
     opt = build_optimisers(args, net)
-    net = job.start(net, opt, annotator, target_images, shares_warmup(args))  # fresh, resumed, or the seed's warm-up
-    rounds = select_iterations(args)  # the labelling iterations
-    budget = DEFAULT_BUDGET if args.budget is None and args.mode in BUDGET_MODES else args.budget
-    src_stream, tgt_stream = job.stream(source, 0), job.stream(target_images, 1)
+    theta = torch.full((len(classes),), labor.IAST_THETA0, device=args.device)   # Eq. 5's class-wise thresholds
+    revealed = selection.RevealedLabels(target_images[0][0].shape[-2:])          # Eq. 2's target labels: none yet
+    net, theta, revealed = job.start(net, opt, annotator, target_images, theta, revealed)  # or a stopped run's
+    streams = job.stream(source, 0), job.stream(target_images, 1)
+    rounds = select_iterations(args)  # the labelling rounds, as iterations of stage 1
 
-    # ---- 1. adaptation, with 1b and 2 at the labelling iterations --------------------------------------------------
-    for it in job.iterations():
-        if it in rounds and job.round_due(r := rounds.index(it)):
-            if args.schedule == "staged" and "B" in net:  # ---- 1b. B learns the warmed-up A's pseudo-labels
-                job.theta = job.selector(net["B"], lambda: train_selector(args, net, opt, job.scaler, job.theta,
-                                                                           target_images, job.state))
-            with job.timed("selection"):                 # ---- 2. B (or a baseline) chooses, the annotator reveals
-                found = select_round(args, net, target_images, annotator, job.revealed, r, len(rounds), budget,
-                                     classes)
-            job.bought(r, len(rounds), *found)
-        for k, o in opt.items():
-            poly_lr(o, args.lr_d if k.startswith("D") else args.lr, it, args.iters, args.power)
-        batch_s, batch_t = next(src_stream), next(tgt_stream)
-        y_t = job.revealed.batch(batch_t[1].tolist(), args.device) if job.revealed.pixels else None  # Eq. 2's
-        losses, job.theta = train_step(args, net, opt, job.theta, batch_s, batch_t, y_t, job.scaler)
-        job.record(it, losses)
+    # ---- 1. adaptation up to each labelling round, 1b. the selector B, 2. the round ---------------------------------
+    for r, at in job.rounds_to_buy(rounds):
+        theta = adapt(args, net, opt, theta, revealed, streams, at, job)   # before the first round: A's warm-up
+        if "B" in net and args.schedule == "staged" and not job.selector_trained:   # (--init-from may bring it)
+            with job.timed("selector"):                    # 1b. B learns the warmed-up A's pseudo-labels
+                theta = train_selector(args, net, opt, job.scaler, theta, target_images, job.state)
+        with job.timed("selection"):                       # 2. the selector chooses, the annotator reveals
+            found = select_round(args, net, target_images, annotator, revealed, r, len(rounds), classes)
+        job.bought(r, len(rounds), found, theta, revealed)
+    theta = adapt(args, net, opt, theta, revealed, streams, args.iters, job)   # 1. A with the labels too (Eq. 2)
 
     # ---- 3. evaluation: the final A (no checkpoint is ever chosen on the evaluation split) -----------------------
     A = job.evaluation_model()
     miou, ious = evaluate(args, A, evals, len(classes))
 
     # ---- 4. outputs ------------------------------------------------------------------------------------------------
-    return job.finish(A, miou, ious, classes, evals)
-
-
-def run_table(args):
-    """--mode table: every mode with the same seed(s) (experiments.py drives `run` and writes the table)."""
-    return experiments.run_table(args, run, apply_defaults)
-
-
-def run_sweep(args):
-    """--mode sweep: every selector at every --budgets, for each seed (experiments.py drives `run`)."""
-    return experiments.run_sweep(args, run, apply_defaults)
-
-
-def run_noise(args):
-    """--mode noise: SPL and random (and RIPU's regions) with an annotator who errs at outlines, at each
-    --noise-levels, for each seed (experiments.py drives `run`)."""
-    return experiments.run_noise(args, run, apply_defaults)
+    return job.finish(A, theta, revealed, miou, ious, classes, evals)
 
 
 def main(argv=None):
-    """The command line: one run, a table, a sweep or the benchmark. A user's mistake ends as one `error:` line
-    and exit code 2, a SIGTERM or Ctrl-C as a checkpoint and 128 + the signal (distributed.exit_cleanly)."""
+    """The command line: one run or the benchmark. A user's mistake ends as one `error:` line and exit code 2, a
+    SIGTERM or Ctrl-C as a checkpoint and 128 + the signal (distributed.exit_cleanly)."""
     def work():
         args = get_args(argv)
         init_distributed(args)
         if args.benchmark:
             bench.benchmark(args, build_models, build_optimisers, train_step)
-        elif args.mode == "table":
-            run_table(args)
-        elif args.mode == "sweep":
-            run_sweep(args)
-        elif args.mode == "noise":
-            run_noise(args)
         else:
             run(args)
 
     exit_cleanly(work)
+
 
 if __name__ == "__main__":
     main()
