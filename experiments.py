@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.stats
+import torch
 
 import figures
 import runs
@@ -78,8 +79,8 @@ def plan(a, base):
     runs_ = []
 
     def add(stage, name, mode, seed, settings=(), first=None, budget_from=None):
-        runs_.append((stage, name, mode, seed, dict(settings), first if first and shares(mode) else None,
-                       budget_from))
+        runs_.append((stage, name, mode, seed, dict(settings), first if first not in (None, name) and shares(mode)
+                       else None, budget_from))
 
     pixels = image_pixels(base)
     for s in a.seeds:
@@ -117,7 +118,9 @@ def commands(a, base, passed, out):
     """[stage 1's commands, stage 2's]: each run's `python train.py ...`, or `--resume` for a stopped one; a finished
     one with the same settings is left out, one with other settings refused by name."""
     stages = [[], []]
-    extra = (["--threads", str(a.threads)] if a.threads else []) + (["--quiet"] if a.jobs > 1 else [])
+    extra = (["--threads", str(a.threads)] if a.threads else []) + (["--quiet"] if a.jobs > 1 or base.quiet else [])
+    passed = [w for k, w in enumerate(passed) if w != "--quiet" and "--threads" not in (w.split("=")[0],
+                                                                                         passed[k - 1] if k else "")]
     for stage, name, mode, seed, settings, first, budget_from in plan(a, base):
         folder = out / name
         flags = [f for k, v in settings.items() for f in (f"--{k.replace('_', '-')}", repr(v))]
@@ -128,7 +131,6 @@ def commands(a, base, passed, out):
             wanted = train.get_args(cmd)
             if (folder / "metrics.json").is_file():
                 saved, what = json.loads((folder / "metrics.json").read_text())["args"], "finished"
-                runs.resolve_budget(wanted)
             else:
                 saved, what = runs.load_safe(folder / runs.CHECKPOINT, "checkpoint")["args"], "stopped"
                 cmd = ["--resume", str(folder), *extra]
@@ -137,7 +139,7 @@ def commands(a, base, passed, out):
                                  f"same command as before to continue that experiment, or another --out")
             if what == "finished":
                 continue
-        stages[stage - 1].append([sys.executable, str(ROOT / "train.py"), *cmd])
+        stages[stage - 1].append(["python", "train.py", *cmd])
     return [s for s in stages if s]
 
 
@@ -153,7 +155,7 @@ class Here:
         with self.lock:
             if self.signum:
                 return None
-            proc = subprocess.Popen(cmd, start_new_session=True, cwd=ROOT)
+            proc = subprocess.Popen([sys.executable, *cmd[1:]], start_new_session=True, cwd=ROOT)
             self.running.add(proc)
         code = proc.wait()
         with self.lock:
@@ -198,7 +200,8 @@ def submit_slurm(stages, a, out, cluster="slurm"):
     for cmds in stages:
         if jobs:
             executor.update_parameters(slurm_dependency="afterok:" + jobs[-1][0].job_id.split("_")[0])
-        jobs.append(executor.submit_array([submitit.helpers.CommandFunction(c, cwd=ROOT) for c in cmds]))
+        jobs.append(executor.submit_array([submitit.helpers.CommandFunction([sys.executable, *c[1:]], cwd=ROOT)
+                                           for c in cmds]))
     return jobs
 
 
@@ -300,7 +303,7 @@ def table(folder, quiet=True):
     mious = {row: [m["miou"] for m in ms] for row, ms in rows.items()}
     results = []
     for row, mode, settings, _, _ in TABLE_ROWS:   # each selector against random (and entropy) at its budget
-        picks = mode in train.SELECTING_MODES and mode != "random"
+        picks = train.selecting(mode) and mode != "random"
         fraction = picks and train.selector_of(mode).budget == "fraction"
         partners = {"vs_random": ("random" if fraction else "random, 40 px") if picks else None,
                     "vs_entropy": "entropy" if fraction and mode != "entropy" else None,
@@ -359,9 +362,9 @@ def sweep_rows(folder):
     the folder's name (random-budget0.005), or, for points per image (ppl-points92), the sweep budget that gives
     them."""
     names = {f.parent.name.rpartition("-seed")[0] for f in Path(folder).glob("*-seed*/metrics.json")}
-    found = {n: re.fullmatch(r"([a-z_]+)((?:-[a-z_]+[0-9.e-]+)*)", n) for n in names}
-    asked = {n: {k: float(v) for k, v in re.findall(r"-([a-z_]+?)([0-9.e-]+)(?=-|$)", m[2])} for n, m in found.items()
-             if m and re.search(r"-(budget|points)[0-9]", n)}
+    found = {n: re.fullmatch(r"([a-z_]+)((?:-[a-z_]*[a-z]\d[0-9.e+-]*)*)", n) for n in names}
+    asked = {n: {k: float(v) for k, v in re.findall(r"-([a-z_]*[a-z])(\d[0-9.e+-]*?)(?=-[a-z]|$)", m[2])}
+             for n, m in found.items() if m and re.search(r"-(budget|points)\d", n)}
     budgets = sorted({a["budget"] for a in asked.values() if "budget" in a})
     fixed = {"spl": "spl (whole mask)", "adaptseg": "adaptseg", "supervised": "supervised"}
     stems = [n for n in fixed if n in names] + list(asked)
@@ -665,12 +668,12 @@ def main(argv=None):
         sys.exit(2)
 
 
-def experiment(a, passed):
-    """Plan the runs, hand them to an engine, write the tables (here) or say how to (--slurm, --print)."""
+def plan_stages(a, passed):
+    """The experiment's commands, stage by stage: every flag checked, nothing run."""
     if "--mode" in passed or any(w.startswith("--mode=") for w in passed):
         raise UsageError("the experiment chooses each run's --mode; leave it out")
-    base = train.get_args([*passed, "--mode", "spl"])   # every flag checked now, before any run starts
-    a.seeds, a.threads = a.seeds or [base.seed], base.threads
+    base = train.get_args([*passed, "--mode", "spl"])   # every flag of train.py checked now, before any run starts
+    a.seeds, a.threads, a.quiet = a.seeds or [base.seed], base.threads, base.quiet
     if len(set(a.seeds)) < len(a.seeds) or len(set(getattr(a, "budgets", []))) < len(getattr(a, "budgets", [])):
         raise UsageError("a seed or budget given twice would count twice in the means and intervals; give each once")
     if a.command == "noise":
@@ -678,26 +681,31 @@ def experiment(a, passed):
         if "spl" not in a.selectors or "random" not in a.selectors or base.budget is not None:
             raise UsageError("noise: give spl and random among --selectors, and no --budget (every selector buys "
                              "SPL's labelled fraction)")
-    if a.jobs > 1:
-        a.threads = max(1, (base.threads or __import__("torch").get_num_threads()) // a.jobs)
+    if a.jobs > 1:   # one thread each on a 2-core CPU: two one-thread runs do more than one two-thread run
+        a.threads = max(1, (base.threads or torch.get_num_threads()) // a.jobs)
     if a.slurm:
         a.threads = a.cpus_per_run
-    out = Path(a.out or f"runs/{a.command}-{time.strftime('%Y%m%d-%H%M%S')}")
-    stages = commands(a, base, passed, out)
+    a.out = Path(a.out or f"runs/{a.command}-{time.strftime('%Y%m%d-%H%M%S')}")
+    return commands(a, base, passed, a.out)
+
+
+def experiment(a, passed):
+    """Plan the runs, hand them to an engine, write the tables (here) or say how to (--slurm, --print)."""
+    stages = plan_stages(a, passed)
     if a.print:
         for k, cmds in enumerate(stages):
             print(f"# stage {k + 1} of {len(stages)}" + (": after every run above has ended" if k else ""))
             print("\n".join(shlex.join(c) for c in cmds))
         return
-    out.mkdir(parents=True, exist_ok=True)
+    a.out.mkdir(parents=True, exist_ok=True)
     if a.slurm:
-        jobs = submit_slurm(stages, a, out)
+        jobs = submit_slurm(stages, a, a.out)
         print(f"submitted {sum(map(len, jobs))} runs as {len(jobs)} job array(s): "
               f"{', '.join(j[0].job_id.split('_')[0] for j in jobs)}; when they have ended, give this command again "
-              f"(stopped runs resume) or python experiments.py regenerate {out}")
+              f"(stopped runs resume) or python experiments.py regenerate {a.out}")
         return
     Here(a.jobs)(stages)
-    {"table": table, "sweep": sweep, "noise": noise}[a.command](out, quiet=base.quiet)
+    {"table": table, "sweep": sweep, "noise": noise}[a.command](a.out, quiet=a.quiet)
 
 
 if __name__ == "__main__":

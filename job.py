@@ -2,7 +2,7 @@
 algorithm box and passes the method's state (theta, the labels revealed) in; a Job keeps the run's folder,
 checkpoints, exact resume, --init-from, stop signals, torchrun, the log and the outputs. None of this is LabOR.
 
-    job = Job(args)                     the device, the run folder (refused if it holds another run), --budget-from
+    job = Job(args)                     the device, the run folder (refused if it holds another run)
     net, theta, revealed = job.start(net, opt, annotator, target_images, theta, revealed)
                                         as given, or restored: a stopped run's checkpoint (with the labels it bought
                                         after it, from selection.pt) or --init-from's warm-up (and B); DDP
@@ -40,7 +40,6 @@ class Job:
         runs.setup_runtime(args)
         self.args, self.out = args, Path(args.out)
         on_rank0(args, runs.prepare_out, self.out, args.resume)
-        runs.resolve_budget(args)
         self.resume = runs.resume_checkpoint(args)
         self.state = runs.new_state()  # iteration, rounds done, loss history, seconds per stage
         self.selector_trained = False

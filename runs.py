@@ -131,10 +131,10 @@ def add_run_flags(p):
     a = p.add_argument_group("the run (device, output, resume; docs/operations.md)").add_argument
     a("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks cuda when available")
     a("--out", default=None, help="run folder (default runs/<mode>-<time>)")
-    a("--init-from", type=existing_dir, default=None, metavar="RUN_DIR",
+    a("--init-from", default=None, metavar="RUN_DIR",
       help="start where the warm-up of the staged run in RUN_DIR ended (its warmup.pt: A, D, optimisers, RNG), "
            "with its trained B when B's settings agree: the runs of a seed share one warm-up (experiments.py)")
-    a("--budget-from", type=existing_dir, default=None, metavar="RUN_DIR",
+    a("--budget-from", default=None, metavar="RUN_DIR",
       help="--budget: the labelled fraction the finished run in RUN_DIR bought (random at SPL's budget)")
     a("--log-every", type=positive_int, default=50, help="one log line every N iterations (default 50)")
     a("--threads", type=positive_int, default=None, help="CPU threads for torch (default: all cores)")
@@ -152,8 +152,17 @@ def add_run_flags(p):
 def check_args(args):
     """What no single flag's type can check: flags that need each other, files, the device."""
     real = args.data == "gta5-cityscapes"
-    if args.budget is not None and args.budget_from:
-        raise UsageError("give --budget or --budget-from, not both")
+    if args.init_from and not args.resume and not (Path(args.init_from) / WARMUP).is_file():
+        raise UsageError(f"--init-from {args.init_from}: there is no {WARMUP} there; give the folder of a staged run of "
+                         f"this seed that has bought its labels (experiments.py runs it first)")
+    if args.budget_from and not args.resume:
+        if args.budget is not None:
+            raise UsageError("give --budget or --budget-from, not both")
+        done = Path(args.budget_from) / "metrics.json"
+        if not done.is_file():
+            raise UsageError(f"--budget-from {args.budget_from}: there is no finished run there ({done}); run it "
+                             f"first")
+        args.budget = json.loads(done.read_text())["labelled_fraction"]
     if real and (not args.gta5_root or not args.cityscapes_root):
         raise UsageError("--data gta5-cityscapes needs --gta5-root and --cityscapes-root (see README, 'Full scale')")
     if real and args.eval_split != "val":
@@ -445,16 +454,6 @@ def init_from(args, state, net, opt, scaler, annotator):
     return theta, False
 
 
-def resolve_budget(args):
-    """--budget-from RUN_DIR: --budget is the labelled fraction that finished run bought (its metrics.json)."""
-    if args.budget_from and args.budget is None:
-        done = Path(args.budget_from) / "metrics.json"
-        if not done.is_file():
-            raise UsageError(f"--budget-from {args.budget_from}: there is no finished run there ({done}); run it "
-                             f"first")
-        args.budget = json.loads(done.read_text())["labelled_fraction"]
-
-
 # Settings that change where and how fast a run works, not what it computes (and flags of older versions).
 PLUMBING = ("out", "quiet", "threads", "log_every", "num_workers", "save_every", "resume", "shared_dir", "seeds",
             "budgets", "device", "benchmark", "peak_tflops", "profile", "jobs", "selectors", "noise_levels",
@@ -613,9 +612,6 @@ class Stopped(Exception):
     def __init__(self, signum, iteration, out, message=None):
         self.signum, self.iteration, self.out, self.message = signum, iteration, out, message
         super().__init__(message or f"stopped at iteration {iteration}; continue with: python train.py --resume {out}")
-
-    def __reduce__(self):  # from a --jobs worker process back to the experiment
-        return Stopped, (self.signum, self.iteration, self.out, self.message)
 
 
 def stop_on_signal(run):

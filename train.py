@@ -39,13 +39,20 @@ from distributed import exit_cleanly, gather_dict, init_distributed
 from job import Job
 from runs import UsageError, as_iterations, autocast, unwrap  # noqa: F401 (train.UsageError, train.unwrap: notebooks)
 
-# The modes: the two without target labels, every selector of selection.SELECTORS in this pipeline, RIPU as
-# published and full supervision.
-MODES = ("source_only", "adaptseg", *selection.SELECTORS, "ripu", "supervised")
-SELECTING_MODES = (*selection.SELECTORS, "ripu")
 EXPERIMENTS = ("table", "sweep", "noise")   # several runs: experiments.py
 # --mode ripu, RIPU as published (Xie et al. 2022): its regions, five labelling rounds at 10k, 12k, ..., 18k of 40k
 RIPU_ROUNDS = (0.25, 0.30, 0.35, 0.40, 0.45)
+
+
+def modes():
+    """Every --mode: the two without target labels, each selector of selection.SELECTORS in this pipeline (read when
+    asked, so a selector registered there is a mode at once), RIPU as published and full supervision."""
+    return ("source_only", "adaptseg", *selection.SELECTORS, "ripu", "supervised")
+
+
+def selecting(mode):
+    """Whether the mode buys labels with a selector (full supervision buys them all, without one)."""
+    return mode in selection.SELECTORS or mode == "ripu"
 
 
 def selector_of(mode):
@@ -76,7 +83,7 @@ def build_parser():
     types): a bad value is refused before any work starts."""
     p = runs.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument_group("the method (LabOR), with the paper's values").add_argument
-    a("--mode", default="spl", help="one of " + ", ".join(MODES) + " (default: spl). ripu_regions and ripu_points: "
+    a("--mode", default="spl", help="one of " + ", ".join(modes()) + " (default: spl). ripu_regions and ripu_points: "
       "RIPU's selector (Xie et al. 2022) in this pipeline; ripu: RIPU as published (its rounds and losses); "
       "margin: A's smallest top-2 margin (Scheffer et al. 2001). Tables and sweeps: python experiments.py")
     a("--preset", default="synthetic", choices=["synthetic", "paper"],
@@ -164,8 +171,8 @@ def build_parser():
 
 def apply_defaults(args):
     """Fill what depends on the preset, and check every value (a UsageError names what is wrong)."""
-    if args.mode not in MODES:
-        raise UsageError(f"unknown --mode {args.mode!r}; choose one of: {', '.join(MODES)}")
+    if args.mode not in modes():
+        raise UsageError(f"unknown --mode {args.mode!r}; choose one of: {', '.join(modes())}")
     paper = args.preset == "paper"
     real = args.data == "gta5-cityscapes"
     defaults = dict(model="deeplabv2" if (paper or real) else "tiny",
@@ -184,7 +191,7 @@ def apply_defaults(args):
         raise UsageError(f"--init-from: only a new staged run that adapts A alone before its labels (adaptseg or a "
                          f"selector, not --mode {args.mode} under --schedule {args.schedule}) starts from another's "
                          f"warm-up")
-    if args.budget_from and (args.mode not in SELECTING_MODES or selector_of(args.mode).budget != "fraction"):
+    if args.budget_from and (not selecting(args.mode) or selector_of(args.mode).budget != "fraction"):
         raise UsageError(f"--budget-from sets a fraction of the pixels, which --mode {args.mode} does not buy")
     runs.check_args(args)  # the schedule's iterations, data folders, weights file, device, --resume
     return args
@@ -196,7 +203,7 @@ def select_iterations(args):
     (runs.check_args has checked them.)"""
     if args.mode == "supervised":
         return [0]
-    if args.mode not in SELECTING_MODES:
+    if not selecting(args.mode):
         return []
     if args.mode == "ripu":
         return sorted({as_iterations(f, args.iters) for f in RIPU_ROUNDS})
@@ -208,7 +215,7 @@ def select_iterations(args):
 def shares_warmup(args):
     """Staged runs that adapt A alone before buying labels (and adaptseg, which buys none) train one and the same
     warm-up for a seed: one run trains it (its warmup.pt), the others can start from it (--init-from)."""
-    return args.schedule == "staged" and args.mode in SELECTING_MODES + ("adaptseg",) and args.mode != "ripu"
+    return args.schedule == "staged" and (selecting(args.mode) or args.mode == "adaptseg") and args.mode != "ripu"
 
 
 # ================================================================================================================

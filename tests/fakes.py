@@ -1,6 +1,6 @@
 """Tiny datasets written in the real GTA5 and Cityscapes folder layouts, for the tests of the real loaders.
 
-They reuse data.py's synthetic scenes, with the labels turned into Cityscapes label IDs, so a loader that reads
+They reuse synthetic.py's scenes, with the labels turned into Cityscapes label IDs, so a loader that reads
 them back must recover exactly what was drawn.
 """
 from pathlib import Path
@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from data import (CITYSCAPES_PALETTE, IGNORE_INDEX, SYNTHETIC_TO_CITYSCAPES, TRAIN_ID_TO_LABEL_ID,
-                  make_scene)
+from data import CITYSCAPES_PALETTE, IGNORE_INDEX, SYNTHETIC_TO_CITYSCAPES, TRAIN_ID_TO_LABEL_ID
+from synthetic import make_scene
 
 
 def write_fake_gta5(root, n=4, size=(16, 32), seed=0):

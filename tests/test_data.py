@@ -13,6 +13,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import data  # noqa: E402
+import synthetic  # noqa: E402
 import train  # noqa: E402  (train.build_data: stage 0 picks the datasets)
 from fakes import write_fake_cityscapes, write_fake_gta5  # noqa: E402
 
@@ -65,22 +66,22 @@ def test_colorize_and_denormalize():
 # ----------------------------------------------------------------------------- generator
 
 def test_make_scene_is_deterministic_and_varies():
-    image, label = data.make_scene("target", 3)
+    image, label = synthetic.make_scene("target", 3)
     assert image.shape == (96, 192, 3) and image.dtype == np.uint8
     assert label.shape == (96, 192) and label.dtype == np.uint8
-    again = data.make_scene("target", 3, "train", 0, (96, 192), 1.0)
+    again = synthetic.make_scene("target", 3, "train", 0, (96, 192), 1.0)
     assert (again[0] == image).all() and (again[1] == label).all()
     for other in [dict(index=4), dict(split="val"), dict(seed=1), dict(domain="source")]:
         kw = dict(domain="target", index=3, split="train", seed=0) | other
-        other_image, other_label = data.make_scene(**kw)
+        other_image, other_label = synthetic.make_scene(**kw)
         assert (other_image != image).mean() > 0.3 and (other_label != label).mean() > 0.1, other
-    small = data.make_scene("source", 0, size=(24, 40))
+    small = synthetic.make_scene("source", 0, size=(24, 40))
     assert small[0].shape == (24, 40, 3) and small[1].shape == (24, 40)
 
 
 @pytest.mark.parametrize("domain", ["source", "target"])
 def test_all_classes_present_and_small_classes_rare(domain):
-    labels = np.stack([data.make_scene(domain, i)[1] for i in range(20)])  # (20, H, W)
+    labels = np.stack([synthetic.make_scene(domain, i)[1] for i in range(20)])  # (20, H, W)
     assert labels.max() <= 8
     fraction = np.bincount(labels.ravel(), minlength=9) / labels.size
     print(domain, "class fractions", dict(zip(data.SYNTHETIC_CLASSES, fraction.round(4).tolist())))
@@ -93,11 +94,11 @@ def test_all_classes_present_and_small_classes_rare(domain):
 
 
 def test_generation_is_fast():
-    data.make_scene("target", 0)                                      # warm-up
+    synthetic.make_scene("target", 0)                                      # warm-up
     times = []
     for i in range(20):
         start = time.perf_counter()
-        data.make_scene("target", i)
+        synthetic.make_scene("target", i)
         times.append(time.perf_counter() - start)
     ms = min(times) * 1000  # the fastest of 20: what the code costs, not what a busy machine lends it
     print(f"make_scene target 96x192: {ms:.2f} ms per image (fastest of 20)")
@@ -107,7 +108,7 @@ def test_generation_is_fast():
 def _road_mean(domain, shift, n=20):
     """Mean RGB of road pixels over n scenes."""
     pixels = [im[lb == data.ROAD] for im, lb in
-              (data.make_scene(domain, i, shift=shift) for i in range(n))]
+              (synthetic.make_scene(domain, i, shift=shift) for i in range(n))]
     return np.concatenate(pixels).astype(np.float64).mean(0)
 
 
@@ -119,8 +120,8 @@ def test_shift_controls_the_domain_gap():
     assert close < 8 and far > 25
     # shift=0 also switches off textures / blur / noise: a target image is as flat as a
     # source one (few distinct colours, mostly per object).
-    flat = data.make_scene("target", 0, shift=0.0)[0]
-    busy = data.make_scene("target", 0, shift=1.0)[0]
+    flat = synthetic.make_scene("target", 0, shift=0.0)[0]
+    busy = synthetic.make_scene("target", 0, shift=1.0)[0]
     n_colours = lambda im: len(np.unique(im.reshape(-1, 3), axis=0))  # noqa: E731
     assert n_colours(flat) < 100 < n_colours(busy)
 
@@ -128,13 +129,13 @@ def test_shift_controls_the_domain_gap():
 def test_thing_shift_moves_only_the_things_colours():
     """thing_shift=None is shift (the benchmark unchanged); thing_shift=0 paints the target's things (here persons)
     in their source colour while everything else keeps the shift; the labels never change."""
-    default = data.make_scene("target", 3, shift=0.6)
-    assert all((a == b).all() for a, b in zip(default, data.make_scene("target", 3, shift=0.6, thing_shift=0.6)))
-    things0 = data.make_scene("target", 3, shift=0.6, thing_shift=0.0)
+    default = synthetic.make_scene("target", 3, shift=0.6)
+    assert all((a == b).all() for a, b in zip(default, synthetic.make_scene("target", 3, shift=0.6, thing_shift=0.6)))
+    things0 = synthetic.make_scene("target", 3, shift=0.6, thing_shift=0.0)
     assert (things0[1] == default[1]).all()
     label = default[1]
     person, sky = label == data.SYNTHETIC_CLASSES.index("person"), label == data.SYNTHETIC_CLASSES.index("sky")
-    src_person = np.array(data.SOURCE_COLORS["person"], np.float32)
+    src_person = np.array(synthetic.SOURCE_COLORS["person"], np.float32)
     gap = lambda im: np.abs(im[person].mean(0) - src_person).max()  # noqa: E731
     print("person colour gap to source, thing_shift 0.6 / 0:", gap(default[0]), gap(things0[0]))
     assert gap(things0[0]) < gap(default[0]) - 30
@@ -142,24 +143,24 @@ def test_thing_shift_moves_only_the_things_colours():
 
 
 def test_source_ignores_shift():
-    a, b = data.make_scene("source", 5, shift=0.0), data.make_scene("source", 5, shift=1.0)
+    a, b = synthetic.make_scene("source", 5, shift=0.0), synthetic.make_scene("source", 5, shift=1.0)
     assert (a[0] == b[0]).all() and (a[1] == b[1]).all()
 
 
 def test_synthetic_streets_dataset():
-    ds = data.SyntheticStreets("target", "tune", size=(32, 64))     # default n: 200
+    ds = synthetic.SyntheticStreets("target", "tune", size=(32, 64))     # default n: 200
     assert len(ds) == 200 and ds.num_classes == 9 and ds.classes == data.SYNTHETIC_CLASSES
     assert ds.domain == "target" and ds.split == "tune" and ds.palette.shape == (9, 3)
     image, label = ds[7]
     assert image.shape == (3, 32, 64) and image.dtype == torch.float32
     assert label.shape == (32, 64) and label.dtype == torch.int64
     assert 0 <= image.min() and image.max() <= 1 and label.max() <= 8
-    ref_image, ref_label = data.make_scene("target", 7, "tune", 0, (32, 64), 1.0)
+    ref_image, ref_label = synthetic.make_scene("target", 7, "tune", 0, (32, 64), 1.0)
     assert (label.numpy() == ref_label).all()
     assert torch.allclose(image, torch.from_numpy(ref_image).permute(2, 0, 1).float() / 255)
-    assert len(data.SyntheticStreets("source", n=3)) == 3
+    assert len(synthetic.SyntheticStreets("source", n=3)) == 3
     with pytest.raises(ValueError):
-        data.SyntheticStreets("game")
+        synthetic.SyntheticStreets("game")
 
     only = data.ImagesOnly(ds)
     img, idx = only[7]
@@ -324,6 +325,6 @@ def test_build_data_generates_each_synthetic_split_once_per_process():
     assert all(a is b for a, b in zip(first[:3], again[:3]))
     other = train.build_data(argparse.Namespace(**{**flags, "data_seed": 6}))
     assert other[0] is not first[0]
-    fresh = data.SyntheticStreets("target", "val", n=2, size=(16, 32), shift=0.6, seed=6 + 1000, thing_shift=0.0)
+    fresh = synthetic.SyntheticStreets("target", "val", n=2, size=(16, 32), shift=0.6, seed=6 + 1000, thing_shift=0.0)
     assert np.array_equal(other[2].images, fresh.images) and np.array_equal(other[2].labels, fresh.labels)
     assert not np.array_equal(other[2].images, first[2].images)

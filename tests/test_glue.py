@@ -224,7 +224,7 @@ def test_select_round_gives_the_selectors_bs_two_heads_at_image_size(monkeypatch
         real = getattr(selection, name)
         monkeypatch.setattr(selection, name, lambda p1, p2, *a, real=real, **k: seen.append((p1, p2)) or real(
             p1, p2, *a, **k))
-        train.select_round(args, net, images, annotator, revealed, 0, 1, None, classes)
+        train.select_round(args, net, images, annotator, revealed, 0, 1, classes)
         B = net["B"].eval()
         with torch.no_grad():
             x = torch.stack([images[i][0] for i in range(len(images))])
@@ -243,13 +243,34 @@ def test_a_pixel_bought_in_one_round_is_never_bought_again(monkeypatch):
     anew): the second asks the annotator for none of the first's pixels, and the annotator counts each pixel once.
     Catches the exclusion of bought pixels dropped in later rounds (the draws would overlap by about 15%)."""
     args, net, images, annotator, revealed, classes = labelling_setup("spl")
+    args.budget = 0.3   # over two rounds
     asked = []
     real = selection.buy
     monkeypatch.setattr(selection, "buy", lambda annotator, revealed, chosen, *a, **k: asked.append(
         {i: m.clone() for i, m in chosen.items()}) or real(annotator, revealed, chosen, *a, **k))
     for r in (0, 1):
-        train.select_round(args, net, images, annotator, revealed, r, 2, 0.3, classes)
+        train.select_round(args, net, images, annotator, revealed, r, 2, classes)
     first, second = asked
     assert sum(int(m.sum()) for m in first.values()) > 0 and sum(int(m.sum()) for m in second.values()) > 0
     assert all(not (first[i] & second[i]).any() for i in first)
     assert annotator.pixels_revealed == sum(int(m.sum()) for rnd in asked for m in rnd.values())
+
+
+def test_a_selector_registered_from_outside_runs_a_labelling_round(monkeypatch):
+    """A selector is one function and one entry of selection.SELECTORS: registered here, from the test file, it is a
+    --mode of train.py and labels a round of train.select_round (the annotator asked for exactly its pixels, costed
+    as the kind it names), with no other list of modes to edit."""
+    def top_left(q):   # the first row's first `budget * W` pixels of every image not bought before
+        chosen = torch.zeros(len(q.logits_a), *q.logits_a.shape[-2:], dtype=torch.bool)
+        chosen[:, 0, :round(q.budget * q.logits_a.shape[-1])] = True
+        return chosen & ~q.exclude.cpu() if q.exclude is not None else chosen
+
+    monkeypatch.setitem(selection.SELECTORS, "top_left", selection.Selector(top_left, False, "fraction", "regions",
+                                                                            ("h", "k")))
+    args, net, images, annotator, revealed, classes = labelling_setup("top_left")
+    args.budget = 0.5
+    assert "B" not in net and "D" in net
+    _, required, _ = train.select_round(args, net, images, annotator, revealed, 0, 1, classes)
+    assert annotator.pixels_revealed == required["bought_pixels"] == len(images) * 32
+    assert all(torch.equal(m[0, :32], torch.ones(32, dtype=torch.bool)) and m.sum() == 32 for m in revealed.masks())
+    assert required["annotation_seconds"]["kind"] == "regions"

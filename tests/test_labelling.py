@@ -1,10 +1,9 @@
 """Labeling only if required, measured (issue 12): what each bought label fixes (required_fraction), the paper's
 staged schedule (warm-up A, then B on that A with A fixed, then select, then A with the labels), one warm-up and
-one B shared by every run of a seed, and the budget sweep."""
+one B shared by every run of a seed (--init-from), and the experiments of many real runs (experiments.py)."""
 import argparse
 import json
 import math
-import pickle
 import sys
 from pathlib import Path
 
@@ -87,7 +86,7 @@ def test_select_round_required_fraction_is_a_error_rate_on_bought_pixels():
     annotator = selection.Annotator(lambda i: target[i][1])
     revealed = selection.RevealedLabels(tuple(images[0][0].shape[-2:]))
     net = {"A": ConstantA(road, len(classes))}
-    _, required, a_wrong = train.select_round(args, net, images, annotator, revealed, 0, 1, 0.1, classes)
+    _, required, a_wrong = train.select_round(args, net, images, annotator, revealed, 0, 1, classes)
     labels = torch.cat([lab[lab != 255] for lab in (revealed.labels[i].long() for i in revealed.labels)])
     assert required["bought_pixels"] == len(labels) > 0
     assert required["required_fraction"] == pytest.approx(float((labels != road).float().mean()))
@@ -171,26 +170,33 @@ def test_staged_run_labels_once_after_the_warmup(tmp_path):
 
 
 @pytest.mark.slow
-def test_shared_warmup_and_selector_give_the_same_runs(tmp_path):
-    """Every run of a seed may reuse the warm-up and B that another run saved in --shared-dir: the results are
-    bit for bit those of a run that trains its own."""
-    shared = ["--shared-dir", str(tmp_path / "shared")]
+def test_runs_from_another_runs_warm_up_and_b_are_the_runs_that_train_their_own(tmp_path):
+    """--init-from RUN_DIR: a staged run starts from the warm-up (and the trained B) another run of its seed saved in
+    warmup.pt; the results are bit for bit those of a run that trains its own. B is taken only when B's settings
+    agree (else trained anew from the warm-up); a warm-up of other settings or another seed is refused by name."""
     run_mode("spl", tmp_path / "spl-own", *STAGED)
     run_mode("random", tmp_path / "random-own", *STAGED, "--budget", "0.05")
-    first = run_mode("ppl", tmp_path / "ppl-first", *STAGED, *shared)      # trains and shares warm-up and B
-    assert first["shared_warmup"] is None
-    assert len(list((tmp_path / "shared").glob("warmup-seed0-*.pt"))) == 1
-    assert len(list((tmp_path / "shared").glob("selector-seed0-*.pt"))) == 1
-    spl = run_mode("spl", tmp_path / "spl-shared", *STAGED, *shared)
-    rnd = run_mode("random", tmp_path / "random-shared", *STAGED, *shared, "--budget", "0.05")
-    assert spl["shared_warmup"] and rnd["shared_warmup"]
-    for name in ("spl", "random"):
-        assert same_weights(weights(tmp_path / f"{name}-own"), weights(tmp_path / f"{name}-shared")), name
+    run_mode("ppl", tmp_path / "ppl-own", *STAGED, "--lambda-dis", "0.2")
+    first = run_mode("ppl", tmp_path / "ppl-first", *STAGED)      # trains the warm-up and B: its warmup.pt
+    assert first["shared_warmup"] is None and (tmp_path / "ppl-first" / runs.WARMUP).is_file()
+    init = ["--init-from", str(tmp_path / "ppl-first")]
+    spl = run_mode("spl", tmp_path / "spl-init", *STAGED, *init)
+    rnd = run_mode("random", tmp_path / "random-init", *STAGED, *init, "--budget", "0.05")
+    other_b = run_mode("ppl", tmp_path / "ppl-init", *STAGED, *init, "--lambda-dis", "0.2")   # B of its own
+    assert spl["shared_warmup"] == str(tmp_path / "ppl-first" / runs.WARMUP) and rnd["shared_warmup"]
+    assert not (tmp_path / "spl-init" / runs.WARMUP).exists()     # only a run that trained its warm-up shares it
+    for name in ("spl", "random", "ppl"):
+        assert same_weights(weights(tmp_path / f"{name}-own"), weights(tmp_path / f"{name}-init")), name
     own = json.loads((tmp_path / "spl-own" / "metrics.json").read_text())
     assert own["labelled_pixels"] == spl["labelled_pixels"] and own["miou"] == spl["miou"]
-    # another seed shares nothing with seed 0
-    other = run_mode("random", tmp_path / "random-seed1", *STAGED, *shared, "--budget", "0.05", "--seed", "1")
-    assert other["shared_warmup"] is None
+    assert spl["selector_history"] == first["selector_history"] != other_b["selector_history"]
+    assert own["history"] == spl["history"]                       # the warm-up's log comes with it
+    for extra, message in ((["--lr", "0.02"], r"other settings \(--lr 0.01 -> 0.02\)"),
+                           (["--seed", "1"], r"other settings \(--seed 0 -> 1\)")):
+        with pytest.raises(runs.UsageError, match=message):
+            run_mode("random", tmp_path / f"refused{extra[1]}", *STAGED, *init, "--budget", "0.05", *extra)
+    with pytest.raises(runs.UsageError, match="--init-from"):     # RIPU as published trains from its own start
+        run_mode("ripu", tmp_path / "ripu", *STAGED, *init)
 
 
 @pytest.mark.slow
@@ -219,23 +225,26 @@ def test_staged_run_killed_in_the_selector_stage_resumes_exactly(tmp_path, monke
     assert resumed["labelled_pixels"] == ref["labelled_pixels"] and resumed["miou"] == ref["miou"]
 
 
-# ------------------------------------------------------------------------------------------ the sweep
+# ------------------------------------------------------------------------------------------ experiments.py
+
+def experiment(*words):
+    """python experiments.py WORDS with the tiny staged settings (real runs, in processes of their own)."""
+    experiments.main([*words, *TINY, *STAGED, "--quiet"])
+
 
 @pytest.mark.slow
 def test_sweep_writes_curve_and_spends_each_budget(tmp_path):
-    args = train.get_args(["--mode", "sweep", "--out", str(tmp_path), *TINY, *STAGED,
-                           "--budgets", "0.01", "0.05", "--seeds", "0"])
-    args.quiet = True
-    summary = train.run_sweep(args)
+    experiment("sweep", "--budgets", "0.01", "0.05", "--out", str(tmp_path), "--jobs", "2")
     for f in ("sweep.md", "sweep.json", "budget_curve.png"):
         assert (tmp_path / f).exists(), f
-    got = {(r["selector"], r["budget"]): r for r in summary}
+    saved = json.loads((tmp_path / "sweep.json").read_text())
+    got = {(r["selector"], r["budget"]): r for r in saved["summary"]}
     expected = {("spl (whole mask)", None), ("adaptseg", None), ("supervised", None)} | {
-        (s, b) for s, *_ in experiments.SWEEP_SELECTORS for b in (0.01, 0.05)}
-    assert set(got) == expected
+        (label, b) for _, label, *_ in experiments.SWEEP for b in (0.01, 0.05)}
+    assert set(got) == expected and len(saved["runs"]) == len(expected)
     hw = 32 * 64
     for b in (0.01, 0.05):
-        for s in ("random", "entropy"):  # exactly the budget in every image
+        for s in ("random", "entropy", "margin"):  # exactly the budget in every image
             assert got[(s, b)]["points_per_image"] == round(b * hw), (s, b)
         assert got[("spl", b)]["points_per_image"] <= round(b * hw)  # capped: at most its mask
         assert 0 < got[("ppl", b)]["points_per_image"] <= round(b * hw)  # as many points, if the mask holds them
@@ -243,60 +252,46 @@ def test_sweep_writes_curve_and_spends_each_budget(tmp_path):
         assert got[("ripu points", b)]["points_per_image"] <= round(b * hw)  # ... and if its windows leave room
         assert 0 < got[("ripu regions", b)]["points_per_image"] <= 9 * math.ceil(b * hw / 9)  # 3x3 boxes, some clipped
     assert got[("adaptseg", None)]["labelled_fraction"] == 0 and got[("supervised", None)]["labelled_fraction"] == 1
-    # one warm-up and one B for the seed, shared by every run
-    assert len(list((tmp_path / "shared").glob("warmup-*.pt"))) == 1
-    assert len(list((tmp_path / "shared").glob("selector-*.pt"))) == 1
-    saved = json.loads((tmp_path / "sweep.json").read_text())
-    assert len(saved["runs"]) == len(expected)
-    # the sweep's files again from its runs' metrics.json alone (python experiments.py regenerate FOLDER)
-    md = (tmp_path / "sweep.md").read_text()
-    (tmp_path / "sweep.md").unlink()
-    experiments.regenerate(tmp_path)
-    assert (tmp_path / "sweep.md").read_text() == md
-    # the same command again reads the finished runs back instead of training them
-    again = argparse.Namespace(**vars(args))
-    (tmp_path / "sweep.md").unlink()
-    assert train.run_sweep(again) == summary
-
-
-@pytest.mark.slow
-def test_sweep_with_two_jobs_gives_what_one_job_gives(tmp_path):
-    """--jobs 2: the runs of two seeds in two worker processes (one thread each: TINY has --threads 1), each seed's
-    runs launched after its SPL; sweep.json is the one the same sweep writes run by run."""
-    flags = ["--mode", "sweep", *TINY, *STAGED, "--budgets", "0.05", "--seeds", "0", "1", "--quiet"]
-    for jobs in (1, 2):
-        train.run_sweep(train.get_args([*flags, "--out", str(tmp_path / f"jobs{jobs}"), "--jobs", str(jobs)]))
-    one, two = (json.loads((tmp_path / f"jobs{j}" / "sweep.json").read_text()) for j in (1, 2))
-    assert two == one and len(one["runs"]) == 2 * (3 + len(experiments.SWEEP_SELECTORS))
-    assert len(list((tmp_path / "jobs2" / "shared").glob("warmup-*.pt"))) == 2  # one per seed
-    for r in two["runs"]:  # every run but SPL's whole mask (which trains it) and supervised started from it
-        warmup = json.loads((tmp_path / "jobs2" / r["run"] / "metrics.json").read_text())["shared_warmup"]
+    # one warm-up and one B for the seed, trained by SPL's whole-mask run; every other run but supervised starts there
+    assert sorted(p.parent.name for p in tmp_path.glob(f"*/{runs.WARMUP}")) == ["spl-seed0"]
+    for r in saved["runs"]:
+        warmup = json.loads((tmp_path / r["run"] / "metrics.json").read_text())["shared_warmup"]
         assert (warmup is None) == (r["selector"] in ("spl (whole mask)", "supervised")), r
+    # the sweep's files again from its runs' metrics.json alone, byte for byte
+    before = {f: (tmp_path / f).read_bytes() for f in ("sweep.md", "sweep.json", "budget_curve.png")}
+    (tmp_path / "sweep.md").unlink()
+    experiments.main(["regenerate", str(tmp_path)])
+    assert {f: (tmp_path / f).read_bytes() for f in before} == before
+    # the same command again runs nothing: every run has finished with these settings
+    a, passed = experiments.build_parser().parse_known_args(["sweep", "--budgets", "0.01", "0.05", "--out",
+                                                              str(tmp_path), *TINY, *STAGED])
+    assert experiments.plan_stages(a, passed) == []
 
 
 @pytest.mark.slow
-def test_table_with_two_jobs_gives_what_one_job_gives(tmp_path):
-    """--mode table --jobs 2: random and entropy start after SPL and get its budget; the same table as run by run."""
-    flags = ["--mode", "table", *TINY, *STAGED, "--quiet"]
-    results = [train.run_table(train.get_args([*flags, "--out", str(tmp_path / f"jobs{j}"), "--jobs", str(j)]))
-               for j in (1, 2)]
-    for r in results:
-        for row in r:
+def test_an_experiment_gives_with_two_jobs_what_it_gives_with_one(tmp_path):
+    """--jobs 2 runs two runs at a time (one thread each: TINY has --threads 1); the table is the one the same
+    experiment writes run by run, random and entropy at the fraction SPL bought."""
+    for jobs in (1, 2):
+        experiment("table", "--seeds", "0", "1", "--out", str(tmp_path / f"jobs{jobs}"), "--jobs", str(jobs))
+    one, two = (json.loads((tmp_path / f"jobs{j}" / "results.json").read_text())["results"] for j in (1, 2))
+    for rows in (one, two):
+        for row in rows:
             row.pop("wall_seconds")
-    assert results[1] == results[0]
-    spl = next(r for r in results[1] if r["mode"] == "spl")
-    assert spl["labelled_fraction"] > 0
-    assert [r["labelled_fraction"] for r in results[1] if r["mode"] in ("random", "entropy")] == pytest.approx(
-        [spl["labelled_fraction"]] * 2, abs=1 / (32 * 64))
+    assert two == one
+    got = {r["mode"]: r for r in two}
+    assert got["spl"]["labelled_fraction"] > 0
+    assert [got[m]["labelled_fraction"] for m in ("random", "entropy")] == pytest.approx(
+        [got["spl"]["labelled_fraction"]] * 2, abs=1 / (32 * 64))
 
 
 @pytest.mark.slow
 def test_noise_experiment_end_to_end(tmp_path):
-    """--mode noise with real (tiny) runs: the noisy annotator changes labels, not what is bought (SPL's mask and
-    random's pixels at P = 0.5 are those of P = 0), reuses the seed's warm-up and B, and counts its wrong labels."""
-    flags = ["--mode", "noise", *TINY, *STAGED, "--quiet", "--noise-levels", "0", "0.5", "--noise-band", "2",
-             "--out", str(tmp_path)]
-    summary = {(e["level"], e["row"]): e for e in train.run_noise(train.get_args(flags))}
+    """experiments.py noise with real (tiny) runs: the noisy annotator changes labels, not what is bought (SPL's
+    mask and random's pixels at P = 0.5 are those of P = 0), reuses the seed's warm-up and B, and counts its wrong
+    labels."""
+    experiment("noise", "--noise-levels", "0", "0.5", "--noise-band", "2", "--out", str(tmp_path))
+    summary = {(e["level"], e["row"]): e for e in json.loads((tmp_path / "noise.json").read_text())["summary"]}
     for row in ("spl", "random", "ripu regions"):
         assert summary[0.5, row]["labelled_fraction"] == summary[0.0, row]["labelled_fraction"] > 0
         assert summary[0.0, row]["wrong_share"] == 0
@@ -307,48 +302,20 @@ def test_noise_experiment_end_to_end(tmp_path):
     assert noisy["annotator_wrong_labels"] > 0 and noisy["annotator_noise"] == 0.5
 
 
-def test_a_stop_in_a_worker_process_reaches_the_experiment_intact():
-    stopped = pickle.loads(pickle.dumps(runs.Stopped(15, 42, "runs/x")))
-    assert (stopped.signum, str(stopped)) == (15, "stopped at iteration 42; continue with: python train.py --resume "
-                                                   "runs/x")
-    assert str(pickle.loads(pickle.dumps(runs.Stopped(2, 0, None, "not started")))) == "not started"
-
-
 @pytest.mark.slow
-def test_an_experiment_resumes_a_stopped_run_and_refuses_one_with_other_settings(tmp_path):
-    """A run folder holding a checkpoint but no metrics.json (a stop, a kill) is continued by the same experiment
-    command, to the result the run has without a stop; with other settings it is refused by name."""
-    flags = ["--mode", "random", *TINY, "--budget", "0.05", "--save-every", "2", "--quiet"]
-    ref = train.run(train.get_args([*flags, "--out", str(tmp_path / "ref")]))
-    args = train.get_args([*flags, "--out", str(tmp_path / "x")])
-    stopped = tmp_path / "exp" / "random-seed0"
-    train.run(train.get_args([*flags, "--out", str(stopped)]))
-    (stopped / "metrics.json").unlink()  # as if stopped after its last checkpoint
-    other = argparse.Namespace(**{**vars(args), "lr": 0.5})
-    with pytest.raises(runs.UsageError, match=r"holds a stopped run with other settings \(--lr"):
-        experiments.one_run(other, train.run, train.apply_defaults, tmp_path / "exp", "random", 0)
-    m = experiments.one_run(args, train.run, train.apply_defaults, tmp_path / "exp", "random", 0)
-    assert (m["miou"], m["labelled_pixels"]) == (ref["miou"], ref["labelled_pixels"])
-    assert (stopped / "metrics.json").exists()
-
-
-def test_shared_file_names_change_with_every_setting_and_not_with_a_later_unset_key(tmp_path):
-    """Runs share a warm-up only when every setting it depends on agrees. A key added later (--thing-shift) leaves
-    the name of files shared before it existed unchanged while unset, and changes it once set (as it is by default)."""
-    args = train.get_args(["--schedule", "staged", "--shared-dir", str(tmp_path), "--mode", "spl"])
-    name = runs.shared_file(args, "warmup", runs.WARMUP_KEYS)
-    assert name.parent == tmp_path and name.name.startswith("warmup-seed0-")
-    older = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in runs.LATER_KEYS})
-    unset = argparse.Namespace(**{**vars(args), "thing_shift": None})
-    assert runs.shared_file(older, "warmup", runs.WARMUP_KEYS) == runs.shared_file(unset, "warmup", runs.WARMUP_KEYS)
-    assert args.thing_shift == 0.0 and runs.shared_file(older, "warmup", runs.WARMUP_KEYS) != name
-    for key, value in [("thing_shift", 0.6), ("shift", 0.5), ("seed", 1), ("warmup", 0.4)]:
-        changed = argparse.Namespace(**{**vars(args), key: value})
-        assert runs.shared_file(changed, "warmup", runs.WARMUP_KEYS) != name, key
-    changed = argparse.Namespace(**{**vars(args), "lambda_dis": 0.5})     # B's settings: not the warm-up's
-    assert runs.shared_file(changed, "warmup", runs.WARMUP_KEYS) == name
-    assert runs.shared_file(changed, "selector", runs.SELECTOR_KEYS) != runs.shared_file(args, "selector",
-                                                                                         runs.SELECTOR_KEYS)
+def test_slurm_path_runs_the_commands_it_submits(tmp_path):
+    """The --slurm path without a cluster: submitit's debug executor runs each job of the two job arrays in this
+    process (here: a `python train.py ...` each), stage 1 before stage 2; the table is then regenerated."""
+    a, passed = experiments.build_parser().parse_known_args(["table", "--slurm", "debug-partition", "--out",
+                                                             str(tmp_path), *TINY, *STAGED, "--quiet"])
+    stages = experiments.plan_stages(a, passed)
+    jobs = experiments.submit_slurm(stages, a, tmp_path, cluster="debug")
+    for stage in jobs:
+        for job in stage:
+            job.result()
+    results = {r["mode"]: r for r in experiments.regenerate(tmp_path)["table"]}
+    assert set(results) == {row for row, *_ in experiments.TABLE_ROWS}
+    assert json.loads((tmp_path / "random-seed0" / "metrics.json").read_text())["shared_warmup"]
 
 
 def test_defaults_are_the_staged_schedule_on_the_recalibrated_benchmark():
@@ -361,52 +328,3 @@ def test_defaults_are_the_staged_schedule_on_the_recalibrated_benchmark():
     joint = train.get_args(["--schedule", "joint", "--iters", "40", "--select-at", "0.25", "30"])
     assert train.select_iterations(joint) == [10, 30]
     assert train.select_iterations(train.get_args(["--schedule", "joint"])) == [250]
-
-
-def test_an_experiment_reads_a_finished_run_only_if_its_settings_agree(tmp_path):
-    """--mode table / sweep read a run folder that holds metrics.json instead of running it again, but only when
-    that run had the same settings; otherwise the experiment stops with a clear error instead of mixing them."""
-    args = train.get_args(["--mode", "table", *TINY, "--out", str(tmp_path)])
-    calls = []
-
-    def fake_run(a):  # stands for train.run: records the call, writes metrics.json as run does
-        calls.append(a.mode)
-        out = Path(a.out)
-        out.mkdir(parents=True)
-        m = {"miou": 0.5, "args": runs.args_dict(a)}
-        (out / "metrics.json").write_text(json.dumps(m))
-        return m
-
-    first = experiments.one_run(args, fake_run, lambda a: a, tmp_path, "random", 0, budget=0.05)
-    again = experiments.one_run(args, fake_run, lambda a: a, tmp_path, "random", 0, budget=0.05)
-    assert calls == ["random"] and again == first                    # read, not run again
-    other = argparse.Namespace(**{**vars(args), "iters": 9, "quiet": False, "threads": 2})
-    with pytest.raises(train.UsageError, match=r"other settings \(--iters 8 -> 9\)"):
-        experiments.one_run(other, fake_run, lambda a: a, tmp_path, "random", 0, budget=0.05)
-    assert calls == ["random"]
-    # runs saved before the defaults changed wrote the same settings otherwise: staged runs saved --select-at 0.5,
-    # runs of the first benchmark --thing-shift None (= --shift)
-    now = {"schedule": "staged", "select_at": None, "shift": 0.6, "thing_shift": 0.6, "iters": 8}
-    before = {"schedule": "staged", "select_at": [0.5], "shift": 0.6, "thing_shift": None, "iters": 8}
-    assert experiments.changed_settings(before, now) == []
-    assert experiments.changed_settings(before, {**now, "profile": False}) == []     # a flag of --benchmark only
-    assert experiments.changed_settings({**before, "schedule": "joint"}, {**now, "schedule": "joint"}) == [
-        "--select-at [0.5] -> None"]
-    assert experiments.changed_settings(before, {**now, "thing_shift": 0.0}) == ["--thing-shift 0.6 -> 0.0"]
-    # capped SPL runs saved before --spl-cap kept the most discrepant pixels; the cap acts on capped SPL only
-    spl = {**now, "mode": "spl", "budget": 0.01}
-    assert experiments.changed_settings(spl, {**spl, "spl_cap": "discrepancy"}) == []
-    assert experiments.changed_settings(spl, {**spl, "spl_cap": "random"}) == ["--spl-cap discrepancy -> random"]
-    assert experiments.changed_settings({**now, "mode": "random", "budget": 0.01},
-                                        {**now, "mode": "random", "budget": 0.01, "spl_cap": "random"}) == []
-    assert experiments.changed_settings({**spl, "budget": None}, {**spl, "budget": None, "spl_cap": "random"}) == []
-    # B's settings do not act on a run without B: random pixels are read back whatever --lambda-dis says
-    rnd = {**now, "mode": "random", "budget": 0.01, "lambda_dis": 0.2}
-    assert experiments.changed_settings(rnd, {**rnd, "lambda_dis": 0.05}) == []
-    assert experiments.changed_settings({**spl, "lambda_dis": 0.2}, {**spl, "lambda_dis": 0.05}) == [
-        "--lambda-dis 0.2 -> 0.05"]
-    # --ppl-cell acts on PPL alone; PPL runs saved before it took the nearest points wherever they lay (0)
-    ppl = {**now, "mode": "ppl"}
-    assert experiments.changed_settings(ppl, {**ppl, "ppl_cell": 0}) == []
-    assert experiments.changed_settings(ppl, {**ppl, "ppl_cell": 8}) == ["--ppl-cell 0 -> 8"]
-    assert experiments.changed_settings({**spl, "ppl_cell": 0}, {**spl, "ppl_cell": 8}) == []

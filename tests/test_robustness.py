@@ -29,6 +29,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import distributed  # noqa: E402
+import experiments  # noqa: E402
 from fakes import write_fake_cityscapes, write_fake_gta5  # noqa: E402
 import labor  # noqa: E402
 import selection  # noqa: E402
@@ -199,25 +200,34 @@ def test_killed_run_resumes_exactly(reference, tmp_path):
 
 
 @pytest.mark.slow
-def test_kill_after_labelling_round_does_not_buy_again(reference, tmp_path, capsys, annotator_calls):
+def test_kill_after_labelling_round_does_not_buy_again(reference, tmp_path, capsys, monkeypatch, annotator_calls):
     """Killed after the round: the resumed run asks the annotator nothing and ends as the uninterrupted run.
-    Killed between the round's selection.pt and the next checkpoint (simulated: a checkpoint from before the round
-    beside the selection.pt written by it): the saved labels are reused, again without asking the annotator."""
-    out, early = tmp_path / "run", tmp_path / "early.pt"
-    it = kill_when(start(out, *RUN), out, lambda i: i > SELECT_AT, keep=(early, lambda i: 0 < i < SELECT_AT))
-    assert it > SELECT_AT and early.exists()
-    assert torch.load(out / runs.SELECTION, weights_only=True)["rounds_done"] == 1
-    stale = tmp_path / "stale"
-    stale.mkdir()
-    shutil.copyfile(early, stale / runs.CHECKPOINT)
-    shutil.copyfile(out / runs.SELECTION, stale / runs.SELECTION)
-
+    Killed between the round's selection.pt and the checkpoint after it (here: the run ends right after writing
+    selection.pt, in this process), the checkpoint on disk is the one written before the round: the labels saved
+    in selection.pt are reused, again without asking the annotator."""
+    out = tmp_path / "run"
+    it = kill_when(start(out, *RUN), out, lambda i: i > SELECT_AT)
+    assert it > SELECT_AT and torch.load(out / runs.SELECTION, weights_only=True)["rounds_done"] == 1
     code, err = main(["--resume", out, "--threads", "1", "--quiet"], capsys)
     assert code == 0, err
     assert annotator_calls == []
     assert_same_run(reference, out)
 
-    assert torch.load(stale / runs.CHECKPOINT, weights_only=True)["rounds_done"] == 0
+    real, stale = runs.save_selection, tmp_path / "stale"
+
+    def then_killed(args, folder, revealed, annotator, state):
+        real(args, folder, revealed, annotator, state)
+        if state["rounds_done"] == 1:
+            raise KeyboardInterrupt   # the kill, before the checkpoint that follows the round
+
+    monkeypatch.setattr(runs, "save_selection", then_killed)
+    with pytest.raises(KeyboardInterrupt):
+        main(["--out", stale, *RUN, "--quiet"], capsys)
+    monkeypatch.setattr(runs, "save_selection", real)
+    ckpt = torch.load(stale / runs.CHECKPOINT, weights_only=True)
+    assert (ckpt["iter"], ckpt["rounds_done"]) == (SELECT_AT, 0)
+    assert torch.load(stale / runs.SELECTION, weights_only=True)["rounds_done"] == 1
+    annotator_calls.clear()
     code, err = main(["--resume", stale, "--threads", "1", "--quiet"], capsys)
     assert code == 0, err
     assert annotator_calls == []
@@ -592,15 +602,15 @@ def test_sigterm_checkpoints_and_the_resumed_run_ends_the_same(target, reference
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["experiment alone", "process group"])
 def test_sigterm_stops_a_table_with_two_jobs_and_the_same_command_finishes_it(target, tmp_path):
-    """--mode table --jobs 2 stopped by SIGTERM (to the experiment alone, which passes it on to its worker processes,
-    or to the whole process group, as Ctrl-C and a cluster do): the runs in progress write their checkpoints and
-    stop, no worker goes on, the exit code is 128 + 15; the same command then resumes the stopped runs, starts the
-    rest, and writes the table an uninterrupted run writes."""
-    flags = ["--mode", "table", "--iters", "40", "--save-every", "2", *TINY, "--jobs", "2", "--quiet"]
+    """experiments.py table --jobs 2 stopped by SIGTERM (to the experiment alone, or to its whole process group, as
+    a cluster does): it passes the signal once to every run in progress (each a process group of its own), they
+    write their checkpoints and stop, no run starts after it, the exit code is 128 + 15; the same command then
+    resumes the stopped runs, starts the rest, and writes the table an uninterrupted experiment writes."""
+    flags = ["table", "--iters", "40", "--save-every", "2", *TINY, "--jobs", "2", "--quiet"]
     ref = tmp_path / "ref"
-    train.run_table(train.get_args([*flags, "--out", str(ref)]))
+    experiments.main([*flags, "--out", str(ref)])
     out = tmp_path / "table"
-    cmd = [sys.executable, "train.py", *flags, "--out", str(out)]
+    cmd = [sys.executable, "experiments.py", *flags, "--out", str(out)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     wait_for_checkpoint(proc, out / "spl-seed0", lambda i: i >= 10)
@@ -612,7 +622,8 @@ def test_sigterm_stops_a_table_with_two_jobs_and_the_same_command_finishes_it(ta
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert err.strip().splitlines()[-1] == ("stopped (every run in progress wrote its checkpoint); continue with the "
                                             "same command"), err
-    assert not (out / "spl-seed0" / "metrics.json").exists() and not (out / "results.md").exists()
+    assert f"stopped at iteration" in err and not (out / "spl-seed0" / "metrics.json").exists()
+    assert not (out / "results.md").exists()
     assert not [m for m in ("ppl", "random", "entropy", "adaptseg") if (out / f"{m}-seed0").exists()]  # need SPL's
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr

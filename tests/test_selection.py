@@ -2,6 +2,7 @@
 example or an independent brute-force numpy computation."""
 
 import io
+import math
 import sys
 from pathlib import Path
 
@@ -362,6 +363,46 @@ def test_entropy_select_picks_highest_entropy_pixels():
 def make_gt(n=5, h=4, w=6, seed=13):
     g = torch.Generator().manual_seed(seed)
     return {i: torch.randint(0, 19, (h, w), generator=g) for i in range(n)}
+
+
+def test_margin_select_takes_the_smallest_top_two_margins_by_hand():
+    """Four pixels of one image, three classes: softmax margins p(1) - p(2) computed by hand; the two smallest are
+    pixels 3 and 1 (a confident pixel with a large margin but high entropy elsewhere is not taken); an excluded
+    pixel is never chosen. Catches the largest margin, p(1) - p(3), and a softmax over the wrong dimension."""
+    probs = torch.tensor([[0.90, 0.05, 0.05], [0.45, 0.40, 0.15], [0.60, 0.20, 0.20], [0.34, 0.33, 0.33]])  # (4, C)
+    logits = probs.log().t().reshape(1, 3, 1, 4)                                                 # (1, C, 1, 4)
+    margins = [0.85, 0.05, 0.40, 0.01]
+    chosen = selection.margin_select(logits, 2)
+    assert chosen.shape == (1, 1, 4) and chosen[0, 0].tolist() == [False, True, False, True]
+    assert sorted(range(4), key=margins.__getitem__)[:2] == [3, 1]
+    exclude = torch.tensor([[[False, False, False, True]]])
+    assert selection.margin_select(logits, 2, exclude)[0, 0].tolist() == [False, True, True, False]
+
+
+def test_every_selector_returns_its_budget_in_one_round_and_says_what_it_is():
+    """Each registry entry, called as train.select_round calls it (selection.Round), returns a (B, H, W) mask
+    inside the image, never an excluded pixel, at most its budget (a fraction, or points per image); the fields
+    train.py, experiments.py and figures.py read are of the kinds they expect."""
+    torch.manual_seed(0)
+    b, c, h, w = 2, 4, 16, 24
+    logits_a, l1, l2 = (torch.randn(b, c, h, w) for _ in range(3))
+    exclude = torch.zeros(b, h, w, dtype=torch.bool)
+    exclude[:, :2] = True
+    styles = set()
+    for name, sel in selection.SELECTORS.items():
+        budget = 6 if sel.budget == "points" else 0.05
+        heads = (l1, l2, None) if sel.needs_b else None
+        q = selection.Round(logits_a, heads, exclude, [1, 2], budget, 1, 2,
+                            {"spl_cap": "random", "ppl_cell": 0, "ppl_space": "prob"})
+        chosen = sel.select(q)
+        assert chosen.shape == (b, h, w) and chosen.dtype == torch.bool, name
+        assert not (chosen.cpu() & exclude).any(), name
+        most = selection.share(6, 1, 2) if sel.budget == "points" else 9 * math.ceil(h * w * 0.05 / 2 / 9)
+        assert 0 < chosen.sum(dim=(1, 2)).max() <= most, name
+        assert sel.budget in ("fraction", "points") and sel.kind in ("points", "regions"), name
+        styles.add(sel.style)
+    assert len(styles) == len(selection.SELECTORS)   # one look for each selector
+    assert [selection.share(7, r, 3) for r in range(3)] == [3, 2, 2]
 
 
 def test_annotator_reveals_only_selected_pixels_and_counts():

@@ -1,89 +1,60 @@
-"""The paired statistics every table and sweep reports, against hand computations: each seed's difference to the
-equal-budget partner, the mean, and a 95% Student-t interval on the paired differences."""
-import argparse
+"""experiments.py without training: the paired statistics every table reports (against hand computations), the
+tables made from run folders' metrics.json alone, and the commands an experiment plans (stages, shared warm-ups,
+budgets, what is skipped or resumed). Real runs through experiments.py: tests/test_labelling.py."""
 import json
 import math
-
-import pytest
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
-import experiments
+import pytest
+import torch
 
+import experiments
+import runs
+import train
+
+SIZE = ["--size", "32", "64"]   # 2048 pixels an image
+ARGS = {"iters": 500, "schedule": "staged", "model": "tiny", "points": 40, "data": "synthetic", "shift": 0.6,
+        "thing_shift": 0.0, "size": [32, 64], "preset": "synthetic", "source_size": None, "target_size": None,
+        "eval_split": "val"}
+
+
+def write_run(folder, name, miou, **more):
+    """A finished run as experiments.py sees one: <name>/metrics.json (nothing is trained)."""
+    run = Path(folder) / name
+    run.mkdir(parents=True, exist_ok=True)
+    m = {"miou": miou, "labelled_fraction": 0.01, "points_per_image": 1.0, "required_fraction": None,
+         "wall_seconds": 1.0, "labelled_pixels": 20, "eval_split": "val", "args": {**ARGS, "out": str(run)}, **more}
+    (run / "metrics.json").write_text(json.dumps(m))
+    return m
+
+
+# ------------------------------------------------------------------------------------------------ statistics
 
 def test_paired_difference_by_hand():
     """Differences 1, 2, 3 (a - b): mean 2, sd 1, so the interval is 2 +- t(0.975; 2) / sqrt(3) = 2 +- 4.303 / 1.732."""
     d = experiments.paired_difference([11.0, 22.0, 33.0], [10.0, 20.0, 30.0])
     assert d["diffs"] == pytest.approx([1.0, 2.0, 3.0]) and d["n"] == 3 and d["mean"] == pytest.approx(2.0)
     half = 4.303 / math.sqrt(3)
-    assert d["ci95"] == pytest.approx([2.0 - half, 2.0 + half]) and d["excludes_zero"] is False
+    assert d["ci95"] == pytest.approx([2.0 - half, 2.0 + half], abs=1e-3) and d["excludes_zero"] is False
     tight = experiments.paired_difference([0.5, 0.7, 0.6, 0.6], [0.0, 0.0, 0.0, 0.0])  # sd 0.0816, t(3) = 3.182
     half = 3.182 * math.sqrt(0.02 / 3) / 2
-    assert tight["ci95"] == pytest.approx([0.6 - half, 0.6 + half]) and tight["excludes_zero"] is True
+    assert tight["ci95"] == pytest.approx([0.6 - half, 0.6 + half], abs=1e-4) and tight["excludes_zero"] is True
     below = experiments.paired_difference([0.0, 0.0, 0.0], [1.0, 1.1, 0.9])
     assert below["ci95"][1] < 0 and below["excludes_zero"] is True
     one = experiments.paired_difference([1.0], [0.5])
     assert one["ci95"] is None and one["excludes_zero"] is None and one["mean"] == 0.5
 
 
-def test_student_t_quantiles_by_table():
-    """A few of the table's values (any statistics book), and the normal quantile beyond 30 degrees of freedom."""
-    assert experiments.T975[0] == 12.706 and experiments.T975[1] == 4.303 and experiments.T975[6] == 2.365
-    big = experiments.paired_difference([float(i % 2) for i in range(41)], [0.0] * 41)
-    sd = math.sqrt(sum((i % 2 - 20 / 41) ** 2 for i in range(41)) / 40)
-    assert big["ci95"][1] - big["mean"] == pytest.approx(2.021 * sd / math.sqrt(41), abs=1e-3)   # t(0.975; 40)
-    assert experiments.t975(30) == 2.042 and experiments.t975(60) == pytest.approx(2.000, abs=1e-3)
-    assert experiments.t975(120) == pytest.approx(1.980, abs=1e-3)
-
-
-def metrics(miou):
-    return {"miou": miou, "labelled_fraction": 0.01, "points_per_image": 1.0, "required_fraction": None,
-            "wall_seconds": 1.0}
-
-
-def test_table_pairs_each_selector_with_its_equal_budget_partner():
-    """SPL against random at SPL's budget and against entropy; PPL against random at 40 px per image; seed by seed
-    (the lists are in seed order)."""
-    base = {row: [metrics(0.5), metrics(0.5)] for row in experiments.TABLE_MODES}
-    base["spl"] = [metrics(0.70), metrics(0.66)]
-    base["random"] = [metrics(0.68), metrics(0.65)]
-    base["entropy"] = [metrics(0.60), metrics(0.61)]
-    base["ppl"] = [metrics(0.64), metrics(0.62)]
-    base["random, 40 px"] = [metrics(0.63), metrics(0.60)]
-    results = {r["mode"]: r for r in experiments.summarise_table(base, argparse.Namespace())}
-    assert results["spl"]["vs_random"]["diffs"] == pytest.approx([0.02, 0.01])
-    assert results["spl"]["vs_random"]["partner"] == "random"
-    assert results["spl"]["vs_entropy"]["diffs"] == pytest.approx([0.10, 0.05])
-    assert results["ppl"]["vs_random"]["diffs"] == pytest.approx([0.01, 0.02])
-    assert results["ppl"]["vs_random"]["partner"] == "random, 40 px" and results["ppl"]["vs_entropy"] is None
-    assert results["random"]["vs_random"] is None and results["supervised"]["vs_random"] is None
-    # RIPU against LabOR at the same budget: regions against SPL, points against the paper's PPL
-    assert results["ripu regions"]["vs_labor"]["diffs"] == pytest.approx([0.5 - 0.70, 0.5 - 0.66])
-    assert results["ripu points"]["vs_labor"]["diffs"] == pytest.approx([0.5 - 0.64, 0.5 - 0.62])
-    assert results["ripu points"]["vs_labor"]["partner"] == "ppl" and results["spl"]["vs_labor"] is None
-    assert results["spl"]["vs_supervised"]["diffs"] == pytest.approx([0.20, 0.16])   # supervised: 0.5, 0.5
-    assert results["supervised"]["vs_supervised"] is None
-    half = 12.706 * math.sqrt(0.00005) / math.sqrt(2)       # the two differences 0.02, 0.01: sd sqrt(0.00005)
-    assert results["spl"]["vs_random"]["ci95"] == pytest.approx([0.015 - half, 0.015 + half])
-
-
-def test_sweep_pairs_by_seed_at_the_same_budget():
-    """A selector's runs are paired with random's of the same seed and budget asked, whatever the order of the rows;
-    a seed random lacks is left out."""
-    rows = [{"selector": s, "budget": b, "seed": seed, "miou": m, "labelled_fraction": b or 0, "points_per_image": 1,
-             "required_fraction": None}
-            for s, b, seed, m in (("random", 0.01, 0, 0.60), ("random", 0.01, 1, 0.62), ("spl", 0.01, 1, 0.65),
-                                  ("spl", 0.01, 0, 0.61), ("spl", 0.01, 2, 0.70), ("entropy", 0.01, 0, 0.50),
-                                  ("entropy", 0.01, 1, 0.52), ("spl", 0.05, 0, 0.66), ("adaptseg", None, 0, 0.5))]
-    got = {(r["selector"], r["budget"]): r for r in experiments.summarise_sweep(rows)}
-    assert got["spl", 0.01]["vs_random"]["diffs"] == pytest.approx([0.03, 0.01])     # seeds 1, 0; seed 2 unpaired
-    assert got["spl", 0.01]["vs_entropy"]["diffs"] == pytest.approx([0.13, 0.11])
-    assert got["entropy", 0.01]["vs_random"]["diffs"] == pytest.approx([-0.10, -0.10])
-    assert "vs_random" not in got["spl", 0.05] and "vs_random" not in got["adaptseg", None]
-    assert "vs_random" not in got["random", 0.01]
-    ripu = [{"selector": "ripu regions", "budget": 0.01, "seed": seed, "miou": m, "labelled_fraction": 0.01,
-             "points_per_image": 1, "required_fraction": None} for seed, m in ((1, 0.60), (0, 0.66))]
-    got = {(r["selector"], r["budget"]): r for r in experiments.summarise_sweep(rows + ripu)}
-    assert got["ripu regions", 0.01]["vs_labor"]["diffs"] == pytest.approx([-0.05, 0.05])   # seeds 1, 0 vs SPL
+@pytest.mark.parametrize("n, t", [(2, 12.706), (3, 4.303), (8, 2.365), (31, 2.042), (41, 2.021), (121, 1.980)])
+def test_intervals_use_student_t_with_n_minus_one_degrees_of_freedom(n, t):
+    """The half-width over sd / sqrt(n) is the 97.5% Student-t quantile with n - 1 degrees of freedom, as any
+    statistics book's table gives it to three decimals (a normal quantile, 1.960, or n degrees of freedom fail)."""
+    d = experiments.paired_difference([float(i % 2) for i in range(n)], [0.0] * n)
+    sd = math.sqrt(sum((i % 2 - d["mean"]) ** 2 for i in range(n)) / (n - 1))
+    assert (d["ci95"][1] - d["mean"]) / (sd / math.sqrt(n)) == pytest.approx(t, abs=5e-4)
 
 
 def test_a_difference_cell_marks_an_interval_clear_of_zero():
@@ -92,112 +63,104 @@ def test_a_difference_cell_marks_an_interval_clear_of_zero():
     assert experiments._difference(None) == "-"
 
 
-def test_the_readme_brief_of_a_table_and_a_sweep(tmp_path):
-    """python experiments.py brief FOLDER: per-seed values, the mean and the difference to random, bold only where
-    the interval excludes zero."""
-    clear = experiments.paired_difference([0.70, 0.66, 0.68], [0.68, 0.65, 0.66])
-    unclear = experiments.paired_difference([0.70, 0.62, 0.68], [0.68, 0.65, 0.66])
-    rows = [{"mode": "spl", "mious": [0.70, 0.66, 0.68], "miou_mean": 0.68, "labelled_fraction": 0.015,
-             "annotation_seconds": 421.0, "vs_random": clear},
-            {"mode": "ppl", "mious": [0.70, 0.62, 0.68], "miou_mean": 0.6667, "labelled_fraction": 0.002,
-             "annotation_seconds": 96.0, "vs_random": unclear}]
-    (tmp_path / "results.json").write_text(json.dumps({"seeds": [0, 1, 2], "results": rows}))
-    lines = experiments.brief(tmp_path).splitlines()
-    assert lines[2] == "| spl | 70.0 / 66.0 / 68.0 | 68.0 | 1.50% | 421 | **+1.67 [+0.23, +3.10]** |  |"
-    assert lines[3].startswith("| ppl | 70.0 / 62.0 / 68.0 | 66.7 | 0.20% | 96 | +0.33 [") and "**" not in lines[3]
-    sweep = {"budgets": [0.001], "summary": [{"selector": "random", "budget": 0.001, "miou_mean": 0.64},
-                                              {"selector": "spl", "budget": 0.001, "miou_mean": 0.65, "vs_random": clear}]}
-    (tmp_path / "results.json").unlink()
-    (tmp_path / "sweep.json").write_text(json.dumps(sweep))
-    assert experiments.brief(tmp_path).splitlines()[2] == "| 0.1% | 64.0 | **+1.67 [+0.23, +3.10]** |"
+# ------------------------------------------------------------------------------------------------ tables from folders
+
+def table_folder(folder, seeds=(0, 1), skip=()):
+    """Every row of the table for these seeds (but `skip`: (stem, seed) not finished), with the mIoU below."""
+    miou = {"spl": (0.70, 0.66, 0.90), "random": (0.68, 0.65, 0.50), "entropy": (0.60, 0.61, 0.5),
+            "ppl": (0.64, 0.62, 0.6), "random-points": (0.63, 0.60, 0.6)}
+    for *_, stem, _ in experiments.TABLE_ROWS:
+        for s in seeds:
+            if (stem, s) not in skip:
+                write_run(folder, f"{stem}-seed{s}", miou.get(stem, (0.5, 0.5, 0.5))[s])
+
+
+def test_table_pairs_each_selector_with_its_equal_budget_partner(tmp_path):
+    """SPL against random at SPL's budget and against entropy; PPL against random at 40 px per image; RIPU against
+    LabOR; every row against supervised; seed by seed (rows found by their folder names)."""
+    table_folder(tmp_path)
+    results = {r["mode"]: r for r in experiments.table(tmp_path)}
+    assert results["spl"]["vs_random"]["diffs"] == pytest.approx([0.02, 0.01])
+    assert results["spl"]["vs_random"]["partner"] == "random"
+    assert results["spl"]["vs_entropy"]["diffs"] == pytest.approx([0.10, 0.05])
+    assert results["ppl"]["vs_random"]["diffs"] == pytest.approx([0.01, 0.02])
+    assert results["ppl"]["vs_random"]["partner"] == "random, 40 px" and results["ppl"]["vs_entropy"] is None
+    assert results["random"]["vs_random"] is None and results["supervised"]["vs_random"] is None
+    assert results["ripu as published"]["vs_random"]["partner"] == "random"
+    assert results["ripu as published"]["vs_entropy"]["partner"] == "entropy"
+    assert results["entropy"]["vs_random"]["partner"] == "random" and results["entropy"]["vs_entropy"] is None
+    assert results["ripu regions"]["vs_labor"]["diffs"] == pytest.approx([0.5 - 0.70, 0.5 - 0.66])
+    assert results["ripu points"]["vs_labor"]["diffs"] == pytest.approx([0.5 - 0.64, 0.5 - 0.62])
+    assert results["ripu points"]["vs_labor"]["partner"] == "ppl" and results["spl"]["vs_labor"] is None
+    assert results["spl"]["vs_supervised"]["diffs"] == pytest.approx([0.20, 0.16])   # supervised: 0.5, 0.5
+    assert results["supervised"]["vs_supervised"] is None
+    half = 12.706 * math.sqrt(0.00005) / math.sqrt(2)       # the two differences 0.02, 0.01: sd sqrt(0.00005)
+    assert results["spl"]["vs_random"]["ci95"] == pytest.approx([0.015 - half, 0.015 + half], abs=1e-4)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["seeds"] == [0, 1] and saved["runs"]["ppl, cell 8"] == ["ppl-cell8-seed0", "ppl-cell8-seed1"]
+    assert (tmp_path / "results.png").is_file() and "| spl | 68.0 ± 2.8 | 70.0 / 66.0 |" in \
+        (tmp_path / "results.md").read_text()
 
 
 def test_a_stopped_table_regenerates_over_its_finished_seeds_only(tmp_path):
-    """python experiments.py regenerate FOLDER on a --mode table folder whose command has not finished: the table
-    is made of the seeds whose every row has finished, so each difference pairs the same seeds (a table that took
-    every finished run of a row would pair SPL's seed 2 with nothing, or random's seeds with other SPL seeds)."""
-    args = {"iters": 500, "schedule": "staged", "model": "tiny", "points": 40, "data": "synthetic", "shift": 0.6,
-            "thing_shift": 0.0, "quiet": True}
-    spl = {0: 0.70, 1: 0.66, 2: 0.90}
-    rand = {0: 0.68, 1: 0.65, 2: 0.50}
-    for *_, stem, _ in experiments.TABLE_ROWS:
-        for seed in (0, 1, 2):
-            if stem == "ripu_points" and seed == 2:
-                continue                                   # seed 2 is still running: no metrics.json yet
-            miou = spl[seed] if stem == "spl" else rand[seed] if stem == "random" else 0.6
-            run = tmp_path / f"{stem}-seed{seed}"
-            run.mkdir()
-            (run / "metrics.json").write_text(json.dumps(
-                {**metrics(miou), "args": {**args, "out": str(run)}}))
-    (tmp_path / "plan.json").write_text(json.dumps({"experiment": "table", "seeds": [0, 1, 2, 3]}))
-    results = {r["mode"]: r for r in experiments.regenerate(tmp_path)}
-    assert results["spl"]["mious"] == [0.70, 0.66]
-    assert results["spl"]["vs_random"]["diffs"] == pytest.approx([0.02, 0.01])
+    """A table whose runs have not all finished: only the seeds whose every row has finished enter it, so each
+    difference pairs the same seeds (every finished run of a row would pair SPL's seed 2 with nothing); the seeds
+    left out are named; once the run finishes, regenerate writes the whole table again."""
+    table_folder(tmp_path, seeds=(0, 1, 2), skip={("ripu_points", 2)})
+    results = {r["mode"]: r for r in experiments.regenerate(tmp_path)["table"]}
+    assert results["spl"]["mious"] == [0.70, 0.66] and results["spl"]["vs_random"]["diffs"] == pytest.approx([0.02, 0.01])
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["seeds"] == [0, 1] and saved["partial"]["missing"]["2"] == ["ripu_points-seed2"]
-    assert len(saved["partial"]["missing"]["3"]) == 12                 # asked for, never begun
-    assert "Left out: seed 2 (1 of 12 runs missing); seed 3 (12 of 12 runs missing)" in \
-        (tmp_path / "results.md").read_text()
-    # the missing run finishes: regenerate gives the whole table, no longer partial
-    (tmp_path / "plan.json").write_text(json.dumps({"experiment": "table", "seeds": [0, 1, 2]}))
-    run = tmp_path / "ripu_points-seed2"
-    run.mkdir()
-    (run / "metrics.json").write_text(json.dumps({**metrics(0.6), "args": {**args, "out": str(run)}}))
-    results = {r["mode"]: r for r in experiments.regenerate(tmp_path)}
+    assert saved["seeds"] == [0, 1] and saved["partial"]["missing"] == {"2": 1}
+    assert "Left out: seed 2 (1 of 12 runs missing)" in (tmp_path / "results.md").read_text()
+    write_run(tmp_path, "ripu_points-seed2", 0.6)
+    results = {r["mode"]: r for r in experiments.regenerate(tmp_path)["table"]}
     assert results["spl"]["vs_random"]["diffs"] == pytest.approx([0.02, 0.01, 0.40])
     assert "partial" not in json.loads((tmp_path / "results.json").read_text())
     assert "Left out" not in (tmp_path / "results.md").read_text()
 
 
-def test_regenerate_refuses_a_table_folder_with_no_finished_seed(tmp_path):
-    run = tmp_path / "spl-seed0"          # (a sweep's whole-mask SPL has this name too: not taken for a table)
-    run.mkdir()
-    (run / "metrics.json").write_text(json.dumps(metrics(0.7)))
-    with pytest.raises(experiments.UsageError, match="holds neither"):
+def test_regenerate_refuses_a_folder_with_no_experiment_or_no_finished_seed(tmp_path):
+    write_run(tmp_path, "spl-seed0", 0.7)          # (a sweep's whole-mask SPL has this name too: not a table)
+    with pytest.raises(runs.UsageError, match="holds no finished run of a table, a sweep"):
         experiments.regenerate(tmp_path)
-    (tmp_path / "plan.json").write_text(json.dumps({"experiment": "table", "seeds": [0]}))
-    with pytest.raises(experiments.UsageError, match="no seed has all 12 runs"):
+    write_run(tmp_path, "source_only-seed0", 0.3)
+    with pytest.raises(runs.UsageError, match="no seed has all 12 runs finished"):
         experiments.regenerate(tmp_path)
 
 
-def test_a_table_runs_seed_by_seed(tmp_path):
-    """--mode table launches a seed's every run before the runs of the seed after next, so a table stopped early
-    has its first seeds whole (the order that queued every seed's SPL first left all seeds half done)."""
-    import train
-    args = train.get_args(["--mode", "table", "--seeds", "0", "1", "2", "--out", str(tmp_path), "--quiet",
-                           "--size", "32", "64"])
-    order = []
-
-    def fake_run(a):
-        order.append((Path(a.out).name.rpartition("-seed")[0], a.seed))
-        return {**metrics(0.6), "args": vars(a), "seed": a.seed}
-
-    experiments.run_table(args, fake_run, lambda a: a)
-    assert len(order) == 3 * len(experiments.TABLE_ROWS)
-    assert json.loads((tmp_path / "plan.json").read_text()) == {"experiment": "table", "seeds": [0, 1, 2]}
-    last_of = {seed: max(i for i, (_, s) in enumerate(order) if s == seed) for seed in (0, 1, 2)}
-    first_of = {seed: min(i for i, (_, s) in enumerate(order) if s == seed) for seed in (0, 1, 2)}
-    assert last_of[0] < first_of[2] and last_of[1] < last_of[2]
-    assert order[0] == ("spl", 0)                         # SPL first: the seed's other runs need its warm-up and B
+def sweep_folder(folder, seeds=(0, 1, 2), skip=()):
+    """A sweep at budget 0.001 (2 points of a 32x64 image): SPL's whole mask, adaptseg, supervised, and random,
+    entropy, capped SPL, PPL and RIPU's regions there, with these mIoU by seed."""
+    miou = {"random-budget0.001": (0.60, 0.61, 0.62), "entropy-budget0.001": (0.50, 0.52, 0.5),
+            "spl-budget0.001": (0.61, 0.65, 0.70), "ripu_regions-budget0.001": (0.66, 0.60, 0.7)}
+    for stem in ("spl", "adaptseg", "supervised", "random-budget0.001", "entropy-budget0.001", "spl-budget0.001",
+                 "ppl-points2", "ripu_regions-budget0.001"):
+        for s in seeds:
+            if (stem, s) not in skip:
+                write_run(folder, f"{stem}-seed{s}", miou.get(stem, (0.55, 0.55, 0.55))[s],
+                          annotation_seconds={"per_image": 10.0 * (s + 1)})
 
 
-def test_a_sweep_runs_seed_by_seed(tmp_path):
-    """--mode sweep, as the table: a seed's every run is launched before the runs of the seed after next, so a sweep
-    stopped early has its first seeds whole (the order that queued every seed's whole-mask SPL and supervised runs
-    first left no seed whole for hours)."""
-    import train
-    args = train.get_args(["--mode", "sweep", "--seeds", "0", "1", "2", "--budgets", "0.001", "0.005", "--selectors",
-                           "random", "spl", "--out", str(tmp_path), "--quiet", "--size", "32", "64"])
-    calls = []
-    experiments.run_sweep(args, fake_runs(calls, lambda mode, p, seed: 0.6), lambda a: a)
-    order = [(name.rpartition("-seed")[0], seed) for name, _, seed, _, _ in calls]
-    assert len(order) == 3 * (3 + 2 * 2)   # whole mask, adaptseg, supervised + 2 selectors at 2 budgets
-    last_of = {seed: max(i for i, (_, s) in enumerate(order) if s == seed) for seed in (0, 1, 2)}
-    first_of = {seed: min(i for i, (_, s) in enumerate(order) if s == seed) for seed in (0, 1, 2)}
-    assert last_of[0] < first_of[2] and last_of[1] < last_of[2]
-    for seed in (0, 1, 2):   # SPL's whole mask before the seed's others: they need its warm-up and B
-        assert all(order.index(("spl", seed)) < i for i, (stem, s) in enumerate(order)
-                   if s == seed and stem not in ("spl", "supervised"))
+def test_sweep_pairs_by_seed_at_the_same_budget_asked(tmp_path):
+    """Each selector against random and entropy of the same seed and budget asked, RIPU's regions against capped
+    SPL; PPL's run of 2 points per image is the budget 0.001 (0.001 x 2048 = 2); a seed not finished is left out
+    of every difference."""
+    sweep_folder(tmp_path, skip={("random-budget0.001", 1)})
+    got = {(r["selector"], r["budget"]): r for r in experiments.sweep(tmp_path)}
+    assert set(got) == {("spl (whole mask)", None), ("adaptseg", None), ("supervised", None), ("random", 0.001),
+                        ("entropy", 0.001), ("spl", 0.001), ("ppl", 0.001), ("ripu regions", 0.001)}
+    assert got["spl", 0.001]["seeds"] == [0, 2]
+    assert got["spl", 0.001]["vs_random"]["diffs"] == pytest.approx([0.01, 0.08])
+    assert got["spl", 0.001]["vs_entropy"]["diffs"] == pytest.approx([0.11, 0.20])
+    assert got["entropy", 0.001]["vs_random"]["diffs"] == pytest.approx([-0.10, -0.12])
+    assert got["ripu regions", 0.001]["vs_labor"]["diffs"] == pytest.approx([0.05, 0.00])
+    assert "vs_random" not in got["adaptseg", None] and "vs_random" not in got["random", 0.001]
+    saved = json.loads((tmp_path / "sweep.json").read_text())
+    assert saved["budgets"] == [0.001] and saved["partial"] == {"missing": {"1": 1}}
+    assert [r["run"] for r in saved["runs"][:4]] == ["spl-seed0", "adaptseg-seed0", "supervised-seed0",
+                                                     "random-budget0.001-seed0"]
+    assert "Left out: seed 1 (1 of 8 runs missing)" in (tmp_path / "sweep.md").read_text()
+    assert (tmp_path / "budget_curve.png").is_file()
 
 
 def test_selectors_compared_at_equal_annotator_seconds():
@@ -224,253 +187,199 @@ def test_selectors_compared_at_equal_annotator_seconds():
     assert got["random", 100.0]["vs_random"] is None and all(k[0] != "adaptseg" for k in got)
 
 
-def test_the_readme_brief_of_a_sweep_shows_equal_seconds(tmp_path):
-    clear = experiments.paired_difference([0.70, 0.66, 0.68], [0.68, 0.65, 0.66])
-    sweep = {"budgets": [0.001], "summary": [{"selector": "random", "budget": 0.001, "miou_mean": 0.64},
-                                              {"selector": "spl", "budget": 0.001, "miou_mean": 0.65}],
-             "at_equal_seconds": [{"selector": "random", "seconds": 60.0, "miou_mean": 0.61, "vs_random": None},
-                                  {"selector": "spl", "seconds": 60.0, "miou_mean": 0.63, "vs_random": clear}]}
-    (tmp_path / "sweep.json").write_text(json.dumps(sweep))
+def test_the_readme_brief_of_a_table_a_sweep_and_a_noise_experiment(tmp_path):
+    """python experiments.py brief FOLDER: per-seed values, the mean and the difference to random, bold only where
+    the interval excludes zero; for a sweep per budget asked and at equal annotator seconds."""
+    table_folder(tmp_path, seeds=(0, 1, 2))
     lines = experiments.brief(tmp_path).splitlines()
-    assert lines[4] == "| annotator s / image | random mIoU | spl minus random |"
-    assert lines[6] == "| 60 | 61.0 | **+1.67 [+0.23, +3.10]** |"
+    spl = next(line for line in lines if line.startswith("| spl |"))
+    assert spl == "| spl | 70.0 / 66.0 / 90.0 | 75.3 | 1.00% | - | +14.33 [-40.90, +69.56] |  |"   # 0.02, 0.01, 0.40
+    sweep = tmp_path / "sweep"
+    sweep_folder(sweep)
+    lines = experiments.brief(sweep).splitlines()
+    assert lines[0] == ("| budget | random mIoU | entropy minus random | spl minus random | ppl minus random | "
+                        "ripu regions minus random |")
+    assert lines[2].startswith("| 0.1% | 61.0 | **-10.33 [") and "| +4.33 [" in lines[2]
+    assert lines[4] == lines[0].replace("| budget |", "| annotator s / image |")
 
 
 def test_list_gives_each_runs_seeds_in_order_and_their_mean(tmp_path):
     for name, seed, miou in (("random-budget0.0002", 1, 0.60), ("random-budget0.0002", 0, 0.57), ("adaptseg", 0, 0.5)):
-        run = tmp_path / f"{name}-seed{seed}"
-        run.mkdir()
-        (run / "metrics.json").write_text(json.dumps({**metrics(miou), "eval_split": "tune"}))
+        write_run(tmp_path, f"{name}-seed{seed}", miou, eval_split="tune")
     lines = experiments.listing(tmp_path).splitlines()
     assert "| random-budget0.0002 | tune | 1.000 | 57.00 / 60.00 | 0, 1 | 58.50 |" in lines
     assert "| adaptseg | tune | 1.000 | 50.00 | 0 | 50.00 |" in lines
 
 
-def fake_runs(calls, miou_of):
-    """A stand-in for train.run: writes metrics.json as a run does (so a finished run is read back, not run
-    again), with mIoU miou_of(mode, noise, seed), labelled fraction 0.01 * (seed + 1) + 0.001 * P for SPL (others:
-    their --budget), 20 labelled pixels (random: 40) of which 10 * P are wrong."""
-    import runs
-
-    def run(a):
-        calls.append((Path(a.out).name, a.mode, a.seed, a.annotator_noise, a.budget))
-        frac = 0.01 * (a.seed + 1) + 0.001 * a.annotator_noise if a.mode == "spl" else (a.budget or 0.0)
-        m = {**metrics(miou_of(a.mode, a.annotator_noise, a.seed)), "labelled_fraction": frac,
-             "labelled_pixels": 40 if a.mode == "random" else 20,
-             "annotator_wrong_labels": round(10 * a.annotator_noise),
-             "args": runs.args_dict(a), "seed": a.seed}
-        Path(a.out).mkdir(parents=True, exist_ok=True)
-        (Path(a.out) / "metrics.json").write_text(json.dumps(m))
-        return m
-    return run
-
-
-def test_noise_runs_random_at_the_fraction_spl_bought_at_each_level(tmp_path):
-    """--mode noise: at each P, SPL first, then random (and RIPU's regions) at the labelled fraction SPL bought for
-    that seed, every run with --annotator-noise P; paired differences to random at the same P and to the same
-    method at P = 0, by hand."""
-    import train
-    args = train.get_args(["--mode", "noise", "--seeds", "0", "1", "--noise-levels", "0", "0.2", "--out",
-                           str(tmp_path), "--quiet", "--size", "32", "64"])
-    miou = {("spl", 0.0): (0.70, 0.66), ("random", 0.0): (0.68, 0.65), ("ripu_regions", 0.0): (0.69, 0.60),
-            ("spl", 0.2): (0.60, 0.62), ("random", 0.2): (0.61, 0.60), ("ripu_regions", 0.2): (0.58, 0.57)}
-    calls = []
-    summary = experiments.run_noise(args, fake_runs(calls, lambda mode, p, seed: miou[mode, p][seed]), lambda a: a)
-    assert len(calls) == 2 * 2 * 3
-    for name, mode, seed, p, budget in calls:
-        assert name == (f"{mode}-seed{seed}" if p == 0 else f"{mode}-noise{p:g}-seed{seed}")   # P = 0: the table's
-        if mode != "spl":
-            assert budget == pytest.approx(0.01 * (seed + 1) + 0.001 * p)   # SPL's fraction, this seed, this P
-            assert [c[:4] for c in calls].index((f"{experiments.noise_stem('spl', p)}-seed{seed}", "spl", seed, p)) \
-                < calls.index((name, mode, seed, p, budget))
-    # a seed's first SPL run (it trains the warm-up and B the others reuse) alone, then the next seed's is queued
-    assert [c[0] for c in calls[:3]] == ["spl-seed0", "spl-seed1", "spl-noise0.2-seed0"]
-    got = {(e["level"], e["row"]): e for e in summary}
+def test_noise_beside_a_table_by_hand(tmp_path):
+    """A noise experiment in a table's folder: its P = 0 runs are the table's (same names); per P, each row minus
+    random at that P and minus itself at P = 0, over the seeds whose every noise run finished; the share of
+    labels the annotator got wrong; regenerate rewrites the table too."""
+    table_folder(tmp_path, seeds=(0, 1))
+    miou = {("spl", 0.2): (0.60, 0.62), ("random", 0.2): (0.61, 0.60)}
+    for (mode, p), values in miou.items():
+        for s in (0, 1):
+            write_run(tmp_path, f"{mode}-noise{p:g}-seed{s}", values[s], labelled_pixels=20 if mode == "spl" else 40,
+                      annotator_wrong_labels=2)
+    done = experiments.regenerate(tmp_path)
+    assert set(done) == {"table", "noise"}
+    got = {(e["level"], e["row"]): e for e in done["noise"]}
     assert got[0.2, "spl"]["vs_random"]["diffs"] == pytest.approx([-0.01, 0.02])
-    assert got[0.2, "ripu regions"]["vs_random"]["diffs"] == pytest.approx([-0.03, -0.03])
     assert got[0.2, "spl"]["vs_perfect"]["diffs"] == pytest.approx([-0.10, -0.04])
     assert got[0.0, "spl"]["vs_perfect"] is None and got[0.2, "random"]["vs_random"] is None
     assert got[0.2, "spl"]["wrong_share"] == pytest.approx(2 / 20) and got[0.2, "random"]["wrong_share"] == 2 / 40
-    assert got[0.0, "random"]["wrong_share"] == 0
-    saved = json.loads((tmp_path / "noise.json").read_text())
-    assert saved["complete_seeds"] == [0, 1] and "partial" not in saved
-    assert (tmp_path / "noise.png").is_file() and "| 0.2 | spl | 61.0 ± 1.4 |" in (tmp_path / "noise.md").read_text()
-    # the same command again reads every run back; regenerate and brief work on a folder of noise runs alone
-    calls.clear()
-    experiments.run_noise(args, fake_runs(calls, lambda mode, p, seed: miou[mode, p][seed]), lambda a: a)
-    assert calls == []
-    assert {(e["level"], e["row"]): e["vs_random"] for e in experiments.regenerate(tmp_path)}[0.2, "spl"]["diffs"] \
-        == pytest.approx([-0.01, 0.02])
-    assert experiments.brief(tmp_path).splitlines()[0].startswith("| P (annotator errs at outlines) |")
-    (tmp_path / "noise.json").write_text(json.dumps({"levels": [0.0], "rows": ["spl", "random"], "seeds": [5]}))
-    with pytest.raises(experiments.UsageError, match="no seed"):
-        experiments.brief(tmp_path)
-
-
-def test_noise_reuses_a_tables_perfect_annotator_runs_and_regenerates_beside_it(tmp_path):
-    """--mode noise --out <a table's folder>: the P = 0 runs are the table's own (not trained again); regenerate
-    rewrites the table and noise.*, the latter over the seeds whose every noise run has finished."""
-    import train
-    flags = ["--seeds", "0", "1", "--out", str(tmp_path), "--quiet", "--size", "32", "64"]
-    calls = []
-    run = fake_runs(calls, lambda mode, p, seed: 0.6 + 0.01 * seed - p / 10 + 0.02 * (mode == "spl"))
-    experiments.run_table(train.get_args(["--mode", "table", *flags]), run, lambda a: a)
-    calls.clear()
-    experiments.run_noise(train.get_args(["--mode", "noise", *flags, "--selectors", "spl", "random"]), run,
-                          lambda a: a)
-    assert sorted(name for name, *_ in calls) == sorted(f"{m}-noise{p:g}-seed{s}" for m in ("spl", "random")
-                                                        for p in (0.05, 0.2) for s in (0, 1))
-    import shutil
-    shutil.rmtree(tmp_path / "random-noise0.2-seed1")                   # seed 1 not finished
-    experiments.regenerate(tmp_path)
-    saved = json.loads((tmp_path / "noise.json").read_text())
-    assert saved["complete_seeds"] == [0] and saved["partial"] == {"missing_seeds": [1]}
-    assert json.loads((tmp_path / "results.json").read_text())["seeds"] == [0, 1]   # the table, rewritten too
+    assert "| 0.2 | spl | 61.0 ± 1.4 |" in (tmp_path / "noise.md").read_text() and (tmp_path / "noise.png").is_file()
     brief = experiments.brief(tmp_path).splitlines()
     assert "| P (annotator errs at outlines) | wrong labels (SPL) | spl mIoU | random mIoU | spl minus random |" in brief
-    assert "| 0.2 | 10.0% | 60.0 | 58.0 | +2.00 |" in brief     # one seed: no interval; 2 of 20 SPL labels wrong
 
 
-def test_noise_refuses_levels_of_one_folder_name_and_a_budget(tmp_path):
-    import train
-    for extra, message in ((["--noise-levels", "0.1", "0.1000001"], "same run folder name"),
-                           (["--budget", "0.01"], "leave --budget out")):
-        args = train.get_args(["--mode", "noise", "--out", str(tmp_path / "n"), "--quiet", *extra])
-        with pytest.raises(experiments.UsageError, match=message):
-            experiments.run_noise(args, None, lambda a: a)
-    assert not (tmp_path / "n").exists()
+# ------------------------------------------------------------------------------------------------ the commands
+
+def plan(*words):
+    """The commands `python experiments.py WORDS --print` prints, as {stage: [argument lists after train.py]}."""
+    a, passed = experiments.build_parser().parse_known_args(words)
+    stages = experiments.plan_stages(a, passed)
+    return [[c[2:] for c in cmds] for cmds in stages]
 
 
-def test_noise_selectors_must_buy_spls_fraction():
-    assert [m for _, m in experiments.noise_rows(None)] == ["spl", "random", "ripu_regions"]
-    for wrong in (["spl", "ppl", "random"], ["spl"], ["random", "entropy"]):
-        with pytest.raises(experiments.UsageError, match="--mode noise --selectors"):
-            experiments.noise_rows(wrong)
+def flag(cmd, name):
+    return cmd[len(cmd) - 1 - cmd[::-1].index(name) + 1] if name in cmd else None
 
 
-def test_a_stopped_sweep_regenerates_over_its_finished_seeds_only(tmp_path):
-    """python experiments.py regenerate on a --mode sweep folder whose command has not finished: plan.json names
-    every run; the sweep is made of the seeds whose every run has finished (the differences pair the same seeds),
-    and the same command continues it into the whole sweep."""
-    import shutil
-    import train
-    args = train.get_args(["--mode", "sweep", "--seeds", "0", "1", "2", "--budgets", "0.001", "--selectors",
-                           "random", "spl", "--out", str(tmp_path), "--quiet", "--size", "32", "64"])
-    miou = {("random", 0): 0.60, ("random", 1): 0.61, ("random", 2): 0.62}
-    calls = []
-    run = fake_runs(calls, lambda mode, p, seed: miou.get((mode, seed), 0.65 + 0.01 * seed))
-    experiments.run_sweep(args, run, lambda a: a)
-    plan = json.loads((tmp_path / "plan.json").read_text())
-    assert plan["experiment"] == "sweep" and len(plan["runs"]) == 3 + 2   # whole mask, adaptseg, supervised + 2
-    for f in ("sweep.json", "sweep.md"):
-        (tmp_path / f).unlink()
-    shutil.rmtree(tmp_path / "random-budget0.001-seed1")                 # seed 1 stopped before its random run
-    summary = {(r["selector"], r["budget"]): r for r in experiments.regenerate(tmp_path)}
-    assert summary["spl", 0.001]["seeds"] == [0, 2]
-    assert summary["spl", 0.001]["vs_random"]["diffs"] == pytest.approx([0.05, 0.05])
-    saved = json.loads((tmp_path / "sweep.json").read_text())
-    assert saved["seeds"] == [0, 2] and saved["partial"] == {"missing": {"1": 1}}
-    assert "Left out: seed 1 (1 of 5 runs missing)" in (tmp_path / "sweep.md").read_text()
-    calls.clear()
-    experiments.run_sweep(args, run, lambda a: a)                         # the same command continues it
-    assert [c[0] for c in calls] == ["random-budget0.001-seed1"]
-    assert "partial" not in json.loads((tmp_path / "sweep.json").read_text())
-    with pytest.raises(experiments.UsageError, match="already holds a sweep"):
-        experiments.run_sweep(args, run, lambda a: a)
+def test_a_table_is_spl_source_only_and_supervised_first_then_the_rest_from_spls_warm_up(tmp_path):
+    stages = plan("table", "--seeds", "0", "1", "--out", str(tmp_path), *SIZE)
+    assert [sorted(flag(c, "--out").rpartition("/")[2] for c in s if flag(c, "--seed") == "0") for s in stages] == [
+        ["source_only-seed0", "spl-seed0", "supervised-seed0"],
+        sorted(f"{stem}-seed0" for *_, stem, _ in experiments.TABLE_ROWS if stem not in experiments.STAGE_1)]
+    second = {flag(c, "--out").rpartition("/")[2]: c for c in stages[1]}
+    spl1 = str(tmp_path / "spl-seed1")
+    assert flag(second["random-seed1"], "--init-from") == spl1 and flag(second["random-seed1"], "--budget-from") == spl1
+    assert flag(second["ppl-cell8-seed1"], "--ppl-cell") == "8" and flag(second["ppl-seed1"], "--budget-from") is None
+    assert flag(second["ripu-seed1"], "--init-from") is None          # RIPU as published trains its own from scratch
+    assert float(flag(second["random-points-seed1"], "--budget")) == 40 / 2048
+    assert all(flag(c, "--init-from") is None for c in stages[0])
+    # every command is one train.py's parser accepts, with the experiment's flags
+    for c in stages[0] + stages[1]:
+        assert train.build_parser().parse_args(c).size == [32, 64]
 
 
-def test_a_folder_in_use_by_another_command_is_refused(tmp_path):
-    """Two commands given one folder would both resume the same stopped run: while another live process has marked
-    the folder (runs.claim_folder), a table, sweep or noise experiment there is refused before it writes anything;
-    a mark left by a process that has ended, by an earlier process whose id a live one now has (its start time
-    differs), or one holding no process id, is taken over; another host's mark is refused; the folder is marked as
-    this process's (id and host) while its runs train, and the mark is removed when the command ends, also by an
-    error."""
-    import os
-    import platform
-    import shutil
-    import subprocess
-    import sys
-    import runs
-    import train
-    args = train.get_args(["--mode", "sweep", "--seeds", "0", "--budgets", "0.001", "--selectors", "random", "spl",
-                           "--out", str(tmp_path), "--quiet", "--size", "32", "64"])
-    mark = tmp_path / runs.RUNNING
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        mark.write_text(f"{other.pid}\n")
-        calls = []
-        for experiment in (experiments.run_sweep, experiments.run_table, experiments.run_noise):
-            with pytest.raises(experiments.UsageError, match=f"in use by another command \\(process {other.pid}"):
-                experiment(args, fake_runs(calls, lambda mode, p, seed: 0.6), lambda a: a)
-        assert calls == [] and [f.name for f in tmp_path.iterdir()] == [runs.RUNNING]
-        if runs._started(other.pid) is not None:   # (Linux): the same id, a later start time: the id was reused
-            reused = tmp_path / "reused"
-            reused.mkdir()
-            (reused / runs.RUNNING).write_text(f"{other.pid}\n{platform.node()}\n{int(runs._started(other.pid)) - 1}\n")
-            taken = []
-            experiments.run_sweep(argparse.Namespace(**{**vars(args), "out": str(reused)}),
-                                  fake_runs(taken, lambda mode, p, seed: 0.6), lambda a: a)
-            assert len(taken) == 3 + 2 and not (reused / runs.RUNNING).exists()
-    finally:
-        other.kill()
-        other.wait()
-    mark.write_text(f"{other.pid}\nanother-host\n\n")   # its process cannot be seen from here: refused
-    with pytest.raises(experiments.UsageError, match="on host another-host"):
-        experiments.run_sweep(args, fake_runs([], lambda mode, p, seed: 0.6), lambda a: a)
-    mark.unlink()
-    shutil.rmtree(tmp_path / "reused", ignore_errors=True)
-    calls, marked = [], []
-    run = fake_runs(calls, lambda mode, p, seed: 0.6)
-
-    def watched(a):   # what the mark says while a run trains
-        marked.append(mark.read_text().split("\n")[:2])
-        return run(a)
-    experiments.run_sweep(args, watched, lambda a: a)   # the other process has ended: its mark is taken over
-    assert len(calls) == 3 + 2 and not mark.exists()
-    assert all(m == [str(os.getpid()), platform.node()] for m in marked)
-    for garbage in ("", "-1", "x", str(2 ** 70)):
-        mark.write_text(garbage)
-        (tmp_path / "sweep.md").unlink()
-        experiments.run_sweep(args, run, lambda a: a)
-        assert not mark.exists()
-
-    def fails(a):
-        raise RuntimeError("a run that fails")
-    args.out = str(tmp_path / "failing")
-    with pytest.raises(RuntimeError):
-        experiments.run_sweep(args, fails, lambda a: a)
-    assert not (tmp_path / "failing" / runs.RUNNING).exists()
+def test_a_sweep_gives_point_selectors_as_many_points_and_refuses_budgets_of_one_run(tmp_path):
+    stages = plan("sweep", "--budgets", "0.001", "0.005", "--selectors", "random", "ppl", "ppl-cell8", "margin",
+                  "--out", str(tmp_path), *SIZE)
+    names = [flag(c, "--out").rpartition("/")[2] for c in stages[1]]
+    assert names == ["adaptseg-seed0", "random-budget0.001-seed0", "ppl-points2-seed0",
+                     "ppl-points2-ppl_cell8-seed0", "margin-budget0.001-seed0", "random-budget0.005-seed0",
+                     "ppl-points10-seed0", "ppl-points10-ppl_cell8-seed0", "margin-budget0.005-seed0"]
+    with pytest.raises(runs.UsageError, match="ppl-points2-seed0"):   # 0.001 and 0.0011 give 2 points each
+        plan("sweep", "--budgets", "0.001", "0.0011", "--selectors", "ppl", "--out", str(tmp_path), *SIZE)
 
 
-def test_a_sweep_refuses_budgets_that_give_one_run_and_a_tables_folder(tmp_path):
-    """Budgets 0.001 and 0.0011 of a 32x64 image both give PPL 2 points per image (one run folder for two budgets:
-    the curve would plot one run twice); a sweep is refused a folder that holds a table (plan.json), and a table a
-    sweep's; under torchrun only rank 0 claims the folder."""
-    import runs
-    import train
-    args = train.get_args(["--mode", "sweep", "--seeds", "0", "--budgets", "0.001", "0.0011", "--selectors", "ppl",
-                           "--out", str(tmp_path / "sweep"), "--quiet", "--size", "32", "64"])
-    with pytest.raises(experiments.UsageError, match="ppl-points2"):
-        experiments.run_sweep(args, None, lambda a: a)
-    (tmp_path / "table").mkdir()
-    (tmp_path / "table" / "plan.json").write_text(json.dumps({"experiment": "table", "seeds": [0]}))
-    args.out, args.budgets = str(tmp_path / "table"), [0.001]
-    with pytest.raises(experiments.UsageError, match="holds a --mode table"):
-        experiments.run_sweep(args, None, lambda a: a)
-    (tmp_path / "table" / "plan.json").write_text(json.dumps({"experiment": "sweep", "seeds": [0]}))
-    with pytest.raises(experiments.UsageError, match="holds a --mode sweep"):
-        experiments.run_table(args, None, lambda a: a)
-    with runs.claimed(tmp_path, rank=1):
-        assert not (tmp_path / runs.RUNNING).exists()
+def test_noise_buys_spls_fraction_at_every_level_from_the_first_levels_spl(tmp_path):
+    """Every run of a seed starts from the first level's SPL (its warm-up and B) and random buys its labelled
+    fraction: the mask is chosen before the annotator errs, so SPL buys the same at every P."""
+    stages = plan("noise", "--noise-levels", "0.2", "0", "--out", str(tmp_path), *SIZE)
+    assert [flag(c, "--out").rpartition("/")[2] for c in stages[0]] == ["spl-seed0"]
+    second = {flag(c, "--out").rpartition("/")[2]: c for c in stages[1]}
+    assert sorted(second) == ["random-noise0.2-seed0", "random-seed0", "ripu_regions-noise0.2-seed0",
+                              "ripu_regions-seed0", "spl-noise0.2-seed0"]
+    spl = str(tmp_path / "spl-seed0")
+    assert flag(second["random-noise0.2-seed0"], "--budget-from") == spl
+    assert flag(second["spl-noise0.2-seed0"], "--init-from") == spl and flag(second["spl-noise0.2-seed0"],
+                                                                             "--annotator-noise") == "0.2"
+    for words, message in ((["--budget", "0.01"], "no --budget"), (["--selectors", "spl", "entropy"], "spl and random")):
+        with pytest.raises(runs.UsageError, match=message):
+            plan("noise", "--out", str(tmp_path), *words)
+    with pytest.raises(runs.UsageError, match="invalid choice"):                      # PPL buys points, not SPL's fraction
+        plan("noise", "--selectors", "spl", "random", "ppl")
+
+
+def test_a_finished_run_is_skipped_a_stopped_one_resumed_and_other_settings_refused(tmp_path):
+    """The same command again: a run whose metrics.json has the command's settings is left out; one with a
+    checkpoint and no metrics.json continues with --resume; either with other settings is refused by name, before
+    anything runs. Runs saved before a default changed count with what they did (runs.effective)."""
+    words = ("sweep", "--budgets", "0.001", "--selectors", "random", "--out", str(tmp_path), *SIZE)
+    first = plan(*words)
+    done = train.get_args(first[0][0])                              # spl-seed0, as it ran
+    write_run(tmp_path, "spl-seed0", 0.7)
+    (tmp_path / "spl-seed0" / "metrics.json").write_text(json.dumps({"miou": 0.7, "args": runs.args_dict(done)}))
+    (tmp_path / "spl-seed0" / runs.WARMUP).write_bytes(b"")          # (the others start from it: it must be there)
+    stopped = train.get_args(first[1][1])                           # random-budget0.001-seed0, stopped
+    (tmp_path / "random-budget0.001-seed0").mkdir()
+    runs.save_atomic({"format": runs.FORMAT, "args": runs.args_dict(stopped)},
+                     tmp_path / "random-budget0.001-seed0" / runs.CHECKPOINT)
+    again = plan(*words)
+    assert [flag(c, "--out").rpartition("/")[2] for c in again[0]] == ["supervised-seed0"]
+    assert again[1][1] == ["--resume", str(tmp_path / "random-budget0.001-seed0")]
+    with pytest.raises(runs.UsageError, match=r"holds a finished run with other settings \(--iters 500 -> 9\)"):
+        plan(*words, "--iters", "9")
+    (tmp_path / "spl-seed0" / "metrics.json").unlink()
+    with pytest.raises(runs.UsageError, match=r"random-budget0.001-seed0 holds a stopped run with other settings "
+                                              r"\(--lr 0.01 -> 0.02\)"):
+        plan(*words, "--lr", "0.02")
+
+
+def test_changed_settings_reads_old_runs_as_they_acted():
+    """Runs saved before a default changed wrote the same settings otherwise; a setting that does not act on the
+    run's mode is not compared (random pixels do not depend on B's --lambda-dis)."""
+    now = {"schedule": "staged", "select_at": None, "shift": 0.6, "thing_shift": 0.6, "iters": 8}
+    before = {"schedule": "staged", "select_at": [0.5], "shift": 0.6, "thing_shift": None, "iters": 8}
+    assert runs.changed_settings(before, now) == []
+    assert runs.changed_settings(before, {**now, "profile": False, "init_from": "x", "shared_dir": None}) == []
+    assert runs.changed_settings({**before, "schedule": "joint"}, {**now, "schedule": "joint"}) == [
+        "--select-at [0.5] -> None"]
+    assert runs.changed_settings(before, {**now, "thing_shift": 0.0}) == ["--thing-shift 0.6 -> 0.0"]
+    spl = {**now, "mode": "spl", "budget": 0.01}
+    assert runs.changed_settings(spl, {**spl, "spl_cap": "discrepancy"}) == []
+    assert runs.changed_settings(spl, {**spl, "spl_cap": "random"}) == ["--spl-cap discrepancy -> random"]
+    rnd = {**now, "mode": "random", "budget": 0.01, "lambda_dis": 0.2}
+    assert runs.changed_settings(rnd, {**rnd, "lambda_dis": 0.05}) == []
+    assert runs.changed_settings({**spl, "lambda_dis": 0.2}, {**spl, "lambda_dis": 0.05}) == ["--lambda-dis 0.2 -> 0.05"]
+    ppl = {**now, "mode": "ppl"}
+    assert runs.changed_settings(ppl, {**ppl, "ppl_cell": 8}) == ["--ppl-cell 0 -> 8"]
+    assert runs.changed_settings({**spl, "ppl_cell": 0}, {**spl, "ppl_cell": 8}) == []
+    assert runs.changed_settings(spl, {**spl, "lr": 0.5}, keys=runs.WARMUP_KEYS) == ["--lr None -> 0.5"]
+    assert runs.changed_settings(spl, {**spl, "budget": 0.5}, keys=runs.WARMUP_KEYS) == []
+
+
+def test_print_gives_commands_a_shell_runs_as_they_are(tmp_path, capsys):
+    """--print: one command a line, stage by stage, each `python train.py ...` that a shell splits back into the
+    same words (paths with spaces quoted)."""
+    out = tmp_path / "with space"
+    experiments.main(["table", "--print", "--out", str(out), *SIZE])
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "# stage 1 of 2" and printed[4].startswith("# stage 2 of 2")
+    commands = [shlex.split(line) for line in printed if not line.startswith("#")]
+    assert all(c[:2] == ["python", "train.py"] for c in commands) and len(commands) == 12
+    assert flag(commands[0], "--out").startswith(str(out)) and not out.exists()     # printed, nothing run
+
+
+def test_slurm_submits_one_job_array_per_stage_the_second_after_the_first(tmp_path):
+    """--slurm PARTITION: the sbatch script submitit writes (against submitit's own stand-in for sbatch): one array
+    per stage, on the partition, with --gpus-per-run GPUs, --time minutes, and stage 2 waiting on stage 1."""
+    from submitit.slurm import test_slurm
+    a, passed = experiments.build_parser().parse_known_args(
+        ["table", "--seeds", "0", "1", "--slurm", "gpu", "--gpus-per-run", "2", "--time", "90", "--out",
+         str(tmp_path), *SIZE])
+    stages = experiments.plan_stages(a, passed)
+    with test_slurm.mocked_slurm():
+        jobs = experiments.submit_slurm(stages, a, tmp_path)
+    assert [len(j) for j in jobs] == [6, 18]
+    scripts = sorted((tmp_path / "slurm").glob("*submission.sh"), key=lambda p: p.stat().st_mtime_ns)
+    first, second = (p.read_text() for p in (scripts[0], scripts[-1]))
+    for text, n in ((first, 6), (second, 18)):
+        assert "#SBATCH --partition=gpu" in text and "#SBATCH --gpus-per-node=2" in text
+        assert "#SBATCH --time=90" in text and f"#SBATCH --array=0-{n - 1}%{n}" in text
+    assert "#SBATCH --dependency=afterok:" + jobs[0][0].job_id.split("_")[0] in second
+    assert "--dependency" not in first
 
 
 def test_the_experiments_command_line_ends_a_users_mistake_with_one_line(tmp_path):
-    """python experiments.py regenerate on a folder with no finished seed: one 'error:' line, exit code 2, no
-    traceback (as train.py's errors)."""
-    import subprocess
-    import sys
-    (tmp_path / "plan.json").write_text(json.dumps({"experiment": "table", "seeds": [0]}))
-    done = subprocess.run([sys.executable, str(Path(experiments.__file__)), "regenerate", str(tmp_path)],
-                          capture_output=True, text=True)
-    assert done.returncode == 2 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+    """python experiments.py with a folder holding no experiment, or a bad flag of train.py: one 'error:' line, exit
+    code 2, no traceback (as train.py's errors); train.py --mode table names the new command."""
+    for words in (["regenerate", str(tmp_path)], ["table", "--lr", "-1", "--print"], ["sweep", "--mode", "spl"]):
+        done = subprocess.run([sys.executable, str(Path(experiments.__file__)), *words], capture_output=True,
+                              text=True)
+        assert done.returncode == 2 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr, words
+        assert len(done.stderr.strip().splitlines()) == 1
+    with pytest.raises(runs.UsageError, match=r"python experiments.py table --seeds 0 1 --iters 60"):
+        train.get_args(["--mode", "table", "--seeds", "0", "1", "--iters", "60"])

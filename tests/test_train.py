@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import data
-import experiments  # noqa: E402
+import synthetic
 import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,11 +53,11 @@ def test_frozen_discriminator_passes_the_same_gradient_to_its_input_and_none_to_
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["source_only", "adaptseg", "spl", "ppl", "ppl-cell8", "random", "entropy",
-                                  "supervised", "ripu_regions", "ripu_points", "ripu"])
+                                  "margin", "supervised", "ripu_regions", "ripu_points", "ripu"])
 def test_every_mode_runs_and_respects_its_budget(mode, tmp_path):
     """Each mode trains, evaluates, writes metrics.json (with every promised field), a checkpoint, the
     selection and figures; the revealed budget is what the mode allows (ppl-cell8: --mode ppl --ppl-cell 8)."""
-    extra = {"random": ["--budget", "0.05"], "entropy": ["--budget", "0.05"],
+    extra = {"random": ["--budget", "0.05"], "entropy": ["--budget", "0.05"], "margin": ["--budget", "0.05"],
              # at initialisation the two heads disagree almost everywhere: a mask big enough to test budgets
              "spl": ["--select-at", "0"], "ppl": ["--select-at", "0"],
              "ppl-cell8": ["--select-at", "0", "--ppl-cell", "8"], "ripu_regions": ["--budget", "0.05"],
@@ -73,8 +73,8 @@ def test_every_mode_runs_and_respects_its_budget(mode, tmp_path):
         assert (tmp_path / mode / f).exists(), f
     hw = 32 * 64
     sel = torch.load(tmp_path / mode / "selection.pt", weights_only=True)
-    if mode in train.ANNOTATION_KIND:  # what the labels cost a person (cost.py), per image of target train
-        assert m["annotation_seconds"]["kind"] == train.ANNOTATION_KIND[mode]
+    if train.selecting(mode) or mode == "supervised":  # what the labels cost a person (cost.py), per image
+        assert m["annotation_seconds"]["kind"] == train.selector_of(mode).kind
         assert m["annotation_seconds"]["per_image"] == pytest.approx(sum(m["annotation_seconds"]["per_class"].values()))
         assert m["annotation_seconds"]["per_image"] > 0 and m["annotator_wrong_labels"] == 0
     else:
@@ -83,7 +83,7 @@ def test_every_mode_runs_and_respects_its_budget(mode, tmp_path):
         assert m["labelled_pixels"] == 0 and len(sel["label"]) == 0
     elif mode == "supervised":
         assert m["labelled_fraction"] == 1.0 and len(sel["label"]) == 6 * hw
-    elif mode in ("random", "entropy"):
+    elif mode in ("random", "entropy", "margin"):
         assert m["points_per_image"] == round(0.05 * hw)      # exactly the budget, in every image
         assert len(sel["label"]) == 6 * round(0.05 * hw)
     elif mode == "ppl":  # 40 points per image, each one pixel; with --ppl-cell 8 one per class in an 8x8 block
@@ -108,31 +108,6 @@ def test_every_mode_runs_and_respects_its_budget(mode, tmp_path):
 
 
 @pytest.mark.slow
-def test_table_mode_writes_table_and_plot(tmp_path):
-    """--mode table runs every method once, writes results.md / results.json / results.png, and gives random
-    and entropy the budget SPL actually used."""
-    args = train.get_args(["--mode", "table", "--out", str(tmp_path), *TINY, "--select-at", "0"])
-    args.quiet = True
-    results = {r["mode"]: r for r in train.run_table(args)}
-    assert set(results) == set(experiments.TABLE_MODES)
-    for f in ("results.md", "results.json", "results.png"):
-        assert (tmp_path / f).exists()
-    spl = results["spl"]["labelled_fraction"]
-    for mode in ("random", "entropy"):  # rounded to whole pixels per image
-        assert results[mode]["labelled_fraction"] == pytest.approx(spl, abs=1 / (32 * 64))
-    assert results["supervised"]["of_supervised"] == pytest.approx(1.0)
-    md = (tmp_path / "results.md").read_text()
-    assert all(f"| {mode} |" in md for mode in experiments.TABLE_MODES)
-    assert results["spl"]["vs_random"]["partner"] == "random" and results["spl"]["vs_random"]["n"] == 1
-    # the table again from the runs' metrics.json alone (python experiments.py regenerate FOLDER)
-    before = json.loads((tmp_path / "results.json").read_text())
-    (tmp_path / "results.md").unlink()
-    experiments.regenerate(tmp_path)
-    assert (tmp_path / "results.md").read_text() == md
-    assert json.loads((tmp_path / "results.json").read_text()) == before
-
-
-@pytest.mark.slow
 def test_target_labels_only_through_the_annotator(tmp_path, monkeypatch):
     """Poison every target-train label outside the pixels SPL selected: the run must not change at all, so the
     trainer read nothing else of target-train ground truth."""
@@ -140,7 +115,7 @@ def test_target_labels_only_through_the_annotator(tmp_path, monkeypatch):
     sel = torch.load(tmp_path / "clean" / "selection.pt", weights_only=True)
     keep = torch.zeros(6, 32 * 64, dtype=torch.bool)
     keep[sel["image_index"], sel["pixel_index"]] = True
-    original = data.SyntheticStreets.__getitem__
+    original = synthetic.SyntheticStreets.__getitem__
 
     def poisoned(self, i):
         x, y = original(self, i)
@@ -150,7 +125,7 @@ def test_target_labels_only_through_the_annotator(tmp_path, monkeypatch):
             y = y.reshape(x.shape[-2:])
         return x, y
 
-    monkeypatch.setattr(data.SyntheticStreets, "__getitem__", poisoned)
+    monkeypatch.setattr(synthetic.SyntheticStreets, "__getitem__", poisoned)
     run_mode("spl", tmp_path / "poisoned", "--select-at", "0")
     a = torch.load(tmp_path / "clean" / "model_A.pt", weights_only=True)["A"]
     b = torch.load(tmp_path / "poisoned" / "model_A.pt", weights_only=True)["A"]
@@ -164,7 +139,7 @@ def test_target_labels_only_through_the_annotator(tmp_path, monkeypatch):
 def test_poison_detector_can_fail(tmp_path, monkeypatch):
     """The poisoning test above is able to fail: poisoning a selected pixel's label does change the run."""
     run_mode("spl", tmp_path / "clean", "--select-at", "0")
-    original = data.SyntheticStreets.__getitem__
+    original = synthetic.SyntheticStreets.__getitem__
 
     def poisoned(self, i):
         x, y = original(self, i)
@@ -172,7 +147,7 @@ def test_poison_detector_can_fail(tmp_path, monkeypatch):
             y = (y + 1) % 9                               # every label wrong, selected ones included
         return x, y
 
-    monkeypatch.setattr(data.SyntheticStreets, "__getitem__", poisoned)
+    monkeypatch.setattr(synthetic.SyntheticStreets, "__getitem__", poisoned)
     run_mode("spl", tmp_path / "poisoned", "--select-at", "0")
     a = torch.load(tmp_path / "clean" / "model_A.pt", weights_only=True)["A"]
     b = torch.load(tmp_path / "poisoned" / "model_A.pt", weights_only=True)["A"]
@@ -221,8 +196,7 @@ def readme_train_commands():
     blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", text, flags=re.S)
     lines = [line.split("#")[0].strip() for b in blocks for line in b.splitlines()]
     return [line for line in lines if line.startswith("python train.py") and "gta5-cityscapes" not in line
-            and "--benchmark" not in line and "--mode table" not in line  # table, sweep, noise: tests of their own
-            and "--mode sweep" not in line and "--mode noise" not in line]
+            and "--benchmark" not in line]
 
 
 @pytest.mark.slow
