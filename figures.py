@@ -138,7 +138,7 @@ def selector_styles():
 
 
 # The table's rows that are not a selector at its own budget.
-ROW_STYLE = {"source_only": ("v", "tab:brown"), "adaptseg": ("<", "tab:red"), "supervised": ("P", "k"),
+ROW_STYLE = {"source_only": ("d", "tab:brown"), "adaptseg": ("<", "tab:red"), "supervised": ("P", "k"),
              "random, 40 px": ("1", "tab:gray"), "ripu as published": (">", "tab:purple")}
 
 

@@ -17,6 +17,7 @@ import experiments  # noqa: E402
 import labor  # noqa: E402
 import runs  # noqa: E402
 import selection  # noqa: E402
+import tables  # noqa: E402
 import train  # noqa: E402
 
 # --schedule joint: these runs label at the iterations they choose (--select-at)
@@ -240,7 +241,7 @@ def test_sweep_writes_curve_and_spends_each_budget(tmp_path):
     saved = json.loads((tmp_path / "sweep.json").read_text())
     got = {(r["selector"], r["budget"]): r for r in saved["summary"]}
     expected = {("spl (whole mask)", None), ("adaptseg", None), ("supervised", None)} | {
-        (label, b) for _, label, *_ in experiments.SWEEP for b in (0.01, 0.05)}
+        (label, b) for _, label, *_ in tables.SWEEP for b in (0.01, 0.05)}
     assert set(got) == expected and len(saved["runs"]) == len(expected)
     hw = 32 * 64
     for b in (0.01, 0.05):
@@ -313,8 +314,8 @@ def test_slurm_path_runs_the_commands_it_submits(tmp_path):
     for stage in jobs:
         for job in stage:
             job.result()
-    results = {r["mode"]: r for r in experiments.regenerate(tmp_path)["table"]}
-    assert set(results) == {row for row, *_ in experiments.TABLE_ROWS}
+    results = {r["mode"]: r for r in tables.regenerate(tmp_path)["table"]}
+    assert set(results) == {row for row, *_ in tables.TABLE_ROWS}
     assert json.loads((tmp_path / "random-seed0" / "metrics.json").read_text())["shared_warmup"]
 
 

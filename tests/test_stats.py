@@ -13,6 +13,7 @@ import torch
 
 import experiments
 import runs
+import tables
 import train
 
 SIZE = ["--size", "32", "64"]   # 2048 pixels an image
@@ -35,16 +36,16 @@ def write_run(folder, name, miou, **more):
 
 def test_paired_difference_by_hand():
     """Differences 1, 2, 3 (a - b): mean 2, sd 1, so the interval is 2 +- t(0.975; 2) / sqrt(3) = 2 +- 4.303 / 1.732."""
-    d = experiments.paired_difference([11.0, 22.0, 33.0], [10.0, 20.0, 30.0])
+    d = tables.paired_difference([11.0, 22.0, 33.0], [10.0, 20.0, 30.0])
     assert d["diffs"] == pytest.approx([1.0, 2.0, 3.0]) and d["n"] == 3 and d["mean"] == pytest.approx(2.0)
     half = 4.303 / math.sqrt(3)
     assert d["ci95"] == pytest.approx([2.0 - half, 2.0 + half], abs=1e-3) and d["excludes_zero"] is False
-    tight = experiments.paired_difference([0.5, 0.7, 0.6, 0.6], [0.0, 0.0, 0.0, 0.0])  # sd 0.0816, t(3) = 3.182
+    tight = tables.paired_difference([0.5, 0.7, 0.6, 0.6], [0.0, 0.0, 0.0, 0.0])  # sd 0.0816, t(3) = 3.182
     half = 3.182 * math.sqrt(0.02 / 3) / 2
     assert tight["ci95"] == pytest.approx([0.6 - half, 0.6 + half], abs=1e-4) and tight["excludes_zero"] is True
-    below = experiments.paired_difference([0.0, 0.0, 0.0], [1.0, 1.1, 0.9])
+    below = tables.paired_difference([0.0, 0.0, 0.0], [1.0, 1.1, 0.9])
     assert below["ci95"][1] < 0 and below["excludes_zero"] is True
-    one = experiments.paired_difference([1.0], [0.5])
+    one = tables.paired_difference([1.0], [0.5])
     assert one["ci95"] is None and one["excludes_zero"] is None and one["mean"] == 0.5
 
 
@@ -52,15 +53,15 @@ def test_paired_difference_by_hand():
 def test_intervals_use_student_t_with_n_minus_one_degrees_of_freedom(n, t):
     """The half-width over sd / sqrt(n) is the 97.5% Student-t quantile with n - 1 degrees of freedom, as any
     statistics book's table gives it to three decimals (a normal quantile, 1.960, or n degrees of freedom fail)."""
-    d = experiments.paired_difference([float(i % 2) for i in range(n)], [0.0] * n)
+    d = tables.paired_difference([float(i % 2) for i in range(n)], [0.0] * n)
     sd = math.sqrt(sum((i % 2 - d["mean"]) ** 2 for i in range(n)) / (n - 1))
     assert (d["ci95"][1] - d["mean"]) / (sd / math.sqrt(n)) == pytest.approx(t, abs=5e-4)
 
 
 def test_a_difference_cell_marks_an_interval_clear_of_zero():
-    assert experiments._difference(experiments.paired_difference([0.6, 0.7, 0.65], [0.5, 0.6, 0.55])).endswith(" *")
-    assert "*" not in experiments._difference(experiments.paired_difference([0.6, 0.5, 0.7], [0.6, 0.6, 0.6]))
-    assert experiments._difference(None) == "-"
+    assert tables._difference(tables.paired_difference([0.6, 0.7, 0.65], [0.5, 0.6, 0.55])).endswith(" *")
+    assert "*" not in tables._difference(tables.paired_difference([0.6, 0.5, 0.7], [0.6, 0.6, 0.6]))
+    assert tables._difference(None) == "-"
 
 
 # ------------------------------------------------------------------------------------------------ tables from folders
@@ -69,7 +70,7 @@ def table_folder(folder, seeds=(0, 1), skip=()):
     """Every row of the table for these seeds (but `skip`: (stem, seed) not finished), with the mIoU below."""
     miou = {"spl": (0.70, 0.66, 0.90), "random": (0.68, 0.65, 0.50), "entropy": (0.60, 0.61, 0.5),
             "ppl": (0.64, 0.62, 0.6), "random-points": (0.63, 0.60, 0.6)}
-    for *_, stem, _ in experiments.TABLE_ROWS:
+    for *_, stem, _ in tables.TABLE_ROWS:
         for s in seeds:
             if (stem, s) not in skip:
                 write_run(folder, f"{stem}-seed{s}", miou.get(stem, (0.5, 0.5, 0.5))[s])
@@ -79,7 +80,7 @@ def test_table_pairs_each_selector_with_its_equal_budget_partner(tmp_path):
     """SPL against random at SPL's budget and against entropy; PPL against random at 40 px per image; RIPU against
     LabOR; every row against supervised; seed by seed (rows found by their folder names)."""
     table_folder(tmp_path)
-    results = {r["mode"]: r for r in experiments.table(tmp_path)}
+    results = {r["mode"]: r for r in tables.table(tmp_path)}
     assert results["spl"]["vs_random"]["diffs"] == pytest.approx([0.02, 0.01])
     assert results["spl"]["vs_random"]["partner"] == "random"
     assert results["spl"]["vs_entropy"]["diffs"] == pytest.approx([0.10, 0.05])
@@ -107,13 +108,13 @@ def test_a_stopped_table_regenerates_over_its_finished_seeds_only(tmp_path):
     difference pairs the same seeds (every finished run of a row would pair SPL's seed 2 with nothing); the seeds
     left out are named; once the run finishes, regenerate writes the whole table again."""
     table_folder(tmp_path, seeds=(0, 1, 2), skip={("ripu_points", 2)})
-    results = {r["mode"]: r for r in experiments.regenerate(tmp_path)["table"]}
+    results = {r["mode"]: r for r in tables.regenerate(tmp_path)["table"]}
     assert results["spl"]["mious"] == [0.70, 0.66] and results["spl"]["vs_random"]["diffs"] == pytest.approx([0.02, 0.01])
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["seeds"] == [0, 1] and saved["partial"]["missing"] == {"2": 1}
     assert "Left out: seed 2 (1 of 12 runs missing)" in (tmp_path / "results.md").read_text()
     write_run(tmp_path, "ripu_points-seed2", 0.6)
-    results = {r["mode"]: r for r in experiments.regenerate(tmp_path)["table"]}
+    results = {r["mode"]: r for r in tables.regenerate(tmp_path)["table"]}
     assert results["spl"]["vs_random"]["diffs"] == pytest.approx([0.02, 0.01, 0.40])
     assert "partial" not in json.loads((tmp_path / "results.json").read_text())
     assert "Left out" not in (tmp_path / "results.md").read_text()
@@ -122,10 +123,10 @@ def test_a_stopped_table_regenerates_over_its_finished_seeds_only(tmp_path):
 def test_regenerate_refuses_a_folder_with_no_experiment_or_no_finished_seed(tmp_path):
     write_run(tmp_path, "spl-seed0", 0.7)          # (a sweep's whole-mask SPL has this name too: not a table)
     with pytest.raises(runs.UsageError, match="holds no finished run of a table, a sweep"):
-        experiments.regenerate(tmp_path)
+        tables.regenerate(tmp_path)
     write_run(tmp_path, "source_only-seed0", 0.3)
     with pytest.raises(runs.UsageError, match="no seed has all 12 runs finished"):
-        experiments.regenerate(tmp_path)
+        tables.regenerate(tmp_path)
 
 
 def sweep_folder(folder, seeds=(0, 1, 2), skip=()):
@@ -146,7 +147,7 @@ def test_sweep_pairs_by_seed_at_the_same_budget_asked(tmp_path):
     SPL; PPL's run of 2 points per image is the budget 0.001 (0.001 x 2048 = 2); a seed not finished is left out
     of every difference."""
     sweep_folder(tmp_path, skip={("random-budget0.001", 1)})
-    got = {(r["selector"], r["budget"]): r for r in experiments.sweep(tmp_path)}
+    got = {(r["selector"], r["budget"]): r for r in tables.sweep(tmp_path)[0]}
     assert set(got) == {("spl (whole mask)", None), ("adaptseg", None), ("supervised", None), ("random", 0.001),
                         ("entropy", 0.001), ("spl", 0.001), ("ppl", 0.001), ("ripu regions", 0.001)}
     assert got["spl", 0.001]["seeds"] == [0, 2]
@@ -175,7 +176,7 @@ def test_selectors_compared_at_equal_annotator_seconds():
             row("spl", 0.001, 1, 100.0, 0.61), row("spl", 0.01, 1, 400.0, 0.66),
             row("ppl", 0.001, 0, 50.0, 0.60), row("ppl", 0.005, 0, 200.0, 0.62), row("ppl", 0.01, 0, 200.0, 0.64),
             row("adaptseg", None, 0, None, 0.40)]
-    got = {(e["selector"], e["seconds"]): e for e in experiments.at_equal_seconds(rows, levels=(100.0, 300.0, 5.0))}
+    got = {(e["selector"], e["seconds"]): e for e in tables.at_equal_seconds(rows, levels=(100.0, 300.0, 5.0))}
     assert got["random", 100.0]["mious"] == pytest.approx([0.60, 0.60])
     assert got["spl", 100.0]["vs_random"]["diffs"] == pytest.approx([0.04, 0.01])
     at300 = 0.50 + 0.20 * math.log(30) / math.log(100)         # random, seed 0, at 300 s
@@ -191,12 +192,12 @@ def test_the_readme_brief_of_a_table_a_sweep_and_a_noise_experiment(tmp_path):
     """python experiments.py brief FOLDER: per-seed values, the mean and the difference to random, bold only where
     the interval excludes zero; for a sweep per budget asked and at equal annotator seconds."""
     table_folder(tmp_path, seeds=(0, 1, 2))
-    lines = experiments.brief(tmp_path).splitlines()
+    lines = tables.brief(tmp_path).splitlines()
     spl = next(line for line in lines if line.startswith("| spl |"))
     assert spl == "| spl | 70.0 / 66.0 / 90.0 | 75.3 | 1.00% | - | +14.33 [-40.90, +69.56] |  |"   # 0.02, 0.01, 0.40
     sweep = tmp_path / "sweep"
     sweep_folder(sweep)
-    lines = experiments.brief(sweep).splitlines()
+    lines = tables.brief(sweep).splitlines()
     assert lines[0] == ("| budget | random mIoU | entropy minus random | spl minus random | ppl minus random | "
                         "ripu regions minus random |")
     assert lines[2].startswith("| 0.1% | 61.0 | **-10.33 [") and "| +4.33 [" in lines[2]
@@ -206,7 +207,7 @@ def test_the_readme_brief_of_a_table_a_sweep_and_a_noise_experiment(tmp_path):
 def test_list_gives_each_runs_seeds_in_order_and_their_mean(tmp_path):
     for name, seed, miou in (("random-budget0.0002", 1, 0.60), ("random-budget0.0002", 0, 0.57), ("adaptseg", 0, 0.5)):
         write_run(tmp_path, f"{name}-seed{seed}", miou, eval_split="tune")
-    lines = experiments.listing(tmp_path).splitlines()
+    lines = tables.listing(tmp_path).splitlines()
     assert "| random-budget0.0002 | tune | 1.000 | 57.00 / 60.00 | 0, 1 | 58.50 |" in lines
     assert "| adaptseg | tune | 1.000 | 50.00 | 0 | 50.00 |" in lines
 
@@ -221,7 +222,7 @@ def test_noise_beside_a_table_by_hand(tmp_path):
         for s in (0, 1):
             write_run(tmp_path, f"{mode}-noise{p:g}-seed{s}", values[s], labelled_pixels=20 if mode == "spl" else 40,
                       annotator_wrong_labels=2)
-    done = experiments.regenerate(tmp_path)
+    done = tables.regenerate(tmp_path)
     assert set(done) == {"table", "noise"}
     got = {(e["level"], e["row"]): e for e in done["noise"]}
     assert got[0.2, "spl"]["vs_random"]["diffs"] == pytest.approx([-0.01, 0.02])
@@ -229,7 +230,7 @@ def test_noise_beside_a_table_by_hand(tmp_path):
     assert got[0.0, "spl"]["vs_perfect"] is None and got[0.2, "random"]["vs_random"] is None
     assert got[0.2, "spl"]["wrong_share"] == pytest.approx(2 / 20) and got[0.2, "random"]["wrong_share"] == 2 / 40
     assert "| 0.2 | spl | 61.0 ± 1.4 |" in (tmp_path / "noise.md").read_text() and (tmp_path / "noise.png").is_file()
-    brief = experiments.brief(tmp_path).splitlines()
+    brief = tables.brief(tmp_path).splitlines()
     assert "| P (annotator errs at outlines) | wrong labels (SPL) | spl mIoU | random mIoU | spl minus random |" in brief
 
 
@@ -250,7 +251,7 @@ def test_a_table_is_spl_source_only_and_supervised_first_then_the_rest_from_spls
     stages = plan("table", "--seeds", "0", "1", "--out", str(tmp_path), *SIZE)
     assert [sorted(flag(c, "--out").rpartition("/")[2] for c in s if flag(c, "--seed") == "0") for s in stages] == [
         ["source_only-seed0", "spl-seed0", "supervised-seed0"],
-        sorted(f"{stem}-seed0" for *_, stem, _ in experiments.TABLE_ROWS if stem not in experiments.STAGE_1)]
+        sorted(f"{stem}-seed0" for *_, stem, _ in tables.TABLE_ROWS if stem not in experiments.STAGE_1)]
     second = {flag(c, "--out").rpartition("/")[2]: c for c in stages[1]}
     spl1 = str(tmp_path / "spl-seed1")
     assert flag(second["random-seed1"], "--init-from") == spl1 and flag(second["random-seed1"], "--budget-from") == spl1
@@ -383,3 +384,19 @@ def test_the_experiments_command_line_ends_a_users_mistake_with_one_line(tmp_pat
         assert len(done.stderr.strip().splitlines()) == 1
     with pytest.raises(runs.UsageError, match=r"python experiments.py table --seeds 0 1 --iters 60"):
         train.get_args(["--mode", "table", "--seeds", "0", "1", "--iters", "60"])
+
+
+@pytest.mark.parametrize("words, name", [
+    (["table", "--seeds", "-1"], "--seeds"), (["table", "--seeds", "0", "x"], "--seeds"), (["table", "--seeds", "0", "1", "0"],
+                                                                                      "given twice"),
+    (["table", "--jobs", "0"], "--jobs"), (["sweep", "--budgets", "0"], "--budgets"),
+    (["sweep", "--budgets", "0.01", "0.01"], "given twice"), (["sweep", "--selectors", "bogus"], "--selectors"),
+    (["noise", "--noise-levels", "1.5"], "--noise-levels"), (["table", "--gpus-per-run", "-1"], "--gpus-per-run"),
+    (["table", "--time", "0"], "--time"), (["table", "--iters", "0"], "--iters"), (["brief"], "FOLDER"),
+    (["regenerate", "x", "--iters", "3"], "--iters")])
+def test_every_flag_of_an_experiment_refuses_a_bad_value_with_one_line(words, name, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        experiments.main([*words, "--print"] if words[0] in ("table", "sweep", "noise") else words)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert name in err, err

@@ -1,0 +1,457 @@
+"""The tables of an experiment, from its runs' metrics.json alone: every run folder <name>-seed<S> is found by its
+name, and only the seeds whose every run has finished enter a table, so each paired difference compares the same
+seeds. No run is trained or checked here; experiments.py makes the runs and calls these (regenerate, brief, list).
+
+    table       the miniature Table 1 (TABLE_ROWS): results.md, results.json, results.png
+    sweep       the budget curve: sweep.md, sweep.json, budget_curve.png (and each selector at equal seconds)
+    noise       an annotator who errs at outlines: noise.md, noise.json, noise.png
+    regenerate  every one of them a folder holds; brief: the README's short form; listing: any folder of runs
+
+Statistics: each seed's mIoU minus its partner's at the same budget, the mean and a 95% Student-t interval on the
+paired differences (scipy.stats).
+"""
+import argparse
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import scipy.stats
+
+import data
+import figures
+import selection
+import train
+from runs import UsageError
+
+# The rows of the miniature Table 1: (row, mode, settings, run folder stem, budget). The paper's rules by default; our
+# variants and RIPU's selector are rows of their own beside them. budget "spl": SPL's labelled fraction of the same
+# seed; "points": --points pixels per image (as PPL's clicks); None: the mode's own.
+TABLE_ROWS = (("source_only", "source_only", {}, "source_only", None), ("adaptseg", "adaptseg", {}, "adaptseg", None),
+              ("random", "random", {}, "random", "spl"), ("entropy", "entropy", {}, "entropy", "spl"),
+              ("spl", "spl", {}, "spl", None), ("ppl", "ppl", {}, "ppl", None),
+              ("ppl, cell 8", "ppl", {"ppl_cell": 8}, "ppl-cell8", None),
+              ("random, 40 px", "random", {}, "random-points", "points"),
+              ("ripu regions", "ripu_regions", {}, "ripu_regions", "spl"),
+              ("ripu points", "ripu_points", {}, "ripu_points", None),
+              ("ripu as published", "ripu", {}, "ripu", "spl"),
+              ("supervised", "supervised", {}, "supervised", None))
+# RIPU against LabOR at the same budget: its regions against SPL, its points against the paper's PPL.
+LABOR_PARTNERS = {"ripu regions": "spl", "ripu as published": "spl", "ripu points": "ppl"}
+# Published mIoU, GTA5 -> Cityscapes, DeepLab-V2: source only and AdaptSegNet (multi-level) from Tsai et al. 2018,
+# LabOR SPL (2.2% of pixels) from Shin et al. 2021, whose fully supervised model is within 0.1 of it.
+PAPER_TABLE = {"source_only": 36.6, "adaptseg": 42.4, "spl": 66.6}
+# The sweep's selectors: each of selection.SELECTORS and our variants, as (--selectors key, label, mode, settings).
+SWEEP = [(k, selection.label(k), k, {}) for k in selection.SELECTORS] + [
+    (k, lab, mode, settings) for k, (mode, settings, lab, _) in selection.VARIANTS.items()]
+SWEEP.sort(key=lambda s: list(figures.selector_styles()).index(s[1]))   # a variant after its selector
+
+
+def noise_stem(mode, p):
+    """At P = 0 the table's own name, so --out a table folder reuses its runs; <mode>-noise<P> otherwise."""
+    return mode if p == 0 else f"{mode}-noise{p:g}"
+
+
+# ------------------------------------------------------------------------------------------------ statistics
+
+def paired_difference(a, b):
+    """a - b seed by seed (two lists over the same seeds, in the same order): the differences, their mean and a 95%
+    confidence interval for it from Student's t on the paired differences, mean +- t(0.975; n-1) sd / sqrt(n) (sd
+    with n - 1). `excludes_zero`: the interval lies wholly above or below zero; one seed has no interval (None)."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    n, mean = len(d), float(np.mean(d))
+    if n < 2:
+        return {"diffs": d.tolist(), "n": n, "mean": mean, "ci95": None, "excludes_zero": None}
+    half = float(scipy.stats.t.ppf(0.975, n - 1)) * float(np.std(d, ddof=1)) / np.sqrt(n)
+    lo, hi = float(mean - half), float(mean + half)
+    return {"diffs": d.tolist(), "n": n, "mean": mean, "ci95": [lo, hi], "excludes_zero": bool(lo > 0 or hi < 0)}
+
+
+def spread(values):
+    """The standard deviation over seeds, with n - 1 (0 for one seed)."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def mean_of(metrics, key, part=None):
+    """The mean of metrics.json's `key` (its `part`) over the runs that have it (None where none has)."""
+    values = [m[key] if part is None else m[key][part] for m in metrics if m.get(key) is not None]
+    return float(np.mean(values)) if values else None
+
+
+def image_pixels(args):
+    """Pixels of one target-train image, as the annotator sees it."""
+    h, w = args.size if args.data == "synthetic" else \
+        data.real_sizes(args.preset, args.source_size, args.target_size)[1][::-1]   # (W, H) -> (H, W)
+    return h * w
+
+
+def _difference(d, bold=False):
+    """A paired difference for a table cell: mean [interval], in points of mIoU; * where it excludes zero, "-" for
+    none. bold (the README's brief): **bold** where it excludes zero instead, "" for none."""
+    if not d:
+        return "" if bold else "-"
+    if d["ci95"] is None:
+        return f"{100 * d['mean']:+.2f}"
+    lo, hi = (100 * v for v in d["ci95"])
+    text = f"{100 * d['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+    if bold:
+        return f"**{text}**" if d["excludes_zero"] else text
+    return text + (" *" if d["excludes_zero"] else "")
+
+
+def benchmark_name(args):
+    """The data the runs used, as the first line of results.md and sweep.md names it."""
+    if args["data"] != "synthetic":
+        return args["data"]
+    thing = args["shift"] if args.get("thing_shift") is None else args["thing_shift"]
+    return f"synthetic benchmark (--shift {args['shift']:g}, --thing-shift {thing:g})"
+
+
+def seeds_and_runs(folder, stems):
+    """(seeds, {stem: [metrics per seed]}, missing): the seeds whose every run <stem>-seed<S> has finished (each
+    paired difference compares the same seeds), their metrics, and {seed: runs missing} of the other seeds begun."""
+    found = {}
+    for f in Path(folder).glob("*-seed*/metrics.json"):
+        stem, _, seed = f.parent.name.rpartition("-seed")
+        if seed.isdigit() and stem in stems:
+            found.setdefault(int(seed), {})[stem] = json.loads(f.read_text())
+    seeds = sorted(s for s, got in found.items() if len(got) == len(stems))
+    missing = {s: len(stems) - len(got) for s, got in sorted(found.items()) if s not in seeds}
+    if not seeds:
+        raise UsageError(f"{folder}: no seed has all {len(stems)} runs finished yet; nothing to summarise")
+    return seeds, {stem: [found[s][stem] for s in seeds] for stem in stems}, missing
+
+
+def partial_line(missing, n):
+    return "" if not missing else "\n\nPartial: only the seeds whose every run had finished. Left out: " + "; ".join(
+        f"seed {s} ({k} of {n} runs missing)" for s, k in missing.items()) + "."
+
+
+def summary(mious, metrics, **more):
+    return {"miou_mean": float(np.mean(mious)), "miou_std": spread(mious), "mious": mious,
+            "labelled_fraction": mean_of(metrics, "labelled_fraction"),
+            "points_per_image": mean_of(metrics, "points_per_image"),
+            "required_fraction": mean_of(metrics, "required_fraction"), **more}
+
+
+# ------------------------------------------------------------------------------------------------ the table
+
+CAPTION = ("Differences are paired over the seeds: each seed's mIoU minus its partner's at the same labelled "
+           "fraction (random at SPL's budget, or at {points} px per image for the point selectors; entropy at SPL's "
+           "budget; RIPU's regions against SPL, its points against the paper's PPL), in points, with their mean and "
+           "a 95% confidence interval from Student's t on the paired differences (n - 1 degrees of freedom); * marks "
+           "an interval that excludes zero.")
+
+
+def table(folder, quiet=True, files=True):
+    """results.md, results.json and results.png from the table's runs in `folder` (TABLE_ROWS, found by name)."""
+    seeds, by_stem, missing = seeds_and_runs(folder, [r[3] for r in TABLE_ROWS])
+    rows = {row: by_stem[stem] for row, _, _, stem, _ in TABLE_ROWS}
+    mious = {row: [m["miou"] for m in ms] for row, ms in rows.items()}
+    results = []
+    for row, mode, settings, _, _ in TABLE_ROWS:   # each selector against random (and entropy) at its budget
+        picks = train.selecting(mode) and mode != "random"
+        fraction = picks and train.selector_of(mode).budget == "fraction"
+        partners = {"vs_random": ("random" if fraction else "random, 40 px") if picks else None,
+                    "vs_entropy": "entropy" if fraction and mode != "entropy" else None,
+                    "vs_labor": LABOR_PARTNERS.get(row), "vs_supervised": "supervised" if row != "supervised" else None}
+        vs = {k: p and {"partner": p, **paired_difference(mious[row], mious[p])} for k, p in partners.items()}
+        results.append({"mode": row, **summary(mious[row], rows[row]),
+                        "of_supervised": float(np.mean(mious[row]) / np.mean(mious["supervised"])),
+                        "annotation_seconds": mean_of(rows[row], "annotation_seconds", "per_image"),
+                        "wall_seconds": mean_of(rows[row], "wall_seconds"), **vs})
+    order = ("mode", "miou_mean", "miou_std", "mious", "of_supervised", "labelled_fraction", "points_per_image",
+             "required_fraction", "annotation_seconds", "wall_seconds", "vs_random", "vs_entropy", "vs_labor",
+             "vs_supervised")
+    results = [{k: r[k] for k in order} for r in results]
+    args = rows["spl"][0]["args"]
+    lines = [f"Miniature Table 1: {benchmark_name(args)}, seeds {seeds}, {args['iters']} iterations, schedule "
+             f"{args['schedule']}, model {args['model']}.", "",
+             "| method | mIoU (%) | per seed | of supervised | labelled pixels (%) | px / image | annotator time per "
+             "image (s) | required_fraction | minus random | minus entropy | RIPU minus LabOR | minus supervised | "
+             "paper, GTA5->Cityscapes |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['mode']} | {100 * r['miou_mean']:.1f} ± {100 * r['miou_std']:.1f} | {per_seed(r['mious'])} | "
+                     f"{100 * r['of_supervised']:.0f}% | {100 * r['labelled_fraction']:.2f} | "
+                     f"{r['points_per_image']:.0f} | {number(r['annotation_seconds'], '.0f')} | "
+                     f"{number(r['required_fraction'], '.3f')} | {_difference(r['vs_random'])} | "
+                     f"{_difference(r['vs_entropy'])} | {_difference(r['vs_labor'])} | "
+                     f"{_difference(r['vs_supervised'])} | {PAPER_TABLE.get(r['mode'], '-')} |")
+    caption = CAPTION.format(points=args["points"])
+    saved = {"seeds": seeds, "caption": caption, "results": results,
+             "runs": {row: [f"{stem}-seed{s}" for s in seeds] for row, _, _, stem, _ in TABLE_ROWS}}
+    if files:
+        write(folder, "results", "\n".join(lines + ["", caption]) + partial_line(missing, len(TABLE_ROWS)),
+              {**saved, **({"partial": {"missing": missing}} if missing else {})}, quiet)
+        figures.plot_table(Path(folder) / "results.png", results, seeds)
+    return results
+
+
+def per_seed(values):
+    return " / ".join(f"{100 * v:.1f}" for v in values)
+
+
+def number(value, fmt):
+    return "-" if value is None else format(value, fmt)
+
+
+def write(folder, name, md, saved, quiet):
+    (Path(folder) / f"{name}.md").write_text(md + "\n")
+    (Path(folder) / f"{name}.json").write_text(json.dumps(saved, indent=2))
+    if not quiet:
+        print(md)
+
+
+# ------------------------------------------------------------------------------------------------ the sweep
+
+def sweep_rows(folder):
+    """(seeds, rows, missing) of a sweep folder: one row per run (selector, budget asked, seed, run folder, what came
+    of it), seed by seed in the sweep's order, over the seeds whose every run has finished. The budget asked is in
+    the folder's name (random-budget0.005), or, for points per image (ppl-points92), the sweep budget that gives
+    them."""
+    names = {f.parent.name.rpartition("-seed")[0] for f in Path(folder).glob("*-seed*/metrics.json")}
+    found = {n: re.fullmatch(r"([a-z_]+)((?:-[a-z_]*[a-z]\d[0-9.e+-]*)*)", n) for n in names}
+    asked = {n: {k: float(v) for k, v in re.findall(r"-([a-z_]*[a-z])(\d[0-9.e+-]*?)(?=-[a-z]|$)", m[2])}
+             for n, m in found.items() if m and re.search(r"-(budget|points)\d", n)}
+    budgets = sorted({a["budget"] for a in asked.values() if "budget" in a})
+    fixed = {"spl": "spl (whole mask)", "adaptseg": "adaptseg", "supervised": "supervised"}
+    stems = [n for n in fixed if n in names] + list(asked)
+    seeds, by_stem, missing = seeds_and_runs(folder, stems)
+    pixels = image_pixels(argparse.Namespace(**by_stem[stems[0]][0]["args"]))
+    entries = []   # (order, selector, budget, stem)
+    styles = list(figures.selector_styles())
+    for stem, a in asked.items():
+        mode = found[stem][1]
+        label = next((lab for k, (base, settings, lab, _) in selection.VARIANTS.items() if base == mode and all(
+            a.get(s) == v for s, v in settings.items())), selection.label(mode))
+        budget = a.get("budget", next((b for b in budgets if max(1, round(b * pixels)) == a.get("points")),
+                                      a.get("points", 0) / pixels))
+        entries.append(((budget, styles.index(label)), label, budget, stem))
+    entries = [(None, name, None, stem) for stem, name in fixed.items() if stem in names] + sorted(entries)
+    rows = [{"selector": sel, "budget": b, "seed": s, "run": f"{stem}-seed{s}", "miou": m["miou"],
+             "labelled_fraction": m["labelled_fraction"], "points_per_image": m["points_per_image"],
+             "required_fraction": m.get("required_fraction"),
+             "annotation_seconds": (m.get("annotation_seconds") or {}).get("per_image")}
+            for k, s in enumerate(seeds) for _, sel, b, stem in entries for m in [by_stem[stem][k]]]
+    return seeds, sorted({b for _, _, b, _ in entries if b is not None}), rows, by_stem[stems[0]][0]["args"], missing
+
+
+def sweep(folder, quiet=True, files=True):
+    """sweep.md, sweep.json and budget_curve.png from a sweep folder's runs: per (selector, budget asked), the mean
+    and spread over seeds and the paired differences to random and entropy at the same budget asked, and RIPU's to
+    LabOR's ("vs_random", "vs_entropy", "vs_labor"); then each selector at equal annotator seconds (at_equal_seconds)."""
+    seeds, budgets, rows, args, missing = sweep_rows(folder)
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["selector"], r["budget"]), []).append(r)
+    out = []
+    for (sel, budget), rs in groups.items():
+        mious = [r["miou"] for r in rs]
+        entry = {"selector": sel, "budget": budget, "seeds": [r["seed"] for r in rs], "mious": mious,
+                 **summary(mious, rs), "annotation_seconds": mean_of(rs, "annotation_seconds")}
+        for key, partner in (("vs_random", "random"), ("vs_entropy", "entropy"), ("vs_labor", LABOR_PARTNERS.get(sel))):
+            if budget is not None and partner and sel != partner and (partner, budget) in groups:
+                theirs = {r["seed"]: r["miou"] for r in groups[partner, budget]}
+                both = [r for r in rs if r["seed"] in theirs]
+                entry[key] = paired_difference([r["miou"] for r in both], [theirs[r["seed"]] for r in both])
+        out.append(entry)
+    lines = [f"Budget sweep: {benchmark_name(args)}, seeds {seeds}, {args['iters']} iterations, schedule "
+             f"{args['schedule']}, model {args['model']}.", "",
+             "| selector | budget asked (%) | labelled pixels (%) | px / image | annotator s / image | mIoU (%) | "
+             "per seed | required_fraction | minus random | minus entropy | RIPU minus LabOR |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(out, key=lambda r: (r["budget"] is not None, r["budget"] or 0, r["selector"])):
+        asked = "-" if r["budget"] is None else f"{100 * r['budget']:g}"
+        lines.append(f"| {r['selector']} | {asked} | "
+                     f"{100 * r['labelled_fraction']:.3f} | {r['points_per_image']:.1f} | "
+                     f"{number(r['annotation_seconds'], '.1f')} | {100 * r['miou_mean']:.1f} ± "
+                     f"{100 * r['miou_std']:.1f} | {per_seed(r['mious'])} | {number(r['required_fraction'], '.3f')} | "
+                     f"{_difference(r.get('vs_random'))} | {_difference(r.get('vs_entropy'))} | "
+                     f"{_difference(r.get('vs_labor'))} |")
+    caption = ("Differences are paired over the seeds: each seed's mIoU minus random's (or entropy's; for RIPU's "
+               "regions capped SPL's, for its points the paper's PPL's) at the same budget asked, in points, with "
+               "their mean and a 95% confidence interval from Student's t on the paired differences (n - 1 "
+               "degrees of freedom); * marks an interval that excludes zero. SPL and PPL stop at B's mask; RIPU's "
+               "regions are whole 3x3 boxes (at least one per image): compare the labelled pixels too.")
+    lines += ["", caption]
+    equal = at_equal_seconds(rows)
+    if equal:
+        lines += ["", "At equal annotator time per image (cost.py): each seed's mIoU read off its curve between the "
+                  "two budgets whose seconds bracket the level, linearly in log seconds (none beyond the measured "
+                  "range); differences to random paired over the seeds both reach, 95% Student-t interval.", "",
+                  "| annotator s / image | selector | mIoU (%) | per seed | seeds | minus random |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {e['seconds']:g} | {e['selector']} | {100 * e['miou_mean']:.1f} | {per_seed(e['mious'])} | "
+                  f"{len(e['seeds'])} | {_difference(e['vs_random'])} |" for e in equal]
+    saved = {"seeds": seeds, "budgets": budgets, "caption": caption, "summary": out, "at_equal_seconds": equal,
+             "runs": rows, **({"partial": {"missing": missing}} if missing else {})}
+    if files:
+        write(folder, "sweep", "\n".join(lines) + partial_line(missing, len(rows) // len(seeds)), saved, quiet)
+        figures.plot_budget_curve(Path(folder) / "budget_curve.png", out, seeds)
+    return out, equal
+
+
+# Annotator seconds per image at which the sweep compares selectors: log-spaced inside the range its budgets cost
+# (0.02% to 0.5% of a 96x192 image: 4 to 92 points, 9.6 s to 221 s), so every selector is read, not extrapolated.
+EQUAL_SECONDS = (10.0, 30.0, 100.0)
+
+
+def at_equal_seconds(rows, levels=EQUAL_SECONDS):
+    """Each selector's mIoU at equal annotator time per image: per seed, its runs at the sweep's budgets give points
+    (seconds per image, mIoU); at each level the mIoU is read off the line between the two runs whose seconds
+    bracket it, linearly in log seconds (no extrapolation: a level outside a seed's range gets no value). Then,
+    per level, the mean over seeds and the paired difference to random at the same level ("vs_random", over the
+    seeds both reach). Returns [{"selector", "seconds", "seeds", "mious", "miou_mean", "vs_random"}]."""
+    curves = {}   # (selector, seed) -> [(log seconds, mIoU)]
+    for r in rows:
+        if r["budget"] is not None and r.get("annotation_seconds"):
+            curves.setdefault((r["selector"], r["seed"]), []).append((np.log(r["annotation_seconds"]), r["miou"]))
+    read = {}     # (selector, level) -> {seed: mIoU}
+    for (sel, seed), pts in curves.items():
+        by_x = {}
+        for x, y in pts:   # equal seconds at two budgets (a selector capped at B's mask): their mean mIoU
+            by_x.setdefault(x, []).append(y)
+        xs = sorted(by_x)
+        ys = [float(np.mean(by_x[x])) for x in xs]
+        for level in levels:
+            if xs[0] <= np.log(level) <= xs[-1]:
+                read.setdefault((sel, level), {})[seed] = float(np.interp(np.log(level), xs, ys))
+    out = []
+    for (sel, level), by_seed in sorted(read.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        seeds = sorted(by_seed)
+        theirs = read.get(("random", level), {})
+        both = [s for s in seeds if s in theirs]
+        out.append({"selector": sel, "seconds": level, "seeds": seeds, "mious": [by_seed[s] for s in seeds],
+                    "miou_mean": float(np.mean([by_seed[s] for s in seeds])),
+                    "vs_random": paired_difference([by_seed[s] for s in both], [theirs[s] for s in both])
+                    if sel != "random" and both else None})
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ the noisy annotator
+
+def noise_rows(folder):
+    """(levels, [(row label, mode)]) of the noise runs in a folder (<mode>-noise<P>-seed<S>, and the table's names at
+    P = 0): SPL and random first, then the other selectors in selection.SELECTORS' order."""
+    found = {(m[1], float(m[2])) for f in Path(folder).glob("*-noise*-seed*/metrics.json")
+             if (m := re.fullmatch(r"([a-z_]+)-noise([0-9.e-]+)", f.parent.name.rpartition("-seed")[0]))}
+    modes = sorted({mode for mode, _ in found}, key=lambda m: (m not in ("spl", "random"), m != "spl",
+                                                                list(selection.SELECTORS).index(m)))
+    zero = [0.0] if any(Path(folder).glob("spl-seed*/metrics.json")) else []   # P = 0: the table's runs
+    return zero + sorted({p for _, p in found}), [(selection.label(m), m) for m in modes]
+
+
+def noise(folder, quiet=True, files=True):
+    """noise.md, noise.json and noise.png: per annotator noise P and row, the mIoU over the seeds whose every run
+    has finished, the share of labels the annotator got wrong, and the paired differences to random at the same P
+    ("vs_random") and to the same row with the perfect annotator ("vs_perfect")."""
+    levels, rows = noise_rows(folder)
+    seeds, by_stem, missing = seeds_and_runs(folder, [noise_stem(m, p) for _, m in rows for p in levels])
+    m = {(row, p): by_stem[noise_stem(mode, p)] for row, mode in rows for p in levels}
+    out = []
+    for p in levels:
+        for row, _ in rows:
+            mious = [r["miou"] for r in m[row, p]]
+            random_ = [r["miou"] for r in m["random", p]]
+            out.append({"level": p, "row": row, "seeds": seeds, "mious": mious, "miou_mean": float(np.mean(mious)),
+                        "miou_std": spread(mious), "labelled_fraction": mean_of(m[row, p], "labelled_fraction"),
+                        "wrong_share": float(np.mean([r.get("annotator_wrong_labels", 0) / max(r["labelled_pixels"], 1)
+                                                      for r in m[row, p]])),
+                        "vs_random": None if row == "random" else paired_difference(mious, random_),
+                        "vs_perfect": None if p == 0 or 0 not in levels else
+                        paired_difference(mious, [r["miou"] for r in m[row, 0.0]])})
+    args = m["spl", levels[0]][0]["args"]
+    lines = [f"Annotator noise: {benchmark_name(args)}, seeds {seeds}, {args['iters']} iterations, noise band "
+             f"{args.get('noise_band', 1)} px.", "",
+             "| P (label at an outline flipped) | method | mIoU (%) | per seed | labelled pixels (%) | wrong labels (%) | "
+             "minus random | minus itself at P = 0 |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {e['level']:g} | {e['row']} | {100 * e['miou_mean']:.1f} ± {100 * e['miou_std']:.1f} | "
+              f"{per_seed(e['mious'])} | {100 * e['labelled_fraction']:.2f} | {100 * e['wrong_share']:.1f} | "
+              f"{_difference(e['vs_random'])} | {_difference(e['vs_perfect'])} |" for e in out]
+    caption = ("--annotator-noise P: a label bought within --noise-band pixels of a class boundary is replaced by "
+               "the class on the other side with probability P. Random buys the fraction SPL bought at the same P. "
+               "Differences are paired over the seeds, in points, with a 95% Student-t interval (n - 1 degrees of "
+               "freedom); * marks an interval that excludes zero.")
+    saved = {"levels": levels, "rows": [row for row, _ in rows], "seeds": seeds, "complete_seeds": seeds,
+             "caption": caption, "summary": out, "runs": {f"{row} @ {p:g}": [f"{noise_stem(mode, p)}-seed{s}" for s in seeds]
+                                                          for row, mode in rows for p in levels}}
+    if files:
+        write(folder, "noise", "\n".join(lines + ["", caption]) + partial_line(missing, len(rows) * len(levels)),
+              {**saved, **({"partial": {"missing_seeds": list(missing)}} if missing else {})}, quiet)
+        figures.plot_noise(Path(folder) / "noise.png", out, seeds)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ the files again
+
+def kinds(folder):
+    """The experiments whose runs a folder holds: "table" (source_only-seed*), "sweep" (<mode>-budget<b>-seed*,
+    <mode>-points<n>-seed*), "noise" (<mode>-noise<P>-seed*); a noise experiment may share a table's folder."""
+    names = [f.parent.name for f in Path(folder).glob("*-seed*/metrics.json")]
+    found = [k for k, pattern in (("table", r"source_only-seed\d+"), ("sweep", r".*-(budget|points)[0-9].*"),
+                                  ("noise", r".*-noise[0-9].*")) if any(re.fullmatch(pattern, n) for n in names)]
+    if not found:
+        raise UsageError(f"{folder} holds no finished run of a table, a sweep or a noise experiment")
+    return found
+
+
+def regenerate(folder, quiet=True, files=True):
+    """Rewrite the files of every experiment in the folder from its runs' metrics.json alone (no run is trained or
+    checked again); a seed whose runs have not all finished is left out and named. Returns each one's summary."""
+    return {k: {"table": table, "sweep": sweep, "noise": noise}[k](folder, quiet, files) for k in kinds(folder)}
+
+
+def brief(folder):
+    """The README's short form of the folder's experiments, from its runs: per row the mIoU per seed, the mean, what
+    was labelled and what it cost a person, and the paired differences (bold where the interval excludes zero)."""
+    diff = lambda d: _difference(d, bold=True)  # noqa: E731
+    lines = []
+    done = regenerate(folder, files=False)
+    if "table" in done:
+        lines += ["| method | mIoU (%) per seed | mean | labelled | annotator s / image | minus random, same budget | "
+                  "RIPU minus LabOR |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['mode']} | {per_seed(r['mious'])} | {100 * r['miou_mean']:.1f} | "
+                  f"{100 * r['labelled_fraction']:.2f}% | {number(r['annotation_seconds'], '.0f')} | "
+                  f"{diff(r['vs_random'])} | {diff(r['vs_labor'])} |" for r in done["table"]]
+    if "sweep" in done:
+        summary, equal = done["sweep"]
+        names = [n for n in figures.selector_styles() if n != "random" and any(r["selector"] == n for r in summary)]
+        for key, col, entries in (("budget", "budget", summary), ("seconds", "annotator s / image", equal)):
+            at = {(e["selector"], e[key]): e for e in entries}
+            lines += ["" if lines else None, f"| {col} | random mIoU | " + " | ".join(f"{n} minus random" for n in names)
+                      + " |", "|---|---|" + "---|" * len(names)]
+            for level in sorted({e[key] for e in entries if e[key] is not None}):
+                rand = at.get(("random", level))
+                lines.append(f"| {100 * level:g}% | " if key == "budget" else f"| {level:g} | ")
+                lines[-1] += ("-" if rand is None else f"{100 * rand['miou_mean']:.1f}") + " | " + " | ".join(
+                    diff(at.get((n, level), {}).get("vs_random")) for n in names) + " |"
+    if "noise" in done:
+        rows = list(dict.fromkeys(e["row"] for e in done["noise"]))
+        at = {(e["level"], e["row"]): e for e in done["noise"]}
+        others = [r for r in rows if r != "random"]
+        lines += ["" if lines else None, "| P (annotator errs at outlines) | wrong labels (SPL) | " + " | ".join(
+            f"{r} mIoU" for r in rows) + " | " + " | ".join(f"{r} minus random" for r in others) + " |",
+                  "|---|---|" + "---|" * (len(rows) + len(others))]
+        lines += [f"| {p:g} | {100 * at[p, 'spl']['wrong_share']:.1f}% | " + " | ".join(
+            f"{100 * at[p, r]['miou_mean']:.1f}" for r in rows) + " | " + " | ".join(
+            diff(at[p, r]["vs_random"]) for r in others) + " |" for p in dict.fromkeys(e["level"] for e in done["noise"])]
+    return "\n".join(line for line in lines if line is not None)
+
+
+def listing(folder):
+    """Any folder of run folders <name>-seed<S>: per name, the evaluation split, the labelled fraction, mIoU per seed
+    and the mean. Returns markdown."""
+    groups = {}
+    for f in sorted(Path(folder).glob("*-seed*/metrics.json")):
+        name, _, seed = f.parent.name.rpartition("-seed")
+        if seed.isdigit():
+            groups.setdefault(name, []).append((int(seed), json.loads(f.read_text())))
+    lines = ["| runs | split | labelled (%) | mIoU (%) per seed | seeds | mean |", "|---|---|---|---|---|---|"]
+    for name, found in groups.items():
+        found.sort(key=lambda sm: sm[0])
+        mious = [100 * m["miou"] for _, m in found]
+        lines.append(f"| {name} | {found[0][1]['eval_split']} | "
+                     f"{100 * np.mean([m['labelled_fraction'] for _, m in found]):.3f} | "
+                     f"{' / '.join(f'{v:.2f}' for v in mious)} | {', '.join(str(s) for s, _ in found)} | "
+                     f"{np.mean(mious):.2f} |")
+    return "\n".join(lines)
