@@ -97,7 +97,8 @@ def commands(a, base, passed, out):
         flags += ["--budget-from", str(out / budget_from)] if budget_from else []
         cmd = [*passed, "--mode", mode, "--seed", str(seed), "--out", str(folder), *flags, *extra]
         if (folder / "metrics.json").is_file() or (folder / runs.CHECKPOINT).is_file():
-            wanted = train.get_args(cmd)
+            wanted = train.get_args([w for k, w in enumerate(cmd) if "--init-from" not in cmd[max(k - 1, 0):k + 1]])
+            # (its warm-up's source need not be there any more: --init-from changes no result)
             if (folder / "metrics.json").is_file():
                 saved, what = json.loads((folder / "metrics.json").read_text())["args"], "finished"
             else:
@@ -259,6 +260,8 @@ def experiment(a, passed):
     """Plan the runs, hand them to an engine, write the tables (here) or say how to (--slurm, --print)."""
     stages = plan_stages(a, passed)
     if a.print:
+        if not stages:
+            print(f"# every run has finished: python experiments.py regenerate {a.out} writes the tables")
         for k, cmds in enumerate(stages):
             print(f"# stage {k + 1} of {len(stages)}" + (": after every run above has ended" if k else ""))
             print("\n".join(shlex.join(c) for c in cmds))

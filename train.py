@@ -232,7 +232,7 @@ def build_models(args, num_classes):
     if args.mode not in ("source_only", "supervised", "ripu"):  # (RIPU as published has no adversarial loss)
         net["D"] = models.FCDiscriminator(num_classes, args.ndf)
         net["D_aux"] = models.FCDiscriminator(num_classes, args.ndf)
-    if args.mode in selection.SELECTORS and selection.SELECTORS[args.mode].needs_b:
+    if selecting(args.mode) and selector_of(args.mode).needs_b:
         torch.manual_seed(args.seed + 1)
         net["B"] = models.PixelSelector(backbone(), num_classes)
     return net

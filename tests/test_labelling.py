@@ -1,7 +1,6 @@
 """Labeling only if required, measured (issue 12): what each bought label fixes (required_fraction), the paper's
 staged schedule (warm-up A, then B on that A with A fixed, then select, then A with the labels), one warm-up and
 one B shared by every run of a seed (--init-from), and the experiments of many real runs (experiments.py)."""
-import argparse
 import json
 import math
 import sys

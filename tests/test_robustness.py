@@ -622,7 +622,7 @@ def test_sigterm_stops_a_table_with_two_jobs_and_the_same_command_finishes_it(ta
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert err.strip().splitlines()[-1] == ("stopped (every run in progress wrote its checkpoint); continue with the "
                                             "same command"), err
-    assert f"stopped at iteration" in err and not (out / "spl-seed0" / "metrics.json").exists()
+    assert "stopped at iteration" in err and not (out / "spl-seed0" / "metrics.json").exists()
     assert not (out / "results.md").exists()
     assert not [m for m in ("ppl", "random", "entropy", "adaptseg") if (out / f"{m}-seed0").exists()]  # need SPL's
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
