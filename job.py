@@ -42,7 +42,6 @@ class Job:
         on_rank0(args, runs.prepare_out, self.out, args.resume)
         self.resume = runs.resume_checkpoint(args)
         self.state = runs.new_state()  # iteration, rounds done, loss history, seconds per stage
-        self.selector_trained = False
 
     def start(self, net, opt, annotator, target_images, theta, revealed):
         """Where the run starts: as given, or a resumed run's checkpoint (and the labels of a round it bought after
@@ -62,7 +61,7 @@ class Job:
                 revealed = runs.replay_selection(saved, annotator, state)
                 state["rounds_done"] = saved["rounds_done"]
         elif args.init_from:
-            theta, self.selector_trained = runs.init_from(args, state, net, opt, self.scaler, annotator)
+            theta = runs.init_from(args, state, net, opt, self.scaler, annotator)
         self.net = wrap_distributed(args, net)
         state["stage_time"]["setup"] += time.time() - self.t_start
         self.saved_at = state["iter"]  # iteration of the checkpoint on disk, for the divergence messages
@@ -72,6 +71,12 @@ class Job:
         if self.resume is None:
             self.checkpoint(theta, revealed)  # iteration 0: from now on a killed run can always be resumed
         return self.net, theta, revealed
+
+    @property
+    def selector_trained(self):
+        """Stage 1b is done: B's log is there (B came trained with --init-from's warm-up, also in a resumed run's
+        checkpoint; a run that trains B itself writes its next checkpoint after the round)."""
+        return bool(self.state["selector_history"])
 
     def stream(self, dataset, k):
         """Endless seeded batches of `dataset` (k: 0 source, 1 target) from where the run stands: a resumed run

@@ -438,7 +438,7 @@ def save_warmup(args, out, net, theta, state):
 def init_from(args, state, net, opt, scaler, annotator):
     """--init-from RUN_DIR: start where that run's warm-up ended (its warmup.pt): A, D and their optimisers, the RNG
     and the warm-up's log, with this run's own clock; and that run's trained B with its theta when this run has B
-    with the same settings. Returns (theta, whether B came trained)."""
+    with the same settings (its log too: B is then trained). Returns theta."""
     path = Path(args.init_from) / WARMUP
     warm = load_safe(path, "warm-up")
     if differ := changed_settings(warm["args"], args_dict(args), WARMUP_KEYS):
@@ -450,8 +450,8 @@ def init_from(args, state, net, opt, scaler, annotator):
     if "B" in net and b is not None and not changed_settings(b["args"], args_dict(args), SELECTOR_KEYS):
         unwrap(net["B"]).load_state_dict(b["B"])
         state["selector_history"] = b["selector_history"]
-        return b["theta"], True
-    return theta, False
+        return b["theta"]
+    return theta
 
 
 # Settings that change where and how fast a run works, not what it computes (and flags of older versions).

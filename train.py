@@ -187,8 +187,8 @@ def apply_defaults(args):
         args.size = [96, 192]
     if args.select_at is None and args.schedule == "joint":
         args.select_at = [0.5]  # one round half-way (the staged schedule labels after --warmup instead)
-    if args.init_from and not (shares_warmup(args) and not args.resume):
-        raise UsageError(f"--init-from: only a new staged run that adapts A alone before its labels (adaptseg or a "
+    if args.init_from and not args.resume and not shares_warmup(args):
+        raise UsageError(f"--init-from: only a staged run that adapts A alone before its labels (adaptseg or a "
                          f"selector, not --mode {args.mode} under --schedule {args.schedule}) starts from another's "
                          f"warm-up")
     if args.budget_from and (not selecting(args.mode) or selector_of(args.mode).budget != "fraction"):

@@ -197,6 +197,22 @@ def test_runs_from_another_runs_warm_up_and_b_are_the_runs_that_train_their_own(
             run_mode("random", tmp_path / f"refused{extra[1]}", *STAGED, *init, "--budget", "0.05", *extra)
     with pytest.raises(runs.UsageError, match="--init-from"):     # RIPU as published trains from its own start
         run_mode("ripu", tmp_path / "ripu", *STAGED, *init)
+    # killed in its labelling round, a run that came with B trained resumes without training B again
+    real = train.select_round
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+    train.select_round = killed
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_mode("spl", tmp_path / "spl-killed", *STAGED, *init)
+    finally:
+        train.select_round = real
+    args = train.get_args(["--resume", str(tmp_path / "spl-killed")])
+    args.quiet = True
+    resumed = train.run(args)
+    assert same_weights(weights(tmp_path / "spl-own"), weights(tmp_path / "spl-killed"))
+    assert resumed["selector_history"] == first["selector_history"] and resumed["miou"] == own["miou"]
 
 
 @pytest.mark.slow
