@@ -315,7 +315,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     try:
         print(at_a_glance(args.run_dir, args.out))
-    except ValueError as e:
+    except (OSError, ValueError) as e:   # no such folder or file, no finished SPL or PPL run
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 

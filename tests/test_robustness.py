@@ -599,16 +599,23 @@ def test_sigterm_checkpoints_and_the_resumed_run_ends_the_same(target, reference
     assert_same_run(reference, out)
 
 
+@pytest.fixture(scope="module")
+def reference_table(tmp_path_factory):
+    """An uninterrupted table of two-job runs (its flags, its folder): what a stopped and continued one must equal."""
+    flags = ["table", "--iters", "40", "--save-every", "2", *TINY, "--jobs", "2", "--quiet"]
+    ref = tmp_path_factory.mktemp("reference-table")
+    experiments.main([*flags, "--out", str(ref)])
+    return flags, ref
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["experiment alone", "process group"])
-def test_sigterm_stops_a_table_with_two_jobs_and_the_same_command_finishes_it(target, tmp_path):
+def test_sigterm_stops_a_table_with_two_jobs_and_the_same_command_finishes_it(target, reference_table, tmp_path):
     """experiments.py table --jobs 2 stopped by SIGTERM (to the experiment alone, or to its whole process group, as
     a cluster does): it passes the signal once to every run in progress (each a process group of its own), they
     write their checkpoints and stop, no run starts after it, the exit code is 128 + 15; the same command then
     resumes the stopped runs, starts the rest, and writes the table an uninterrupted experiment writes."""
-    flags = ["table", "--iters", "40", "--save-every", "2", *TINY, "--jobs", "2", "--quiet"]
-    ref = tmp_path / "ref"
-    experiments.main([*flags, "--out", str(ref)])
+    flags, ref = reference_table
     out = tmp_path / "table"
     cmd = [sys.executable, "experiments.py", *flags, "--out", str(out)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
