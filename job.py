@@ -2,7 +2,7 @@
 algorithm box and passes the method's state (theta, the labels revealed) in; a Job keeps the run's folder,
 checkpoints, exact resume, --init-from, stop signals, torchrun, the log and the outputs. None of this is LabOR.
 
-    job = Job(args)                     the device, the run folder (refused if it holds another run)
+    job = Job(args, shares_warmup)      the device, the run folder (refused if it holds another run)
     net, theta, revealed = job.start(net, opt, annotator, target_images, theta, revealed)
                                         as given, or restored: a stopped run's checkpoint (with the labels it bought
                                         after it, from selection.pt) or --init-from's warm-up (and B); DDP
@@ -35,8 +35,9 @@ class Job:
     """The plumbing of one run (see the module docstring): its folder, `state` (counters and records: what a
     checkpoint saves besides the models and the method's state) and the GradScaler."""
 
-    def __init__(self, args):
+    def __init__(self, args, shares_warmup=False):
         self.t_start = time.time()
+        self.shares_warmup = shares_warmup and not args.init_from  # its warm-up is the seed's: it writes warmup.pt
         runs.setup_runtime(args)
         self.args, self.out = args, Path(args.out)
         on_rank0(args, runs.prepare_out, self.out, args.resume)
@@ -143,7 +144,7 @@ class Job:
         runs.log_round(args, r, n_rounds, required)
         state["rounds_done"] = r + 1
         runs.save_selection(args, self.out, revealed, self.annotator, state)
-        if r == 0 and args.schedule == "staged" and not args.init_from:
+        if r == 0 and self.shares_warmup:
             runs.save_warmup(args, self.out, self.net, theta, state)
         self.checkpoint(theta, revealed)
 

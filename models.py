@@ -11,7 +11,6 @@ itself with the ImageNet statistics, so data.py never has to. No model calls `.c
 """
 import torch
 import torch.nn as nn
-import torchvision
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -65,6 +64,7 @@ class ResNet101Backbone(nn.Module):
 
     def __init__(self, weights=None):
         super().__init__()
+        import torchvision  # (here: importing it takes seconds, and the tiny model of the CPU runs needs none of it)
         tv_weights = None
         if weights == "imagenet":  # downloaded by torchvision on the user's machine, never unasked
             tv_weights = torchvision.models.ResNet101_Weights.IMAGENET1K_V1

@@ -494,7 +494,7 @@ def run(args):
     """One run of args.mode: warm up A, train B on it, let the selector choose and the annotator reveal, adapt A
     with the labels, evaluate. Returns the metrics (also written to metrics.json). `job` is what a run needs besides
     the method: the folder, checkpoints, resume, --init-from, stop signals, torchrun, the outputs (job.py)."""
-    job = Job(args)
+    job = Job(args, shares_warmup(args))   # (a run whose warm-up the seed's other runs may start from: warmup.pt)
 
     # ---- 0. set-up ------------------------------------------------------------------------------------------------
     source, target, evals, classes = build_data(args)      # target-train labels: for the annotator, nowhere else

@@ -250,16 +250,16 @@ def experiment(*words):
 
 @pytest.mark.slow
 def test_sweep_writes_curve_and_spends_each_budget(tmp_path):
-    experiment("sweep", "--budgets", "0.01", "0.05", "--out", str(tmp_path), "--jobs", "2")
+    experiment("sweep", "--budgets", "0.05", "--out", str(tmp_path), "--jobs", "2")
     for f in ("sweep.md", "sweep.json", "budget_curve.png"):
         assert (tmp_path / f).exists(), f
     saved = json.loads((tmp_path / "sweep.json").read_text())
     got = {(r["selector"], r["budget"]): r for r in saved["summary"]}
     expected = {("spl (whole mask)", None), ("adaptseg", None), ("supervised", None)} | {
-        (label, b) for _, label, *_ in tables.SWEEP for b in (0.01, 0.05)}
+        (label, 0.05) for _, label, *_ in tables.SWEEP}
     assert set(got) == expected and len(saved["runs"]) == len(expected)
     hw = 32 * 64
-    for b in (0.01, 0.05):
+    for b in (0.05,):
         for s in ("random", "entropy", "margin"):  # exactly the budget in every image
             assert got[(s, b)]["points_per_image"] == round(b * hw), (s, b)
         assert got[("spl", b)]["points_per_image"] <= round(b * hw)  # capped: at most its mask
@@ -279,26 +279,20 @@ def test_sweep_writes_curve_and_spends_each_budget(tmp_path):
     experiments.main(["regenerate", str(tmp_path)])
     assert {f: (tmp_path / f).read_bytes() for f in before} == before
     # the same command again runs nothing: every run has finished with these settings
-    a, passed = experiments.build_parser().parse_known_args(["sweep", "--budgets", "0.01", "0.05", "--out",
-                                                              str(tmp_path), *TINY, *STAGED])
+    a, passed = experiments.build_parser().parse_known_args(["sweep", "--budgets", "0.05", "--out", str(tmp_path),
+                                                              *TINY, *STAGED])
     assert experiments.plan_stages(a, passed) == []
 
 
 @pytest.mark.slow
 def test_an_experiment_gives_with_two_jobs_what_it_gives_with_one(tmp_path):
-    """--jobs 2 runs two runs at a time (one thread each: TINY has --threads 1); the table is the one the same
-    experiment writes run by run, random and entropy at the fraction SPL bought."""
+    """--jobs 2 runs two runs at a time (one thread each: TINY has --threads 1); the sweep is the one the same
+    experiment writes run by run."""
     for jobs in (1, 2):
-        experiment("table", "--out", str(tmp_path / f"jobs{jobs}"), "--jobs", str(jobs))
-    one, two = (json.loads((tmp_path / f"jobs{j}" / "results.json").read_text())["results"] for j in (1, 2))
-    for rows in (one, two):
-        for row in rows:
-            row.pop("wall_seconds")
-    assert two == one
-    got = {r["mode"]: r for r in two}
-    assert got["spl"]["labelled_fraction"] > 0
-    assert [got[m]["labelled_fraction"] for m in ("random", "entropy")] == pytest.approx(
-        [got["spl"]["labelled_fraction"]] * 2, abs=1 / (32 * 64))
+        experiment("sweep", "--budgets", "0.05", "--selectors", "random", "spl", "--out", str(tmp_path / f"jobs{jobs}"),
+                   "--jobs", str(jobs))
+    one, two = (json.loads((tmp_path / f"jobs{j}" / "sweep.json").read_text()) for j in (1, 2))
+    assert two == one and len(one["runs"]) == 5
 
 
 @pytest.mark.slow
@@ -311,6 +305,8 @@ def test_noise_experiment_end_to_end(tmp_path):
     for row in ("spl", "random", "ripu regions"):
         assert summary[0.5, row]["labelled_fraction"] == summary[0.0, row]["labelled_fraction"] > 0
         assert summary[0.0, row]["wrong_share"] == 0
+        assert summary[0.0, row]["labelled_fraction"] == pytest.approx(summary[0.0, "spl"]["labelled_fraction"],
+                                                                       abs=9 / (32 * 64))   # (RIPU: 3x3 boxes)
     assert summary[0.5, "spl"]["wrong_share"] > 0
     clean, noisy = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("spl-seed0",
                                                                                            "spl-noise0.5-seed0"))
@@ -321,17 +317,19 @@ def test_noise_experiment_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_slurm_path_runs_the_commands_it_submits(tmp_path):
     """The --slurm path without a cluster: submitit's debug executor runs each job of the two job arrays in this
-    process (here: a `python train.py ...` each), stage 1 before stage 2; the table is then regenerated."""
-    a, passed = experiments.build_parser().parse_known_args(["table", "--slurm", "debug-partition", "--out",
+    process (here: a `python train.py ...` each), stage 1 before stage 2; the sweep is then regenerated."""
+    a, passed = experiments.build_parser().parse_known_args(["sweep", "--budgets", "0.05", "--selectors", "random",
+                                                             "spl", "--slurm", "debug-partition", "--out",
                                                              str(tmp_path), *TINY, *STAGED, "--quiet"])
     stages = experiments.plan_stages(a, passed)
     jobs = experiments.submit_slurm(stages, a, tmp_path, cluster="debug")
+    assert [len(stage) for stage in jobs] == [2, 3]
     for stage in jobs:
         for job in stage:
             job.result()
-    results = {r["mode"]: r for r in tables.regenerate(tmp_path)["table"]}
-    assert set(results) == {row for row, *_ in tables.TABLE_ROWS}
-    assert json.loads((tmp_path / "random-seed0" / "metrics.json").read_text())["shared_warmup"]
+    summary, _ = tables.regenerate(tmp_path)["sweep"]
+    assert len(summary) == 5
+    assert json.loads((tmp_path / "random-budget0.05-seed0" / "metrics.json").read_text())["shared_warmup"]
 
 
 def test_defaults_are_the_staged_schedule_on_the_recalibrated_benchmark():

@@ -600,9 +600,10 @@ def test_sigterm_checkpoints_and_the_resumed_run_ends_the_same(target, reference
 
 
 @pytest.fixture(scope="module")
-def reference_table(tmp_path_factory):
-    """An uninterrupted table of two-job runs (its flags, its folder): what a stopped and continued one must equal."""
-    flags = ["table", "--iters", "40", "--save-every", "2", *TINY, "--jobs", "2", "--quiet"]
+def reference_sweep(tmp_path_factory):
+    """An uninterrupted sweep of two-job runs (its flags, its folder): what a stopped and continued one must equal."""
+    flags = ["sweep", "--budgets", "0.05", "--selectors", "random", "spl", "--iters", "40", "--save-every", "2", *TINY,
+             "--select-at", str(SELECT_AT), "--jobs", "2", "--quiet"]
     ref = tmp_path_factory.mktemp("reference-table")
     experiments.main([*flags, "--out", str(ref)])
     return flags, ref
@@ -610,13 +611,14 @@ def reference_table(tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["experiment alone", "process group"])
-def test_sigterm_stops_a_table_with_two_jobs_and_the_same_command_finishes_it(target, reference_table, tmp_path):
-    """experiments.py table --jobs 2 stopped by SIGTERM (to the experiment alone, or to its whole process group, as
+def test_sigterm_stops_an_experiment_with_two_jobs_and_the_same_command_finishes_it(target, reference_sweep,
+                                                                                    tmp_path):
+    """experiments.py sweep --jobs 2 stopped by SIGTERM (to the experiment alone, or to its whole process group, as
     a cluster does): it passes the signal once to every run in progress (each a process group of its own), they
     write their checkpoints and stop, no run starts after it, the exit code is 128 + 15; the same command then
-    resumes the stopped runs, starts the rest, and writes the table an uninterrupted experiment writes."""
-    flags, ref = reference_table
-    out = tmp_path / "table"
+    resumes the stopped runs, starts the rest, and writes the sweep an uninterrupted experiment writes."""
+    flags, ref = reference_sweep
+    out = tmp_path / "sweep"
     cmd = [sys.executable, "experiments.py", *flags, "--out", str(out)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
@@ -630,14 +632,11 @@ def test_sigterm_stops_a_table_with_two_jobs_and_the_same_command_finishes_it(ta
     assert err.strip().splitlines()[-1] == ("stopped (every run in progress wrote its checkpoint); continue with the "
                                             "same command"), err
     assert "stopped at iteration" in err and not (out / "spl-seed0" / "metrics.json").exists()
-    assert not (out / "results.md").exists()
-    assert not [m for m in ("ppl", "random", "entropy", "adaptseg") if (out / f"{m}-seed0").exists()]  # need SPL's
+    assert not (out / "sweep.md").exists()
+    assert not [m for m in ("random-budget0.05", "spl-budget0.05", "adaptseg") if (out / f"{m}-seed0").exists()]
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
-    got, want = (json.loads((d / "results.json").read_text())["results"] for d in (out, ref))
-    for rows in (got, want):
-        for row in rows:
-            row.pop("wall_seconds")
+    got, want = (json.loads((d / "sweep.json").read_text()) for d in (out, ref))
     assert got == want
 
 
