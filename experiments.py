@@ -17,6 +17,7 @@ command finishes an interrupted experiment (with the same --jobs and --threads: 
 import argparse
 import concurrent.futures
 import json
+import os
 import shlex
 import signal
 import subprocess
@@ -69,13 +70,14 @@ def plan(a, base):
                         size = {"points": max(1, round(b * pixels))} if \
                             selection.SELECTORS[mode].budget == "points" else {"budget": b}
                         add(2, run_folder(mode, s, **size, **settings), mode, s, {**size, **settings}, f"spl-seed{s}")
-        else:
-            first = f"{noise_stem('spl', a.noise_levels[0])}-seed{s}"
+        else:   # staged: every run starts from the first level's SPL, whose one mask, chosen before the annotator
+            first = f"{noise_stem('spl', a.noise_levels[0])}-seed{s}"   # errs, is SPL's at every level too
             for p in a.noise_levels:
+                spl = first if shares("spl") else f"{noise_stem('spl', p)}-seed{s}"
                 for mode in a.selectors:
-                    add(1 if mode == "spl" and first.startswith(noise_stem("spl", p) + "-") else 2,
+                    add(1 if mode == "spl" and (p == a.noise_levels[0] or not shares("spl")) else 2,
                         f"{noise_stem(mode, p)}-seed{s}", mode, s, {"annotator_noise": p}, first,
-                        None if mode == "spl" else first)   # SPL's fraction, the same at every P: one mask
+                        None if mode == "spl" else spl)
     names = [r[1] for r in runs_]
     if len(set(names)) < len(names):
         raise UsageError(f"two {a.command} runs would share a folder ({', '.join(sorted({n for n in names if names.count(n) > 1}))}); "
@@ -88,29 +90,41 @@ def commands(a, base, passed, out):
     one with the same settings is left out, one with other settings refused by name."""
     stages = [[], []]
     extra = (["--threads", str(a.threads)] if a.threads else []) + (["--quiet"] if a.jobs > 1 or base.quiet else [])
-    passed = [w for k, w in enumerate(passed) if w != "--quiet" and "--threads" not in (w.split("=")[0],
-                                                                                         passed[k - 1] if k else "")]
+    passed = without(passed, "--threads", "--quiet")   # (ours come last: extra)
     for stage, name, mode, seed, settings, first, budget_from in plan(a, base):
         folder = out / name
         flags = [f for k, v in settings.items() for f in (f"--{k.replace('_', '-')}", repr(v))]
-        flags += ["--init-from", str(out / first)] if first else []
+        if first and ((out / first / runs.WARMUP).is_file() or not (out / first / "metrics.json").is_file()):
+            flags += ["--init-from", str(out / first)]   # (a finished run without warmup.pt: train its own, the same)
         flags += ["--budget-from", str(out / budget_from)] if budget_from else []
         cmd = [*passed, "--mode", mode, "--seed", str(seed), "--out", str(folder), *flags, *extra]
         if (folder / "metrics.json").is_file() or (folder / runs.CHECKPOINT).is_file():
-            wanted = train.get_args([w for k, w in enumerate(cmd) if "--init-from" not in cmd[max(k - 1, 0):k + 1]])
-            # (its warm-up's source need not be there any more: --init-from changes no result)
+            wanted = train.get_args(without(cmd, "--init-from"))   # (changes no result; its source may be gone)
             if (folder / "metrics.json").is_file():
                 saved, what = json.loads((folder / "metrics.json").read_text())["args"], "finished"
             else:
                 saved, what = runs.load_safe(folder / runs.CHECKPOINT, "checkpoint")["args"], "stopped"
-                cmd = ["--resume", str(folder), *extra]
+                runtime = without(passed, "--device", "--num-workers", keep=True)   # (all else is the run's own)
+                cmd = ["--resume", str(folder), *runtime, *extra]
             if differ := runs.changed_settings(saved, runs.args_dict(wanted)):
                 raise UsageError(f"{folder} holds a {what} run with other settings ({', '.join(differ)}); give the "
                                  f"same command as before to continue that experiment, or another --out")
             if what == "finished":
                 continue
-        stages[stage - 1].append(["python", "train.py", *cmd])
+        stages[stage - 1].append(["python", os.path.relpath(ROOT / "train.py"), *cmd])   # (run from here)
     return [s for s in stages if s]
+
+
+def without(words, *flags, keep=False):
+    """Command-line words without the given flags and their values (--flag V, --flag=V, or a switch alone); with
+    keep=True, those flags and their values alone."""
+    out, inside = [], False
+    for w in words:
+        if w.startswith("--"):
+            inside = w.split("=")[0] in flags
+        if inside == keep:
+            out.append(w)
+    return out
 
 
 class Here:
@@ -125,7 +139,7 @@ class Here:
         with self.lock:
             if self.signum:
                 return None
-            proc = subprocess.Popen([sys.executable, *cmd[1:]], start_new_session=True, cwd=ROOT)
+            proc = subprocess.Popen([sys.executable, *cmd[1:]], start_new_session=True)
             self.running.add(proc)
         code = proc.wait()
         with self.lock:
@@ -170,8 +184,8 @@ def submit_slurm(stages, a, out, cluster="slurm"):
     for cmds in stages:
         if jobs:
             executor.update_parameters(slurm_dependency="afterok:" + jobs[-1][0].job_id.split("_")[0])
-        jobs.append(executor.submit_array([submitit.helpers.CommandFunction([sys.executable, *c[1:]], cwd=ROOT)
-                                           for c in cmds]))
+        jobs.append(executor.submit_array([submitit.helpers.CommandFunction([sys.executable, *c[1:]],
+                                                                            cwd=os.getcwd()) for c in cmds]))
     return jobs
 
 
@@ -245,6 +259,8 @@ def plan_stages(a, passed):
         raise UsageError("a seed or budget given twice would count twice in the means and intervals; give each once")
     if a.command == "noise":
         a.noise_levels = sorted(set(a.noise_levels))
+        if max(a.noise_levels) == 0:
+            raise UsageError("noise: give a --noise-levels above 0 (at P = 0 the runs are the table's)")
         if "spl" not in a.selectors or "random" not in a.selectors or base.budget is not None:
             raise UsageError("noise: give spl and random among --selectors, and no --budget (every selector buys "
                              "SPL's labelled fraction)")

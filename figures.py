@@ -1,4 +1,4 @@
-"""Figures of a run (stage 4) and of several runs (--mode table, sweep): what a person looks at first.
+"""Figures of a run (stage 4) and of several runs (tables, sweeps): what a person looks at first.
 
     save_figures      predictions.png (model A on target val) and selection.png (what was labelled)
     at_a_glance       one target image through the whole method in one figure (docs/at_a_glance.png), from the

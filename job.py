@@ -2,7 +2,7 @@
 algorithm box and passes the method's state (theta, the labels revealed) in; a Job keeps the run's folder,
 checkpoints, exact resume, --init-from, stop signals, torchrun, the log and the outputs. None of this is LabOR.
 
-    job = Job(args, shares_warmup)      the device, the run folder (refused if it holds another run)
+    job = Job(args, shared)             the device, the run folder (refused if it holds another run)
     net, theta, revealed = job.start(net, opt, annotator, target_images, theta, revealed)
                                         as given, or restored: a stopped run's checkpoint (with the labels it bought
                                         after it, from selection.pt) or --init-from's warm-up (and B); DDP
@@ -35,9 +35,9 @@ class Job:
     """The plumbing of one run (see the module docstring): its folder, `state` (counters and records: what a
     checkpoint saves besides the models and the method's state) and the GradScaler."""
 
-    def __init__(self, args, shares_warmup=False):
+    def __init__(self, args, shared=False):
         self.t_start = time.time()
-        self.shares_warmup = shares_warmup and not args.init_from  # its warm-up is the seed's: it writes warmup.pt
+        self.shared = shared and not args.init_from  # its warm-up is the seed's: it writes warmup.pt
         runs.setup_runtime(args)
         self.args, self.out = args, Path(args.out)
         on_rank0(args, runs.prepare_out, self.out, args.resume)
@@ -49,6 +49,7 @@ class Job:
         that checkpoint, from selection.pt: never bought twice), or --init-from's warm-up. Returns the models (in
         DDP under torchrun), theta and the labels revealed; the first checkpoint is written before any training."""
         args, state = self.args, self.state
+        # (the annotator, for its counters in checkpoints and a replayed round: the job never asks it for labels)
         self.net, self.opt, self.annotator, self.target_images = net, opt, annotator, target_images
         self.scaler = torch.amp.GradScaler(args.device.type, enabled=args.amp_dtype == torch.float16)
         if self.resume is not None:  # everything an uninterrupted run would hold at this iteration
@@ -56,11 +57,11 @@ class Job:
             saved = self.out / runs.SELECTION
             saved = runs.load_safe(saved, "selection") if saved.exists() else None
             if saved is not None and saved["rounds_done"] > state["rounds_done"]:  # bought, then killed
-                if saved.get("iter", state["iter"]) != state["iter"]:
-                    raise runs.UsageError(f"{self.out}: selection.pt holds a round bought at iteration "
-                                          f"{saved['iter']}, the checkpoint is from iteration {state['iter']}")
-                revealed = runs.replay_selection(saved, annotator, state)
-                state["rounds_done"] = saved["rounds_done"]
+                if saved.get("iter") != state["iter"]:  # (the checkpoint before a round is at its iteration)
+                    raise runs.UsageError(f"{self.out}: its selection.pt holds a round this checkpoint.pt does not "
+                                          f"come before (written by an older version?); delete selection.pt to buy "
+                                          f"the round again")
+                revealed, theta = runs.replay_selection(saved, annotator, state)
         elif args.init_from:
             theta = runs.init_from(args, state, net, opt, self.scaler, annotator)
         self.net = wrap_distributed(args, net)
@@ -131,9 +132,9 @@ class Job:
             self.state["stage_time"][stage] += time.time() - t0
 
     def bought(self, r, n_rounds, found, theta, revealed):
-        """Round r is bought (found: select_round's masks, required, a_wrong): its records and log line, then
-        selection.pt (first: from now on a kill never buys it again), warmup.pt after the first round of a run
-        that trained its own warm-up (--init-from's source), and a checkpoint."""
+        """Round r is bought (found: select_round's masks, required, a_wrong): its records and log line, warmup.pt
+        after the first round of a run whose warm-up the seed shares (--init-from's source), selection.pt (from now
+        on a kill never buys the round again) and a checkpoint."""
         args, state = self.args, self.state
         masks, required, a_wrong = found
         state["masks"].update(masks)
@@ -142,10 +143,10 @@ class Job:
         if "B" in self.net:  # the at-a-glance figure's image, as selection saw it (figures.at_a_glance)
             state["glance"] = glance_record(args, self.net, self.target_images)
         runs.log_round(args, r, n_rounds, required)
-        state["rounds_done"] = r + 1
-        runs.save_selection(args, self.out, revealed, self.annotator, state)
-        if r == 0 and self.shares_warmup:
+        if r == 0 and self.shared:  # first: the seed's other runs need it whatever happens next
             runs.save_warmup(args, self.out, self.net, theta, state)
+        state["rounds_done"] = r + 1
+        runs.save_selection(args, self.out, revealed, self.annotator, state, theta)
         self.checkpoint(theta, revealed)
 
     def evaluation_model(self):
@@ -166,7 +167,7 @@ class Job:
         if args.rank == 0:
             runs.save_model(args, self.out, A, theta, classes)  # model_A.pt: A and theta, for the notebooks
             if not state["rounds_done"]:  # a mode that buys nothing still writes its (empty) selection.pt
-                runs.save_selection(args, self.out, revealed, self.annotator, state)
+                runs.save_selection(args, self.out, revealed, self.annotator, state, theta)
             figures.save_figures(args, self.out, A, evals, self.target_images, state["masks"], revealed,
                                  state["a_wrong"])
         state["stage_time"]["outputs"] = time.time() - t0

@@ -268,15 +268,16 @@ _locks = {}   # run folder -> its lock file, open while this process runs there
 
 
 def lock_folder(out):
-    """Refuse a folder another process is running in (two commands given one --out would write the same files): an
-    flock on out/.lock, which the kernel drops when the process ends, however it ends. Held until unlock_folder (a
-    run that failed keeps it until its process ends, or gives it to the next run of this process in that folder)."""
+    """Refuse a folder another process is running in (two commands given one --out would write the same files): a
+    lock on out/.lock (fcntl.lockf: the kernel drops it when the process ends, however it ends, and a forked
+    DataLoader worker does not hold it). Held until unlock_folder (a run that failed keeps it until its process ends,
+    or gives it to the next run of this process in that folder)."""
     key = str(Path(out).resolve())
     if key in _locks:
         return
     f = open(Path(out) / ".lock", "a")
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         f.close()
         raise UsageError(f"{out} is in use by another process (a run, or an experiment's run, in {out}); wait "
@@ -387,11 +388,12 @@ def restore(ckpt, state, net, opt, scaler, annotator, partial=False):
 
 
 def replay_selection(saved, annotator, state):
-    """The labels a killed run bought after its last checkpoint (selection.pt): returned as RevealedLabels, with
-    the annotator's counters and the round records restored, so that nothing is bought twice."""
+    """The labels a killed run bought after its last checkpoint (selection.pt): returned as RevealedLabels with
+    theta, the annotator's counters, the round records and B's log restored, so that nothing is bought twice."""
     annotator.load_state_dict(saved["annotator"])
-    state.update({k: saved[k] for k in ("masks", "a_wrong", "selection_rounds", "glance") if k in saved})
-    return selection.RevealedLabels.from_state_dict(saved)
+    state.update({k: saved[k] for k in ("masks", "a_wrong", "selection_rounds", "glance", "selector_history",
+                                        "rounds_done")})
+    return selection.RevealedLabels.from_state_dict(saved), saved["theta"]
 
 
 def save_model(args, out, A, theta, classes):
@@ -400,15 +402,16 @@ def save_model(args, out, A, theta, classes):
                  "classes": list(classes)}, out / "model_A.pt")
 
 
-def save_selection(args, out, revealed, annotator, state):
+def save_selection(args, out, revealed, annotator, state, theta):
     """selection.pt: every label bought so far (sparse: image, pixel, label), the annotator's counters, what each
-    round's labels fixed and the figure masks; written after each round so that a killed run never buys the same
-    labels again."""
+    round's labels fixed, the figure masks, and B's log and theta as they were at the round (the iteration, too);
+    written after each round so that a killed run never buys the same labels again."""
     if args.rank == 0:
         save_atomic({"format": FORMAT, "mode": args.mode, "rounds_done": state["rounds_done"], "iter": state["iter"],
                      **revealed.state_dict(), "annotator": annotator.state_dict(), "masks": state["masks"],
-                     "glance": state["glance"],
-                     "a_wrong": state["a_wrong"], "selection_rounds": state["selection_rounds"]}, out / SELECTION)
+                     "glance": state["glance"], "a_wrong": state["a_wrong"], "theta": theta.cpu(),
+                     "selection_rounds": state["selection_rounds"], "selector_history": state["selector_history"]},
+                    out / SELECTION)
 
 
 # ------------------------------------------------------------------------------------- --init-from, --budget-from
@@ -487,6 +490,8 @@ def effective(settings):
         s["spl_cap"] = None             # the cap acts on capped SPL only
     if s.get("thing_shift") is None:
         s["thing_shift"] = s.get("shift")   # unset: the things shift with the rest (runs before --thing-shift 0)
+    if s.get("device"):
+        s["device"] = str(s["device"]).split(":")[0]   # cuda:1 is cuda (each torchrun rank has its own)
     return s
 
 
@@ -616,10 +621,12 @@ class Stopped(Exception):
 
 def stop_on_signal(run):
     """While `run` runs, SIGTERM and SIGINT only note the signal: the training loop looks at stop_requested at each
-    iteration boundary, writes a checkpoint there and raises Stopped. A second signal acts at once, as it would
-    without us. The previous handlers come back afterwards (notebooks and tests call run in this process); a signal
-    that came too late to stop the run (during evaluation) is then handed to the previous handler if it is one of
-    ours, not to Python's Ctrl-C default, so a lone run still ends.
+    iteration boundary, writes a checkpoint there and raises Stopped. A Ctrl-C after a noted signal acts at once,
+    as it would without us; a second SIGTERM changes nothing (a cluster or an experiment may send one to every
+    process of a job: the run still stops at its next iteration; SIGKILL is the way to end it at once). The previous
+    handlers come back afterwards (notebooks and tests call run in this process); a signal that came too late to
+    stop the run (during evaluation) is then handed to the previous handler if it is one of ours, not to Python's
+    Ctrl-C default, so a lone run still ends.
 
     Python runs a handler once for signals that arrive together: two Ctrl-C pressed during one long operation (a
     forward pass of DeepLab, a checkpoint being written) reach `note` as one call. So the signals are counted where
@@ -637,11 +644,11 @@ def stop_on_signal(run):
                 arrived = counter.recv(4096).count(signum)   # this signal, and any that came with it
             except BlockingIOError:
                 arrived = 1
-            if _received[0] or arrived > 1:   # a second signal: what it does without us, now
+            if signum == signal.SIGINT and (_received[0] or arrived > 1):   # a second Ctrl-C: what it does now
                 signal.signal(signum, previous[signum] or signal.SIG_DFL)
                 os.kill(os.getpid(), signum)
                 return
-            _received[0] = signum
+            _received[0] = _received[0] or signum
 
         previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
         previous_fd = signal.set_wakeup_fd(wakeup.fileno(), warn_on_full_buffer=False)

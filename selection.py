@@ -401,7 +401,7 @@ SELECTORS = {
 VARIANTS = {"ppl-cell8": ("ppl", {"ppl_cell": 8}, "ppl, cell 8", ("D", "tab:olive"))}
 # Full supervision buys every pixel of every image; what that costs a person is cost.py's "full" count.
 EVERY_PIXEL = Selector(lambda q: torch.ones(len(q.logits_a), *q.logits_a.shape[-2:], dtype=torch.bool), False,
-                       None, "full", None)
+                       None, "full", None, default_budget=None)
 
 
 def label(name):

@@ -475,6 +475,6 @@ class SyntheticStreets(torch.utils.data.Dataset):
 
 @functools.lru_cache(maxsize=6)
 def synthetic_split(domain, split, n, seed, size, shift, thing_shift):
-    """SyntheticStreets(...), generated once per process: the runs of --mode table and sweep share their data
-    (a few seconds a run saved; nothing writes to the scenes after they are made)."""
+    """SyntheticStreets(...), generated once per process: runs and notebooks in one process share their data (a
+    few seconds a run saved; nothing writes to the scenes after they are made)."""
     return SyntheticStreets(domain, split, n=n, size=size, shift=shift, seed=seed, thing_shift=thing_shift)

@@ -337,7 +337,7 @@ def noise_rows(folder):
              if (m := re.fullmatch(r"([a-z_]+)-noise([0-9.e-]+)", f.parent.name.rpartition("-seed")[0]))}
     modes = sorted({mode for mode, _ in found}, key=lambda m: (m not in ("spl", "random"), m != "spl",
                                                                 list(selection.SELECTORS).index(m)))
-    zero = [0.0] if any(Path(folder).glob("spl-seed*/metrics.json")) else []   # P = 0: the table's runs
+    zero = [0.0] if all(any(Path(folder).glob(f"{m}-seed*/metrics.json")) for m in modes) else []   # the table's
     return zero + sorted({p for _, p in found}), [(selection.label(m), m) for m in modes]
 
 

@@ -34,7 +34,7 @@ import labor
 import models
 import runs
 import selection
-from data import build_data  # noqa: F401 (stage 0's data; train.build_data: the notebooks)
+from data import build_data  # stage 0's data (also train.build_data, as the notebooks call it)
 from distributed import exit_cleanly, gather_dict, init_distributed
 from job import Job
 from runs import UsageError, as_iterations, autocast, unwrap  # noqa: F401 (train.UsageError, train.unwrap: notebooks)
@@ -475,8 +475,8 @@ def evaluate(args, A, dataset, num_classes):
 
 def adapt(args, net, opt, theta, revealed, streams, until, job):
     """Stage 1 from where the run stands up to iteration `until`: one train_step per iteration (A, D; B too under
-    --schedule joint), with the revealed target labels as Eq. 2's once there are some. Ends with a checkpoint (the
-    last before a labelling round). Returns theta."""
+    --schedule joint), with the revealed target labels as Eq. 2's once there are some. Ends with a checkpoint (before
+    a labelling round, the one a run killed in the round resumes from). Returns theta."""
     source, target = streams
     for it in job.iterations(until):
         for k, o in opt.items():

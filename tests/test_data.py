@@ -315,7 +315,7 @@ def test_list_file_problems(tmp_path):
 
 
 def test_build_data_generates_each_synthetic_split_once_per_process():
-    """--mode table / sweep: a second run with the same data flags gets the same scenes without generating them
+    """Runs in one process (notebooks, tests): a second with the same data flags gets the same scenes without generating them
     again; other flags (another seed or size) get their own, equal to a fresh SyntheticStreets."""
     import argparse
     flags = dict(data="synthetic", size=[16, 32], shift=0.6, thing_shift=0.0, n_source=3, n_target=2, n_val=2,

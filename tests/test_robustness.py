@@ -215,8 +215,8 @@ def test_kill_after_labelling_round_does_not_buy_again(reference, tmp_path, caps
 
     real, stale = runs.save_selection, tmp_path / "stale"
 
-    def then_killed(args, folder, revealed, annotator, state):
-        real(args, folder, revealed, annotator, state)
+    def then_killed(args, folder, revealed, annotator, state, theta):
+        real(args, folder, revealed, annotator, state, theta)
         if state["rounds_done"] == 1:
             raise KeyboardInterrupt   # the kill, before the checkpoint that follows the round
 
@@ -711,6 +711,29 @@ def test_second_ctrl_c_stops_at_once(tmp_path, capsys, monkeypatch):
         main(["--out", out, *run_flags(save_every=0), "--quiet"], capsys)
     assert runs.load_safe(out / runs.CHECKPOINT, "checkpoint")["iter"] == 0
     assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_a_second_sigterm_does_not_hurry_a_run_but_a_ctrl_c_after_it_does():
+    """SIGTERM twice (a cluster, or an experiment, signalling every process of a job) stops the run at its next
+    iteration all the same: the second is not passed on at once to the handler that was there before (here one that
+    records what reaches it; without us it would end the process, checkpoint or not). A Ctrl-C after a SIGTERM
+    acts at once."""
+    seen = []
+
+    @runs.stop_on_signal
+    def run(signals):
+        for s in signals:
+            os.kill(os.getpid(), s)
+        return runs.signal_noted()
+
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    try:
+        assert run([signal.SIGTERM, signal.SIGTERM]) == signal.SIGTERM
+        assert seen == [signal.SIGTERM]   # once, after the run (too late for it), not at the second SIGTERM
+        with pytest.raises(KeyboardInterrupt):
+            run([signal.SIGTERM, signal.SIGINT])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_two_ctrl_c_that_python_hands_over_as_one_still_stop_at_once():

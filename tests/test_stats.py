@@ -291,6 +291,15 @@ def test_noise_buys_spls_fraction_at_every_level_from_the_first_levels_spl(tmp_p
             plan("noise", "--out", str(tmp_path), *words)
     with pytest.raises(runs.UsageError, match="invalid choice"):                      # PPL buys points, not SPL's fraction
         plan("noise", "--selectors", "spl", "random", "ppl")
+    with pytest.raises(runs.UsageError, match="above 0"):
+        plan("noise", "--noise-levels", "0", "--out", str(tmp_path))
+    # under the joint schedule each level's SPL runs alone (its later rounds see the noisy labels): random buys
+    # the fraction SPL bought at the same P
+    stages = plan("noise", "--noise-levels", "0", "0.2", "--schedule", "joint", "--out", str(tmp_path), *SIZE)
+    assert sorted(flag(c, "--out").rpartition("/")[2] for c in stages[0]) == ["spl-noise0.2-seed0", "spl-seed0"]
+    second = {flag(c, "--out").rpartition("/")[2]: c for c in stages[1]}
+    assert flag(second["random-noise0.2-seed0"], "--budget-from") == str(tmp_path / "spl-noise0.2-seed0")
+    assert all(flag(c, "--init-from") is None for c in stages[1])
 
 
 def test_a_finished_run_is_skipped_a_stopped_one_resumed_and_other_settings_refused(tmp_path):
@@ -310,6 +319,12 @@ def test_a_finished_run_is_skipped_a_stopped_one_resumed_and_other_settings_refu
     again = plan(*words)
     assert [flag(c, "--out").rpartition("/")[2] for c in again[0]] == ["supervised-seed0"]
     assert again[1][1] == ["--resume", str(tmp_path / "random-budget0.001-seed0")]
+    assert "--device" not in again[1][1]
+    assert plan(*words, "--device", "cpu")[1][1] == ["--resume", str(tmp_path / "random-budget0.001-seed0"), "--device",
+                                                     "cpu"]   # a resumed run keeps the flags of where it runs
+    assert flag(again[1][0], "--init-from") == str(tmp_path / "spl-seed0")   # adaptseg starts from SPL's warm-up ...
+    (tmp_path / "spl-seed0" / runs.WARMUP).unlink()
+    assert flag(plan(*words)[1][0], "--init-from") is None   # ... or, its warmup.pt gone (not committed), its own
     with pytest.raises(runs.UsageError, match=r"holds a finished run with other settings \(--iters 500 -> 9\)"):
         plan(*words, "--iters", "9")
     (tmp_path / "spl-seed0" / "metrics.json").unlink()
@@ -349,7 +364,8 @@ def test_print_gives_commands_a_shell_runs_as_they_are(tmp_path, capsys):
     printed = capsys.readouterr().out.splitlines()
     assert printed[0] == "# stage 1 of 2" and printed[4].startswith("# stage 2 of 2")
     commands = [shlex.split(line) for line in printed if not line.startswith("#")]
-    assert all(c[:2] == ["python", "train.py"] for c in commands) and len(commands) == 12
+    assert all(c[0] == "python" and Path(c[1]).resolve() == Path(train.__file__).resolve() for c in commands)
+    assert len(commands) == 12
     assert flag(commands[0], "--out").startswith(str(out)) and not out.exists()     # printed, nothing run
 
 
