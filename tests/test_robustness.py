@@ -640,6 +640,23 @@ def test_sigterm_stops_an_experiment_with_two_jobs_and_the_same_command_finishes
     assert got == want
 
 
+def test_a_run_started_with_ctrl_c_ignored_leaves_it_ignored():
+    """A background job (`python train.py ... &`) starts with SIGINT ignored: a Ctrl-C meant for the foreground
+    must neither stop it nor be noted, and the run leaves SIGINT ignored (tests/conftest.py gives every other test
+    a terminal's Ctrl-C)."""
+    @runs.stop_on_signal
+    def run(_):
+        os.kill(os.getpid(), signal.SIGINT)
+        return runs.signal_noted(), signal.getsignal(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert run(None) == (0, signal.SIG_IGN)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_a_signal_too_late_for_the_run_reaches_the_experiment_but_not_pythons_ctrl_c_default(monkeypatch):
     """A signal after a run's last iteration (during evaluation) lets the run end; then it goes to the handler that
     was there before if that is an experiment's (which starts no further run), never to KeyboardInterrupt."""
