@@ -38,7 +38,8 @@ def pixel_discrepancy(logits1, logits2):
 def _top_per_image(score, n_per_image, candidates=None):
     """Boolean mask of the n highest-score pixels of each image (among `candidates` if given).
 
-    score: (B, H, W); n_per_image: int or (B,) ints. Ties broken by position (torch.topk), deterministically.
+    score: (B, H, W); n_per_image: int or (B,) ints. Ties go as torch.topk orders them: the same on every run of
+    one machine, but an order torch does not document (random and entropy scores tie only by accident).
     """
     b, h, w = score.shape
     score = score.reshape(b, -1).float()                                      # (B, HW)
@@ -128,7 +129,7 @@ def ppl_select(logits1, logits2, n_points=40, feat=None, exclude=None, cell=0):
     For each image and each class k:
       U_k     = { i in mask_incons : argmax_c pbar_ic = k },   pbar = (p1 + p2) / 2   (the uncertain pixels of k)
       proto_k = mean_{i in U_k} z_i          (z = pbar, or the selector's features `feat` if given)
-      points  = the pixels of U_k with the smallest || z_i - proto_k ||_2
+      points  = the pixels of U_k with the smallest || z_i - proto_k ||_2   (ties: the first in raster order)
     with n_points per image spread over the classes present (allocate_points). Which prediction assigns a pixel
     to a class, and how points are shared between classes, are our reading of the paper (README, departures).
     cell > 0 (our addition, `--ppl-cell`; the default 0 is the paper's rule): at most one point of a class
@@ -165,7 +166,7 @@ def ppl_select(logits1, logits2, n_points=40, feat=None, exclude=None, cell=0):
             if cell:
                 nearest = _nearest_per_block(dist, block[idx], int(alloc[k]))
             else:
-                nearest = dist.topk(int(alloc[k]), largest=False).indices
+                nearest = dist.argsort(stable=True)[:int(alloc[k])]         # ties: the first pixel in raster order
             selected[j, idx[nearest]] = True
     return selected.reshape(b, h, w)
 
