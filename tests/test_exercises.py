@@ -413,6 +413,38 @@ SUBMISSIONS = {
                                          "def discriminator_layers(num_classes, ndf=64):\n"
                                          "    return nn.Sequential(*_layers(num_classes, ndf), nn.Sigmoid())\n"},
                 {"discrepancy", "discriminator", "selector_step"}),
+    "wrong_c": ({"adv_generator_loss": "def adv_generator_loss(d_out_t, gan='vanilla'):\n"
+                                       "    return _criterion(d_out_t, 1.0, gan)\n",
+                 "allocate_points": "def allocate_points(counts, n_points):\n"
+                                    "    alloc = torch.zeros_like(counts)\n"
+                                    "    for _ in range(int(min(n_points, int(counts.sum())))):\n"
+                                    "        k = int(((counts - alloc) > 0).nonzero()[0])   # the lowest index first\n"
+                                    "        alloc[k] += 1\n"
+                                    "    return alloc\n",
+                 "entropy_select": "def entropy_select(logits_a, n_per_image, exclude=None):\n"
+                                   "    return random_select(logits_a[:, 0].shape, n_per_image, None, exclude)\n",
+                 "annotate": "_annotate = annotate\n"
+                             "def annotate(self, indices, selection):\n"
+                             "    return _annotate(self, indices, torch.ones_like(selection))\n"},
+                {"adv_losses", "ppl", "baselines", "annotator"}),
+    "wrong_d": ({"iast_update": "_update = iast_update\n"
+                                "def iast_update(prob, theta, alpha=0.2, beta=0.9, gamma=8.0):\n"
+                                "    conf, pred = prob.max(dim=1)\n"
+                                "    new = theta.clone()\n"
+                                "    for c in range(theta.numel()):\n"
+                                "        conf_c = torch.cat([conf[pred == c], theta[c:c + 1]])\n"
+                                "        psi = torch.quantile(conf_c, float(1 - alpha * theta[c] ** gamma))\n"
+                                "        new[c] = beta * theta[c] + (1 - beta) * psi        # no cap at 0.999\n"
+                                "    return new\n",
+                 "pixel_selector_forward": "def pixel_selector_forward(self, x, heads_on_detached=False):\n"
+                                           "    _, feat = self.backbone(x)\n"
+                                           "    l1, l2 = self.heads(feat)\n"
+                                           "    return (l1, l2, feat, l1, l2) if heads_on_detached else (l1, l2, feat)\n",
+                 "seg_loss": "def seg_loss(logits, labels, ignore_index=IGNORE_INDEX):\n"
+                             "    up = F.interpolate(logits, size=labels.shape[-2:], mode='bilinear', align_corners=True)\n"
+                             "    return F.cross_entropy(up, labels, ignore_index=ignore_index) if (labels != 255).any() \\\n"
+                             "        else up.sum() * 0\n"},
+                {"iast", "pixel_selector", "selector_step", "seg_loss"}),
 }
 
 
