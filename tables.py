@@ -13,6 +13,7 @@ paired differences (scipy.stats).
 import argparse
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,19 @@ def seeds_and_runs(folder, stems):
     return seeds, {stem: [found[s][stem] for s in seeds] for stem in stems}, missing
 
 
+def made_by(folder, runs):
+    """Which code and machines made these runs, from their metrics.json (platform: commit, dirty, cpu, gpu; a run
+    from before these keys reads 'unknown'). Returns ({"commits": {commit: runs}, "cpus": {cpu: runs}}, a line)."""
+    commits, cpus = Counter(), Counter()
+    for run in runs:
+        p = json.loads((Path(folder) / run / "metrics.json").read_text()).get("platform", {})
+        commits[p.get("commit", "unknown")[:12] + (" with uncommitted changes" if p.get("dirty") else "")] += 1
+        cpus[p.get("cpu", "unknown") + (f" + {p['gpu']}" if p.get("gpu") else "")] += 1
+    line = "Made by: " + "; ".join(f"{what} {', '.join(f'{k} ({n} run{chr(115) * (n > 1)})' for k, n in c.most_common())}"
+                                   for what, c in (("commit", commits), ("CPU", cpus))) + "."
+    return {"commits": dict(commits), "cpus": dict(cpus)}, line
+
+
 def partial_line(missing, n):
     return "" if not missing else "\n\nPartial: only the seeds whose every run had finished. Left out: " + "; ".join(
         f"seed {s} ({k} of {n} runs missing)" for s, k in missing.items()) + "."
@@ -178,10 +192,11 @@ def table(folder, quiet=True, files=True):
                      f"{_difference(r['vs_entropy'])} | {_difference(r['vs_labor'])} | "
                      f"{_difference(r['vs_supervised'])} | {PAPER_TABLE.get(r['mode'], '-')} |")
     caption = CAPTION.format(points=args["points"])
-    saved = {"seeds": seeds, "caption": caption, "results": results,
-             "runs": {row: [f"{stem}-seed{s}" for s in seeds] for row, _, _, stem, _ in TABLE_ROWS}}
+    runs = {row: [f"{stem}-seed{s}" for s in seeds] for row, _, _, stem, _ in TABLE_ROWS}
+    provenance, made = made_by(folder, [r for rs in runs.values() for r in rs])
+    saved = {"seeds": seeds, "caption": caption, "results": results, "runs": runs, "made_by": provenance}
     if files:
-        write(folder, "results", "\n".join(lines + ["", caption]) + partial_line(missing, len(TABLE_ROWS)),
+        write(folder, "results", "\n".join(lines + ["", caption, "", made]) + partial_line(missing, len(TABLE_ROWS)),
               {**saved, **({"partial": {"missing": missing}} if missing else {})}, quiet)
         figures.plot_table(Path(folder) / "results.png", results, seeds)
     return results
@@ -283,8 +298,10 @@ def sweep(folder, quiet=True, files=True):
                   "|---|---|---|---|---|---|"]
         lines += [f"| {e['seconds']:g} | {e['selector']} | {100 * e['miou_mean']:.1f} | {per_seed(e['mious'])} | "
                   f"{len(e['seeds'])} | {_difference(e['vs_random'])} |" for e in equal]
+    provenance, made = made_by(folder, [r["run"] for r in rows])
+    lines += ["", made]
     saved = {"seeds": seeds, "budgets": budgets, "caption": caption, "summary": out, "at_equal_seconds": equal,
-             "runs": rows, **({"partial": {"missing": missing}} if missing else {})}
+             "runs": rows, "made_by": provenance, **({"partial": {"missing": missing}} if missing else {})}
     if files:
         write(folder, "sweep", "\n".join(lines) + partial_line(missing, len(rows) // len(seeds)), saved, quiet)
         figures.plot_budget_curve(Path(folder) / "budget_curve.png", out, seeds)
@@ -372,11 +389,12 @@ def noise(folder, quiet=True, files=True):
                "the class on the other side with probability P. Random buys the fraction SPL bought at the same P. "
                "Differences are paired over the seeds, in points, with a 95% Student-t interval (n - 1 degrees of "
                "freedom); * marks an interval that excludes zero.")
+    runs = {f"{row} @ {p:g}": [f"{noise_stem(mode, p)}-seed{s}" for s in seeds] for row, mode in rows for p in levels}
+    provenance, made = made_by(folder, [r for rs in runs.values() for r in rs])
     saved = {"levels": levels, "rows": [row for row, _ in rows], "seeds": seeds, "complete_seeds": seeds,
-             "caption": caption, "summary": out, "runs": {f"{row} @ {p:g}": [f"{noise_stem(mode, p)}-seed{s}" for s in seeds]
-                                                          for row, mode in rows for p in levels}}
+             "caption": caption, "summary": out, "runs": runs, "made_by": provenance}
     if files:
-        write(folder, "noise", "\n".join(lines + ["", caption]) + partial_line(missing, len(rows) * len(levels)),
+        write(folder, "noise", "\n".join(lines + ["", caption, "", made]) + partial_line(missing, len(rows) * len(levels)),
               {**saved, **({"partial": {"missing_seeds": list(missing)}} if missing else {})}, quiet)
         figures.plot_noise(Path(folder) / "noise.png", out, seeds)
     return out
@@ -435,6 +453,7 @@ def brief(folder):
         lines += [f"| {p:g} | {100 * at[p, 'spl']['wrong_share']:.1f}% | " + " | ".join(
             f"{100 * at[p, r]['miou_mean']:.1f}" for r in rows) + " | " + " | ".join(
             diff(at[p, r]["vs_random"]) for r in others) + " |" for p in dict.fromkeys(e["level"] for e in done["noise"])]
+    lines += ["", made_by(folder, [f.parent.name for f in sorted(Path(folder).glob("*-seed*/metrics.json"))])[1]]
     return "\n".join(line for line in lines if line is not None)
 
 

@@ -415,3 +415,39 @@ def test_every_flag_of_an_experiment_refuses_a_bad_value_with_one_line(words, na
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
     assert name in err, err
+
+
+# ------------------------------------------------------------------------------------------------ provenance
+
+def test_a_run_records_its_commit_and_machine():
+    """metrics.json's platform gets the commit of the code (and whether tracked files differ from it) and the CPU's
+    model: what a reader needs to tell which code and machine made a number (results differ between CPU models)."""
+    import torch
+    p = runs.provenance(torch.device("cpu"))
+    head = subprocess.run(["git", "-C", str(Path(runs.__file__).parent), "rev-parse", "HEAD"], capture_output=True,
+                          text=True)
+    assert p["commit"] == (head.stdout.strip() if head.returncode == 0 else "unknown")
+    assert p["dirty"] in (True, False, None) and p["cpu"] and p["gpu"] is None
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                  if line.startswith("model name")]
+        assert not models or p["cpu"] == models[0]
+
+
+def test_tables_name_the_commits_and_cpus_behind_them(tmp_path):
+    """results.md/json and brief count the runs per commit and per CPU; a run from before these keys is 'unknown'
+    (committed runs are not rewritten)."""
+    table_folder(tmp_path, seeds=(0, 1))
+    for k, f in enumerate(sorted(tmp_path.glob("*-seed0/metrics.json"))):
+        m = json.loads(f.read_text())
+        m["platform"] = {"commit": "a" * 40, "dirty": k == 0, "cpu": "Test CPU"}
+        f.write_text(json.dumps(m))
+    n = len(tables.TABLE_ROWS)
+    tables.table(tmp_path)
+    made = json.loads((tmp_path / "results.json").read_text())["made_by"]
+    assert made == {"commits": {"unknown": n, "aaaaaaaaaaaa": n - 1, "aaaaaaaaaaaa with uncommitted changes": 1},
+                    "cpus": {"unknown": n, "Test CPU": n}}
+    line = f"Made by: commit unknown ({n} runs), aaaaaaaaaaaa ({n - 1} runs), aaaaaaaaaaaa with uncommitted changes " \
+           f"(1 run); CPU Test CPU ({n} runs), unknown ({n} runs)."
+    assert line in (tmp_path / "results.md").read_text() and tables.brief(tmp_path).splitlines()[-1] == line
