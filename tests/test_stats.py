@@ -227,10 +227,15 @@ def test_noise_beside_a_table_by_hand(tmp_path):
     assert got[0.2, "spl"]["vs_random"]["diffs"] == pytest.approx([-0.01, 0.02])
     assert got[0.2, "spl"]["vs_perfect"]["diffs"] == pytest.approx([-0.10, -0.04])
     assert got[0.0, "spl"]["vs_perfect"] is None and got[0.2, "random"]["vs_random"] is None
+    # the change of SPL's lead: (0.60 - 0.61) - (0.70 - 0.68) = -0.03 and (0.62 - 0.60) - (0.66 - 0.65) = +0.01
+    assert got[0.2, "spl"]["lead_change"]["diffs"] == pytest.approx([-0.03, 0.01])
+    assert got[0.0, "spl"]["lead_change"] is None and got[0.2, "random"]["lead_change"] is None
     assert got[0.2, "spl"]["wrong_share"] == pytest.approx(2 / 20) and got[0.2, "random"]["wrong_share"] == 2 / 40
     assert "| 0.2 | spl | 61.0 ± 1.4 |" in (tmp_path / "noise.md").read_text() and (tmp_path / "noise.png").is_file()
     brief = tables.brief(tmp_path).splitlines()
-    assert "| P (annotator errs at outlines) | wrong labels (SPL) | spl mIoU | random mIoU | spl minus random |" in brief
+    assert ("| P (annotator errs at outlines) | wrong labels (SPL) | spl mIoU | random mIoU | spl minus random | "
+            "spl's lead, change since P = 0 |") in brief
+    assert "| 0.2 | 10.0% | 61.0 | 60.5 | +0.50 [-18.56, +19.56] | -1.00 [-26.41, +24.41] |" in brief
 
 
 # ------------------------------------------------------------------------------------------------ the commands
