@@ -61,11 +61,28 @@ def paired_difference(a, b):
     with n - 1). `excludes_zero`: the interval lies wholly above or below zero; one seed has no interval (None)."""
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     n, mean = len(d), float(np.mean(d))
+    signs = {"positive": int((d > 0).sum()), "sign_p": float(scipy.stats.binomtest(int((d > 0).sum()), n).pvalue)
+             if n and not (d == 0).any() else None}   # the sign test: how many seeds favour a, against a coin
     if n < 2:
-        return {"diffs": d.tolist(), "n": n, "mean": mean, "ci95": None, "excludes_zero": None}
-    half = float(scipy.stats.t.ppf(0.975, n - 1)) * float(np.std(d, ddof=1)) / np.sqrt(n)
+        return {"diffs": d.tolist(), "n": n, "mean": mean, "ci95": None, "excludes_zero": None, "p": None, **signs}
+    se = float(np.std(d, ddof=1)) / np.sqrt(n)
+    half = float(scipy.stats.t.ppf(0.975, n - 1)) * se
     lo, hi = float(mean - half), float(mean + half)
-    return {"diffs": d.tolist(), "n": n, "mean": mean, "ci95": [lo, hi], "excludes_zero": bool(lo > 0 or hi < 0)}
+    p = float(2 * scipy.stats.t.sf(abs(mean) / se, n - 1)) if se > 0 else (0.0 if mean else 1.0)
+    return {"diffs": d.tolist(), "n": n, "mean": mean, "ci95": [lo, hi], "excludes_zero": bool(lo > 0 or hi < 0),
+            "p": p, **signs}
+
+
+def holm(differences, alpha=0.05):
+    """Holm's step-down adjustment over a family of paired differences (a table's): d["holm"] is True where the
+    difference stays significant at `alpha` with every comparison of the family counted (the smallest p against
+    alpha / m, the next against alpha / (m - 1), ..., stopping at the first that fails). Returns m."""
+    tested = sorted((d for d in differences if d and d.get("p") is not None), key=lambda d: d["p"])
+    going = True
+    for i, d in enumerate(tested):
+        going = going and d["p"] <= alpha / (len(tested) - i)
+        d["holm"] = going
+    return len(tested)
 
 
 def spread(values):
@@ -87,17 +104,19 @@ def image_pixels(args):
 
 
 def _difference(d, bold=False):
-    """A paired difference for a table cell: mean [interval], in points of mIoU; * where it excludes zero, "-" for
-    none. bold (the README's brief): **bold** where it excludes zero instead, "" for none."""
+    """A paired difference for a table cell: mean [interval], in points of mIoU; * where it excludes zero, † where it
+    still does after Holm's adjustment over its table's comparisons, then k/n: the seeds where it is positive; "-" for
+    none. bold (the README's brief): **bold** where it excludes zero instead of *, "" for none."""
     if not d:
         return "" if bold else "-"
     if d["ci95"] is None:
         return f"{100 * d['mean']:+.2f}"
     lo, hi = (100 * v for v in d["ci95"])
     text = f"{100 * d['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+    signs = f" {d['positive']}/{d['n']}" if "positive" in d else ""   # (runs summarised before the sign count)
     if bold:
-        return f"**{text}**" if d["excludes_zero"] else text
-    return text + (" *" if d["excludes_zero"] else "")
+        return (f"**{text}**" if d["excludes_zero"] else text) + ("†" if d.get("holm") else "") + signs
+    return text + (" *" if d["excludes_zero"] else "") + ("†" if d.get("holm") else "") + signs
 
 
 def benchmark_name(args):
@@ -157,6 +176,11 @@ CAPTION = ("Differences are paired over the seeds: each seed's mIoU minus its pa
            "an interval that excludes zero.")
 
 
+HOLM = (" † marks an interval that still excludes zero after Holm's adjustment over the {m} paired differences this "
+        "table prints (one in twenty would exclude zero by chance if nothing were there); k/n: the seeds on which the "
+        "difference is positive (a sign test's count).")
+
+
 def table(folder, quiet=True, files=True):
     """results.md, results.json and results.png from the table's runs in `folder` (TABLE_ROWS, found by name)."""
     seeds, by_stem, missing = seeds_and_runs(folder, [r[3] for r in TABLE_ROWS])
@@ -178,6 +202,7 @@ def table(folder, quiet=True, files=True):
              "required_fraction", "annotation_seconds", "wall_seconds", "vs_random", "vs_entropy", "vs_labor",
              "vs_supervised")
     results = [{k: r[k] for k in order} for r in results]
+    family = holm([r[k] for r in results for k in ("vs_random", "vs_entropy", "vs_labor", "vs_supervised")])
     args = rows["spl"][0]["args"]
     lines = [f"Miniature Table 1: {benchmark_name(args)}, seeds {seeds}, {args['iters']} iterations, schedule "
              f"{args['schedule']}, model {args['model']}.", "",
@@ -191,7 +216,7 @@ def table(folder, quiet=True, files=True):
                      f"{number(r['required_fraction'], '.3f')} | {_difference(r['vs_random'])} | "
                      f"{_difference(r['vs_entropy'])} | {_difference(r['vs_labor'])} | "
                      f"{_difference(r['vs_supervised'])} | {PAPER_TABLE.get(r['mode'], '-')} |")
-    caption = CAPTION.format(points=args["points"])
+    caption = CAPTION.format(points=args["points"]) + HOLM.format(m=family)
     runs = {row: [f"{stem}-seed{s}" for s in seeds] for row, _, _, stem, _ in TABLE_ROWS}
     provenance, made = made_by(folder, [r for rs in runs.values() for r in rs])
     saved = {"seeds": seeds, "caption": caption, "results": results, "runs": runs, "made_by": provenance}
@@ -270,6 +295,9 @@ def sweep(folder, quiet=True, files=True):
                 both = [r for r in rs if r["seed"] in theirs]
                 entry[key] = paired_difference([r["miou"] for r in both], [theirs[r["seed"]] for r in both])
         out.append(entry)
+    equal = at_equal_seconds(rows)
+    family = holm([e.get(k) for e in out for k in ("vs_random", "vs_entropy", "vs_labor")] +
+                  [e["vs_random"] for e in equal])
     lines = [f"Budget sweep: {benchmark_name(args)}, seeds {seeds}, {args['iters']} iterations, schedule "
              f"{args['schedule']}, model {args['model']}.", "",
              "| selector | budget asked (%) | labelled pixels (%) | px / image | annotator s / image | mIoU (%) | "
@@ -287,9 +315,9 @@ def sweep(folder, quiet=True, files=True):
                "regions capped SPL's, for its points the paper's PPL's) at the same budget asked, in points, with "
                "their mean and a 95% confidence interval from Student's t on the paired differences (n - 1 "
                "degrees of freedom); * marks an interval that excludes zero. SPL and PPL stop at B's mask; RIPU's "
-               "regions are whole 3x3 boxes (at least one per image): compare the labelled pixels too.")
+               "regions are whole 3x3 boxes (at least one per image): compare the labelled pixels too." +
+               HOLM.replace("this table prints", "this sweep prints (both tables)").format(m=family))
     lines += ["", caption]
-    equal = at_equal_seconds(rows)
     if equal:
         lines += ["", "At equal annotator time per image (cost.py): each seed's mIoU read off its curve between the "
                   "two budgets whose seconds bracket the level, linearly in log seconds (none beyond the measured "
@@ -381,6 +409,7 @@ def noise(folder, quiet=True, files=True):
                         "lead_change": None if row == "random" or p == 0 or 0 not in levels else paired_difference(
                             [a - b for a, b in zip(mious, random_)],
                             [r["miou"] - q["miou"] for r, q in zip(m[row, 0.0], m["random", 0.0])])})
+    family = holm([e[k] for e in out for k in ("vs_random", "vs_perfect", "lead_change")])
     args = m["spl", levels[0]][0]["args"]
     lines = [f"Annotator noise: {benchmark_name(args)}, seeds {seeds}, {args['iters']} iterations, noise band "
              f"{args.get('noise_band', 1)} px.", "",
@@ -396,7 +425,7 @@ def noise(folder, quiet=True, files=True):
                "Differences are paired over the seeds, in points, with a 95% Student-t interval (n - 1 degrees of "
                "freedom); * marks an interval that excludes zero. The change of the lead is, seed by seed, (row - random "
                "at P) - (row - random at P = 0): the P > 0 runs share the P = 0 runs' warm-up and B, so the two leads "
-               "correlate and the change is measured far more tightly than either lead.")
+               "correlate and the change is measured far more tightly than either lead." + HOLM.format(m=family))
     runs = {f"{row} @ {p:g}": [f"{noise_stem(mode, p)}-seed{s}" for s in seeds] for row, mode in rows for p in levels}
     provenance, made = made_by(folder, [r for rs in runs.values() for r in rs])
     saved = {"levels": levels, "rows": [row for row, _ in rows], "seeds": seeds, "complete_seeds": seeds,

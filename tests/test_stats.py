@@ -58,9 +58,27 @@ def test_intervals_use_student_t_with_n_minus_one_degrees_of_freedom(n, t):
 
 
 def test_a_difference_cell_marks_an_interval_clear_of_zero():
-    assert tables._difference(tables.paired_difference([0.6, 0.7, 0.65], [0.5, 0.6, 0.55])).endswith(" *")
+    assert tables._difference(tables.paired_difference([0.6, 0.7, 0.65], [0.5, 0.6, 0.55])).endswith(" * 3/3")
     assert "*" not in tables._difference(tables.paired_difference([0.6, 0.5, 0.7], [0.6, 0.6, 0.6]))
     assert tables._difference(None) == "-"
+
+
+def test_sign_counts_and_holm_by_hand():
+    """k/n counts the seeds where the difference is positive, with the two-sided sign test's p (8 of 8: 2 / 2^8);
+    the t-test's p is below 0.05 exactly when the interval excludes zero; Holm compares the smallest of m p-values
+    with 0.05 / m, the next with 0.05 / (m - 1), and stops at the first that fails."""
+    d = tables.paired_difference([1.0 + 0.1 * i for i in range(8)], [0.0] * 8)
+    assert d["positive"] == 8 and d["sign_p"] == pytest.approx(2 / 2 ** 8) and d["p"] < 1e-5
+    mixed = tables.paired_difference([0.6, 0.5, 0.7, 0.62], [0.6, 0.6, 0.6, 0.6])
+    assert mixed["positive"] == 2 and (mixed["p"] < 0.05) == mixed["excludes_zero"]
+    # sorted 0.001, 0.012, 0.02, 0.3 against 0.05/4, 0.05/3, 0.05/2, 0.05: the first three pass, the last fails
+    family = [{"p": p} for p in (0.001, 0.02, 0.012, 0.3)]
+    assert tables.holm(family + [None]) == 4
+    assert [f["holm"] for f in family] == [True, True, True, False]
+    family = [{"p": p} for p in (0.001, 0.02, 0.018, 0.3)]   # 0.018 > 0.05 / 3: it fails, and so does all after it
+    tables.holm(family)
+    assert [f["holm"] for f in family] == [True, False, False, False]
+    assert "†" in tables._difference({**d, "holm": True}) and "†" not in tables._difference(d)
 
 
 # ------------------------------------------------------------------------------------------------ tables from folders
@@ -193,7 +211,7 @@ def test_the_readme_brief_of_a_table_a_sweep_and_a_noise_experiment(tmp_path):
     table_folder(tmp_path, seeds=(0, 1, 2))
     lines = tables.brief(tmp_path).splitlines()
     spl = next(line for line in lines if line.startswith("| spl |"))
-    assert spl == "| spl | 70.0 / 66.0 / 90.0 | 75.3 | 1.00% | - | +14.33 [-40.90, +69.56] |  |"   # 0.02, 0.01, 0.40
+    assert spl == "| spl | 70.0 / 66.0 / 90.0 | 75.3 | 1.00% | - | +14.33 [-40.90, +69.56] 3/3 |  |"   # 0.02, 0.01, 0.40
     sweep = tmp_path / "sweep"
     sweep_folder(sweep)
     lines = tables.brief(sweep).splitlines()
@@ -235,7 +253,7 @@ def test_noise_beside_a_table_by_hand(tmp_path):
     brief = tables.brief(tmp_path).splitlines()
     assert ("| P (annotator errs at outlines) | wrong labels (SPL) | spl mIoU | random mIoU | spl minus random | "
             "spl's lead, change since P = 0 |") in brief
-    assert "| 0.2 | 10.0% | 61.0 | 60.5 | +0.50 [-18.56, +19.56] | -1.00 [-26.41, +24.41] |" in brief
+    assert "| 0.2 | 10.0% | 61.0 | 60.5 | +0.50 [-18.56, +19.56] 1/2 | -1.00 [-26.41, +24.41] 1/2 |" in brief
 
 
 # ------------------------------------------------------------------------------------------------ the commands
