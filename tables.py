@@ -73,6 +73,16 @@ def paired_difference(a, b):
             "p": p, **signs}
 
 
+EQUAL_BUDGET = 0.05   # "the same budget": labelled fractions within 5% of each other
+
+
+def pixels_ratio(runs, partners):
+    """The row's mean labelled fraction over its partner's: a comparison "at the same budget" is one only when this
+    is within EQUAL_BUDGET of 1 (RIPU's whole 3x3 boxes overshoot a small budget; a mask may fall short of a cap)."""
+    mine, theirs = mean_of(runs, "labelled_fraction"), mean_of(partners, "labelled_fraction")
+    return float(mine / theirs) if mine and theirs else None
+
+
 def holm(differences, alpha=0.05):
     """Holm's step-down adjustment over a family of paired differences (a table's): d["holm"] is True where the
     difference stays significant at `alpha` with every comparison of the family counted (the smallest p against
@@ -105,7 +115,8 @@ def image_pixels(args):
 
 def _difference(d, bold=False):
     """A paired difference for a table cell: mean [interval], in points of mIoU; * where it excludes zero, † where it
-    still does after Holm's adjustment over its table's comparisons, then k/n: the seeds where it is positive; "-" for
+    still does after Holm's adjustment over its table's comparisons, then k/n: the seeds where it is positive, and
+    "(unequal: r x the pixels)" where the two rows' labelled fractions differ by more than EQUAL_BUDGET; "-" for
     none. bold (the README's brief): **bold** where it excludes zero instead of *, "" for none."""
     if not d:
         return "" if bold else "-"
@@ -114,6 +125,9 @@ def _difference(d, bold=False):
     lo, hi = (100 * v for v in d["ci95"])
     text = f"{100 * d['mean']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
     signs = f" {d['positive']}/{d['n']}" if "positive" in d else ""   # (runs summarised before the sign count)
+    ratio = d.get("pixels_ratio")
+    if ratio and abs(ratio - 1) > EQUAL_BUDGET:   # not the same budget: say by how much
+        signs += f" (unequal: {ratio:.2f}x the pixels)"
     if bold:
         return (f"**{text}**" if d["excludes_zero"] else text) + ("†" if d.get("holm") else "") + signs
     return text + (" *" if d["excludes_zero"] else "") + ("†" if d.get("holm") else "") + signs
@@ -178,7 +192,8 @@ CAPTION = ("Differences are paired over the seeds: each seed's mIoU minus its pa
 
 HOLM = (" † marks an interval that still excludes zero after Holm's adjustment over the {m} paired differences this "
         "table prints (one in twenty would exclude zero by chance if nothing were there); k/n: the seeds on which the "
-        "difference is positive (a sign test's count).")
+        "difference is positive (a sign test's count). \"At the same budget\" means labelled fractions within 5%; a pair "
+        "further apart is marked (unequal: r x the pixels, the row's over its partner's) and is no such comparison.")
 
 
 def table(folder, quiet=True, files=True):
@@ -193,7 +208,9 @@ def table(folder, quiet=True, files=True):
         partners = {"vs_random": ("random" if fraction else "random, 40 px") if picks else None,
                     "vs_entropy": "entropy" if fraction and mode != "entropy" else None,
                     "vs_labor": LABOR_PARTNERS.get(row), "vs_supervised": "supervised" if row != "supervised" else None}
-        vs = {k: p and {"partner": p, **paired_difference(mious[row], mious[p])} for k, p in partners.items()}
+        vs = {k: p and {"partner": p, **paired_difference(mious[row], mious[p]),
+                        "pixels_ratio": None if k == "vs_supervised" else pixels_ratio(rows[row], rows[p])}
+              for k, p in partners.items()}   # (against every pixel is no "same budget" comparison)
         results.append({"mode": row, **summary(mious[row], rows[row]),
                         "of_supervised": float(np.mean(mious[row]) / np.mean(mious["supervised"])),
                         "annotation_seconds": mean_of(rows[row], "annotation_seconds", "per_image"),
@@ -293,7 +310,8 @@ def sweep(folder, quiet=True, files=True):
             if budget is not None and partner and sel != partner and (partner, budget) in groups:
                 theirs = {r["seed"]: r["miou"] for r in groups[partner, budget]}
                 both = [r for r in rs if r["seed"] in theirs]
-                entry[key] = paired_difference([r["miou"] for r in both], [theirs[r["seed"]] for r in both])
+                entry[key] = {**paired_difference([r["miou"] for r in both], [theirs[r["seed"]] for r in both]),
+                              "pixels_ratio": pixels_ratio(rs, groups[partner, budget])}
         out.append(entry)
     equal = at_equal_seconds(rows)
     family = holm([e.get(k) for e in out for k in ("vs_random", "vs_entropy", "vs_labor")] +

@@ -474,3 +474,18 @@ def test_tables_name_the_commits_and_cpus_behind_them(tmp_path):
     line = f"Made by: commit unknown ({n} runs), aaaaaaaaaaaa ({n - 1} runs), aaaaaaaaaaaa with uncommitted changes " \
            f"(1 run); CPU Test CPU ({n} runs), unknown ({n} runs)."
     assert line in (tmp_path / "results.md").read_text() and tables.brief(tmp_path).splitlines()[-1] == line
+
+
+def test_a_pair_at_unequal_budgets_is_marked(tmp_path):
+    """A comparison "at the same budget" whose labelled fractions differ by more than 5% says by how much (RIPU's
+    whole boxes overshoot a small budget); within 5% it reads as a plain difference; never against supervised."""
+    table_folder(tmp := tmp_path, seeds=(0, 1))
+    for s in (0, 1):
+        for stem, fraction in (("ripu_regions", 0.02), ("entropy", 0.0104)):
+            f = tmp / f"{stem}-seed{s}" / "metrics.json"
+            f.write_text(json.dumps({**json.loads(f.read_text()), "labelled_fraction": fraction}))
+    got = {r["mode"]: r for r in tables.table(tmp)}
+    assert got["ripu regions"]["vs_random"]["pixels_ratio"] == pytest.approx(2.0)
+    assert tables._difference(got["ripu regions"]["vs_random"]).endswith("(unequal: 2.00x the pixels)")
+    assert "unequal" not in tables._difference(got["entropy"]["vs_random"])            # 4% apart: the same budget
+    assert got["spl"]["vs_supervised"]["pixels_ratio"] is None
