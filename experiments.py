@@ -8,6 +8,7 @@ stages (first each seed's shared parts), handed to an engine made for the job. N
         --slurm PARTITION   on a SLURM cluster with submitit: a job array per stage, the second after the first
         --print             the commands, one a line, stage by stage (a shell loop, xargs -P, GNU parallel)
     python experiments.py regenerate|brief|list FOLDER ...  the tables again, from the runs' metrics.json alone
+    python experiments.py compare A B FOLDER ...           run A minus run B, paired over the seeds of the folders
 
 Stage 1 of a seed trains what its other runs share: SPL's run, whose warm-up of A and trained B (warmup.pt) the
 others start from (train.py --init-from), and whose labelled fraction random buys (--budget-from). A run whose
@@ -32,7 +33,7 @@ import runs
 import selection
 import train
 from runs import UsageError
-from tables import SWEEP, TABLE_ROWS, brief, image_pixels, listing, noise, noise_stem, regenerate, sweep, table
+from tables import SWEEP, TABLE_ROWS, brief, compare, image_pixels, listing, noise, noise_stem, regenerate, sweep, table
 
 ROOT = Path(__file__).resolve().parent
 STAGE_1 = ("spl", "source_only", "supervised")   # need no other run; SPL trains the seed's warm-up and B
@@ -226,6 +227,10 @@ def build_parser():
                        ("brief", "print the README's tables of FOLDER"), ("list", "any folder of <name>-seed<S> runs: "
                                                                                   "mIoU per seed")):
         sub.add_parser(name, help=what).add_argument("folders", nargs="+", metavar="FOLDER")
+    c = sub.add_parser("compare", help="run A minus run B, paired over the seeds the folders hold both of")
+    c.add_argument("a", metavar="A", help="a run's name without -seed<S>, e.g. spl")
+    c.add_argument("b", metavar="B", help="the other's, e.g. random")
+    c.add_argument("folders", nargs="+", metavar="FOLDER")
     return p
 
 
@@ -233,6 +238,11 @@ def main(argv=None):
     """One line `error: ...` and exit 2 for a mistake; 128 + the signal for a stop (every run wrote a checkpoint)."""
     try:
         a, passed = build_parser().parse_known_args(argv)
+        if a.command == "compare":
+            if passed:
+                raise UsageError(f"unrecognized arguments: {' '.join(passed)}")
+            print(compare(a.a, a.b, a.folders)[1])
+            return
         if a.command in ("regenerate", "brief", "list"):
             if passed:
                 raise UsageError(f"unrecognized arguments: {' '.join(passed)}")

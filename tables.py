@@ -515,6 +515,28 @@ def brief(folder):
     return "\n".join(line for line in lines if line is not None)
 
 
+def compare(a, b, folders):
+    """Run <a>-seed<S> minus run <b>-seed<S>, paired over every seed S that has both finished in one of the folders
+    (seeds from several folders pooled: a table's eight and more seeds run later). Returns (summary, text)."""
+    found = {}
+    for folder in folders:
+        for stem in (a, b):
+            for f in Path(folder).glob(f"{stem}-seed*/metrics.json"):
+                seed = f.parent.name.rpartition("-seed")[2]
+                if seed.isdigit():
+                    found.setdefault(int(seed), {})[stem] = json.loads(f.read_text())
+    seeds = sorted(s for s, got in found.items() if len(got) == 2)
+    if len(seeds) < 2:
+        raise UsageError(f"{a} and {b}: fewer than two seeds with both runs finished in {', '.join(map(str, folders))}")
+    d = paired_difference([found[s][a]["miou"] for s in seeds], [found[s][b]["miou"] for s in seeds])
+    d["pixels_ratio"] = pixels_ratio([found[s][a] for s in seeds], [found[s][b] for s in seeds])
+    _, made = made_by("/", [str(Path(folder).resolve() / f"{stem}-seed{s}") for s in seeds for stem in (a, b)
+                            for folder in folders if (Path(folder) / f"{stem}-seed{s}" / "metrics.json").exists()])
+    text = (f"{a} minus {b}, seeds {seeds}: {_difference(d)} (mIoU points; t-test p = {d['p']:.3f}, sign test "
+            f"p = {d['sign_p']:.3f})\n{made}")
+    return {"a": a, "b": b, "seeds": seeds, **d}, text
+
+
 def listing(folder):
     """Any folder of run folders <name>-seed<S>: per name, the evaluation split, the labelled fraction, mIoU per seed
     and the mean. Returns markdown."""

@@ -489,3 +489,19 @@ def test_a_pair_at_unequal_budgets_is_marked(tmp_path):
     assert tables._difference(got["ripu regions"]["vs_random"]).endswith("(unequal: 2.00x the pixels)")
     assert "unequal" not in tables._difference(got["entropy"]["vs_random"])            # 4% apart: the same budget
     assert got["spl"]["vs_supervised"]["pixels_ratio"] is None
+
+
+def test_compare_pools_the_seeds_of_several_folders(tmp_path):
+    """python experiments.py compare spl random A B: seeds 0, 1 from one folder and seed 2 from another, paired seed
+    by seed (0.02, 0.01, 0.40, as in the brief's table above); an unfinished partner leaves its seed out."""
+    table_folder(tmp_path / "a", seeds=(0, 1))
+    table_folder(tmp_path / "b", seeds=(2,))
+    write_run(tmp_path / "b", "spl-seed3", 0.9)                     # no random-seed3: seed 3 is not paired
+    got, text = tables.compare("spl", "random", [tmp_path / "a", tmp_path / "b"])
+    assert got["seeds"] == [0, 1, 2] and got["diffs"] == pytest.approx([0.02, 0.01, 0.40])
+    assert text.startswith("spl minus random, seeds [0, 1, 2]: +14.33 [-40.90, +69.56] 3/3")
+    out = subprocess.run([sys.executable, "experiments.py", "compare", "spl", "random", str(tmp_path / "a")],
+                         capture_output=True, text=True, cwd=Path(tables.__file__).parent)
+    assert out.returncode == 0 and "seeds [0, 1]" in out.stdout
+    with pytest.raises(runs.UsageError, match="fewer than two seeds"):
+        tables.compare("spl", "random", [tmp_path / "b"])
