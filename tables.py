@@ -164,8 +164,9 @@ def made_by(folder, runs):
         p = json.loads((Path(folder) / run / "metrics.json").read_text()).get("platform", {})
         commits[p.get("commit", "unknown")[:12] + (" with uncommitted changes" if p.get("dirty") else "")] += 1
         cpus[p.get("cpu", "unknown") + (f" + {p['gpu']}" if p.get("gpu") else "")] += 1
-    line = "Made by: " + "; ".join(f"{what} {', '.join(f'{k} ({n} run{chr(115) * (n > 1)})' for k, n in c.most_common())}"
-                                   for what, c in (("commit", commits), ("CPU", cpus))) + "."
+    def counted(c):
+        return ", ".join(f"{k} ({n} run{'s' if n > 1 else ''})" for k, n in c.most_common())
+    line = f"Made by: commit {counted(commits)}; CPU {counted(cpus)}."
     return {"commits": dict(commits), "cpus": dict(cpus)}, line
 
 
@@ -192,8 +193,9 @@ CAPTION = ("Differences are paired over the seeds: each seed's mIoU minus its pa
 
 HOLM = (" † marks an interval that still excludes zero after Holm's adjustment over the {m} paired differences this "
         "table prints (one in twenty would exclude zero by chance if nothing were there); k/n: the seeds on which the "
-        "difference is positive (a sign test's count). \"At the same budget\" means labelled fractions within 5%; a pair "
-        "further apart is marked (unequal: r x the pixels, the row's over its partner's) and is no such comparison.")
+        "difference is positive (a sign test's count). \"At the same budget\" means labelled fractions within 5%; "
+        "a pair further apart is marked (unequal: r x the pixels, the row's over its partner's) and is no such "
+        "comparison.")
 
 
 def table(folder, quiet=True, files=True):
@@ -441,15 +443,16 @@ def noise(folder, quiet=True, files=True):
     caption = ("--annotator-noise P: a label bought within --noise-band pixels of a class boundary is replaced by "
                "the class on the other side with probability P. Random buys the fraction SPL bought at the same P. "
                "Differences are paired over the seeds, in points, with a 95% Student-t interval (n - 1 degrees of "
-               "freedom); * marks an interval that excludes zero. The change of the lead is, seed by seed, (row - random "
-               "at P) - (row - random at P = 0): the P > 0 runs share the P = 0 runs' warm-up and B, so the two leads "
-               "correlate and the change is measured far more tightly than either lead." + HOLM.format(m=family))
+               "freedom); * marks an interval that excludes zero. The change of the lead is, seed by seed, (row - "
+               "random at P) - (row - random at P = 0): the P > 0 runs share the P = 0 runs' warm-up and B, so the two "
+               "leads correlate and the change is measured far more tightly than either lead." + HOLM.format(m=family))
     runs = {f"{row} @ {p:g}": [f"{noise_stem(mode, p)}-seed{s}" for s in seeds] for row, mode in rows for p in levels}
     provenance, made = made_by(folder, [r for rs in runs.values() for r in rs])
     saved = {"levels": levels, "rows": [row for row, _ in rows], "seeds": seeds, "complete_seeds": seeds,
              "caption": caption, "summary": out, "runs": runs, "made_by": provenance}
     if files:
-        write(folder, "noise", "\n".join(lines + ["", caption, "", made]) + partial_line(missing, len(rows) * len(levels)),
+        write(folder, "noise", "\n".join(lines + ["", caption, "", made])
+              + partial_line(missing, len(rows) * len(levels)),
               {**saved, **({"partial": {"missing_seeds": list(missing)}} if missing else {})}, quiet)
         figures.plot_noise(Path(folder) / "noise.png", out, seeds)
     return out

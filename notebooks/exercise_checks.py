@@ -14,7 +14,6 @@ passes with the project's own functions, that the recorded files match them, and
 """
 import argparse
 import contextlib
-import copy
 import io
 import sys
 from pathlib import Path

@@ -77,7 +77,7 @@ def main(argv=None):
     p.add_argument("--json", help="also write every grade to this file")
     args = p.parse_args(argv)
     try:
-        import otter  # noqa: F401
+        import otter  # noqa: F401 (only: is it installed?)
     except ImportError:
         raise SystemExit("error: otter-grader is not installed: pip install -r requirements-course.txt")
     zip_path = autograder_zip(args.autograder)

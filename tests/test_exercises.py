@@ -323,17 +323,15 @@ def _solution_cells():
 def _stub(src):
     """The student's version of a solution cell, as otter assign writes it: solution blocks removed, each
     prompt's lines kept."""
-    out, skip, prompt = [], False, False
+    out, skip = [], False
     for line in src.splitlines():
         s = line.strip()
         if s.startswith("# BEGIN SOLUTION"):
             skip = True
         elif s.startswith("# END SOLUTION"):
             skip = False
-        elif s.endswith("# BEGIN PROMPT"):
-            prompt = True
-        elif s.endswith("# END PROMPT"):
-            prompt = False
+        elif s.endswith(("# BEGIN PROMPT", "# END PROMPT")):
+            continue
         elif not skip:
             out.append(line)
     return "\n".join(out)
