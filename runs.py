@@ -292,10 +292,9 @@ def unlock_folder(out):
         f.close()
 
 
-def provenance(device):
-    """Which code and machine made a run: the commit (and whether tracked files differed from it), the CPU's model
-    and the GPU's when one was used. Results differ between CPU models (by 2.4 mIoU on the default run between two
-    machines here), so a table must say which made it. 'unknown' where git or /proc/cpuinfo cannot tell."""
+def _code_state():
+    """(commit, whether tracked files differ from it) of the code as this process loaded it; 'unknown', None where
+    git cannot tell (no git, not a checkout)."""
     def git(*a):
         try:
             out = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent), *a], capture_output=True,
@@ -304,13 +303,23 @@ def provenance(device):
         except (OSError, subprocess.SubprocessError):
             return ""
     commit = git("rev-parse", "HEAD") or "unknown"
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if commit != "unknown" else None
+    return commit, (bool(git("status", "--porcelain", "--untracked-files=no")) if commit != "unknown" else None)
+
+
+CODE_AT_START = _code_state()   # read when the modules are loaded: the code that runs, not the tree at the end
+
+
+def provenance(device):
+    """Which code and machine made a run: the commit (and whether tracked files differed from it) as the process
+    loaded the code, the CPU's model and the GPU's when one was used. Results differ between CPU models (by 2.4 mIoU
+    on the default run between two machines here), so a table must say which made it. A resumed run records the
+    code of the process that finished it. 'unknown' where git or /proc/cpuinfo cannot tell."""
     cpu = platform.processor() or "unknown"
     with contextlib.suppress(OSError):
         cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                     if line.startswith("model name")), cpu)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    return {"commit": commit, "dirty": dirty, "cpu": cpu, "gpu": gpu}
+    return {"commit": CODE_AT_START[0], "dirty": CODE_AT_START[1], "cpu": cpu, "gpu": gpu}
 
 
 def args_dict(args):
