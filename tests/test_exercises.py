@@ -470,8 +470,8 @@ def _submission(student_nb, replace, out):
 def test_otter_makes_the_student_copy_and_the_grader_scores_it(tmp_path):
     pytest.importorskip("otter")
     dist = tmp_path / "dist"
-    run = subprocess.run(["otter", "assign", str(NOTEBOOK), str(dist)], capture_output=True, text=True, timeout=600,
-                         cwd=ROOT)
+    run = subprocess.run([sys.executable, "-m", "otter", "assign", str(NOTEBOOK), str(dist)], capture_output=True,
+                         text=True, timeout=600, cwd=ROOT)   # (python -m: the otter of this Python, on PATH or not)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     student = dist / "student"
     assert sorted(p.name for p in student.iterdir()) == ["06_exercises.ipynb", "exercise_checks.py",
