@@ -396,3 +396,23 @@ def test_torchrun_two_processes_match_single_process_selection(tmp_path):
     A.load_state_dict(torch.load(tmp_path / "ddp" / "model_A.pt", weights_only=True)["A"])
     miou, _ = train.evaluate(args, A, evals, len(classes))
     assert miou == pytest.approx(ddp["miou"], abs=1e-12)
+
+
+@pytest.mark.slow
+def test_bench_check_runs_every_part_and_estimates_the_paper_run(tmp_path):
+    """python bench.py --check --tiny: the benchmark in fp32 and bf16 with its profile, a short SPL run stopped by
+    SIGTERM after its labelling round (exit 143, a checkpoint) and resumed to its end, and the paper run's hours,
+    stage by stage, from the short run's rates; a report on stdout and as JSON."""
+    out = tmp_path / "check.json"
+    done = subprocess.run([sys.executable, "bench.py", "--check", "--tiny", "--device", "cpu", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert [b["amp"] for b in r["benchmark"].values()] == ["None", "torch.bfloat16"]
+    assert all(b["iters_per_second"] > 0 and b["profile"] for b in r["benchmark"].values())
+    assert r["short_run"]["stopped_with"] == 143 and r["short_run"]["miou"] >= 0
+    est = r["estimate_seconds"]
+    assert est["total"] == pytest.approx(sum(v for k, v in est.items() if k != "total")) and est["total"] > 0
+    assert est["A (warm-up and adaptation, 250k iterations)"] == pytest.approx(
+        r["per_unit_seconds"]["A iteration"] * 250000)
+    assert "the paper's run (250k iterations)" in done.stdout and "stopped by SIGTERM (exit 143)" in done.stdout
