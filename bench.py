@@ -162,11 +162,12 @@ def check(device="auto", tiny=False, out="bench_check.json", timeout=3600):
         folder = Path(tmp) / "spl"
         cmd = train + ["--mode", "spl", "--data", "synthetic", *(["--model", "tiny"] if tiny else
                        ["--preset", "paper", "--model", "deeplabv2"]), *size, *n, "--batch-size", "1",
-                       "--iters", "12" if tiny else "40", "--save-every", "1", "--quiet", "--out", str(folder)]
+                       "--iters", "24" if tiny else "40", "--save-every", "1", "--quiet", "--out", str(folder)]
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        while not (folder / "selection.pt").exists() and proc.poll() is None:   # stop it after its labelling round
-            time.sleep(0.2)
+        # stop it after its labelling round, in the half of the run that is left (a checkpoint every iteration)
+        while not (folder / "selection.pt").exists() and proc.poll() is None:
+            time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=timeout)
         stopped = proc.returncode
