@@ -83,6 +83,15 @@ def pixels_ratio(runs, partners):
     return float(mine / theirs) if mine and theirs else None
 
 
+def same_fraction(runs, partner, groups):
+    """The budget asked of the partner's runs that labelled the same fraction as `runs` (within EQUAL_BUDGET; the
+    closest, the same budget asked first), or None: RIPU's whole 3x3 boxes buy 2.25x the pixels asked at 0.02%, so
+    its partner there is random at 0.05%, not at 0.02%. groups: {(selector, budget asked): runs}."""
+    budgets = sorted((b for (sel, b) in groups if sel == partner and b is not None),
+                     key=lambda b: (abs(pixels_ratio(runs, groups[partner, b]) - 1), b != runs[0]["budget"]))
+    return next((b for b in budgets if abs(pixels_ratio(runs, groups[partner, b]) - 1) <= EQUAL_BUDGET), None)
+
+
 def holm(differences, alpha=0.05):
     """Holm's step-down adjustment over a family of paired differences (a table's): d["holm"] is True where the
     difference stays significant at `alpha` with every comparison of the family counted (the smallest p against
@@ -128,6 +137,8 @@ def _difference(d, bold=False):
     ratio = d.get("pixels_ratio")
     if ratio and abs(ratio - 1) > EQUAL_BUDGET:   # not the same budget: say by how much
         signs += f" (unequal: {ratio:.2f}x the pixels)"
+    if d.get("partner_budget") is not None:       # the partner's run at another budget asked, the same pixels
+        signs += f" (vs its {100 * d['partner_budget']:g}% run)"
     if bold:
         return (f"**{text}**" if d["excludes_zero"] else text) + ("†" if d.get("holm") else "") + signs
     return text + (" *" if d["excludes_zero"] else "") + ("†" if d.get("holm") else "") + signs
@@ -309,11 +320,12 @@ def sweep(folder, quiet=True, files=True):
         entry = {"selector": sel, "budget": budget, "seeds": [r["seed"] for r in rs], "mious": mious,
                  **summary(mious, rs), "annotation_seconds": mean_of(rs, "annotation_seconds")}
         for key, partner in (("vs_random", "random"), ("vs_entropy", "entropy"), ("vs_labor", LABOR_PARTNERS.get(sel))):
-            if budget is not None and partner and sel != partner and (partner, budget) in groups:
-                theirs = {r["seed"]: r["miou"] for r in groups[partner, budget]}
+            if budget is not None and partner and sel != partner and (at := same_fraction(rs, partner, groups)):
+                theirs = {r["seed"]: r["miou"] for r in groups[partner, at]}
                 both = [r for r in rs if r["seed"] in theirs]
                 entry[key] = {**paired_difference([r["miou"] for r in both], [theirs[r["seed"]] for r in both]),
-                              "pixels_ratio": pixels_ratio(rs, groups[partner, budget])}
+                              "pixels_ratio": pixels_ratio(rs, groups[partner, at]),
+                              "partner_budget": at if at != budget else None}
         out.append(entry)
     equal = at_equal_seconds(rows)
     family = holm([e.get(k) for e in out for k in ("vs_random", "vs_entropy", "vs_labor")] +
@@ -332,10 +344,12 @@ def sweep(folder, quiet=True, files=True):
                      f"{_difference(r.get('vs_random'))} | {_difference(r.get('vs_entropy'))} | "
                      f"{_difference(r.get('vs_labor'))} |")
     caption = ("Differences are paired over the seeds: each seed's mIoU minus random's (or entropy's; for RIPU's "
-               "regions capped SPL's, for its points the paper's PPL's) at the same budget asked, in points, with "
-               "their mean and a 95% confidence interval from Student's t on the paired differences (n - 1 "
-               "degrees of freedom); * marks an interval that excludes zero. SPL and PPL stop at B's mask; RIPU's "
-               "regions are whole 3x3 boxes (at least one per image): compare the labelled pixels too." +
+               "regions capped SPL's, for its points the paper's PPL's) at the same labelled fraction (within 5%), "
+               "in points, with their mean and a 95% confidence interval from Student's t on the paired "
+               "differences (n - 1 degrees of freedom); * marks an interval that excludes zero. The partner is its "
+               "run at the same budget asked, or, where that labelled another fraction, its run at the budget asked "
+               "that labelled the same (\"vs its 0.05% run\": RIPU's regions buy whole 3x3 boxes, at least one per "
+               "image, 2.25x the pixels asked at 0.02%); a row with no such run has no difference (-)." +
                HOLM.replace("this table prints", "this sweep prints (both tables)").format(m=family))
     lines += ["", caption]
     if equal:

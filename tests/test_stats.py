@@ -181,6 +181,28 @@ def test_sweep_pairs_by_seed_at_the_same_budget_asked(tmp_path):
     assert (tmp_path / "budget_curve.png").is_file()
 
 
+def test_a_sweep_pairs_at_the_same_labelled_fraction_not_the_same_budget_asked(tmp_path):
+    """RIPU's whole boxes buy twice the pixels asked at 0.1%: its partner is random's run at 0.2% (the same pixels),
+    not at 0.1%; a fraction 4% off still pairs, one 6% off from every partner has no difference at all."""
+    for s, (m_random1, m_random2, m_ripu) in enumerate([(0.60, 0.64, 0.61), (0.62, 0.65, 0.60)]):
+        write_run(tmp_path, f"spl-seed{s}", 0.7)
+        write_run(tmp_path, f"random-budget0.001-seed{s}", m_random1, labelled_fraction=0.001)
+        write_run(tmp_path, f"random-budget0.002-seed{s}", m_random2, labelled_fraction=0.002)
+        write_run(tmp_path, f"ripu_regions-budget0.001-seed{s}", m_ripu, labelled_fraction=0.002)
+        write_run(tmp_path, f"entropy-budget0.001-seed{s}", 0.5, labelled_fraction=0.00104)   # 4% over random's
+        write_run(tmp_path, f"ripu_regions-budget0.004-seed{s}", 0.66, labelled_fraction=0.00424)   # 6% over 0.004
+        write_run(tmp_path, f"random-budget0.004-seed{s}", 0.66, labelled_fraction=0.004)
+    got = {(r["selector"], r["budget"]): r for r in tables.sweep(tmp_path)[0]}
+    ripu = got["ripu regions", 0.001]["vs_random"]
+    assert ripu["diffs"] == pytest.approx([0.61 - 0.64, 0.60 - 0.65]) and ripu["partner_budget"] == 0.002
+    assert tables._difference(ripu).endswith("(vs its 0.2% run)") and "unequal" not in tables._difference(ripu)
+    assert got["entropy", 0.001]["vs_random"]["diffs"] == pytest.approx([0.5 - 0.60, 0.5 - 0.62])
+    assert got["entropy", 0.001]["vs_random"]["partner_budget"] is None
+    assert "vs_random" not in got["ripu regions", 0.004]
+    assert "| ripu regions | 0.4 | 0.424 | 1.0 | - | 66.0 ± 0.0 | 66.0 / 66.0 | - | - | - | - |" in \
+        (tmp_path / "sweep.md").read_text()
+
+
 def test_selectors_compared_at_equal_annotator_seconds():
     """The sweep's time comparison: mIoU read off each seed's curve linearly in log seconds (by hand: halfway in
     log between 10 s and 1000 s is 100 s), nothing beyond the measured seconds, and differences to random paired
