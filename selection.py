@@ -166,7 +166,7 @@ def ppl_select(logits1, logits2, n_points=40, feat=None, exclude=None, cell=0):
             if cell:
                 nearest = _nearest_per_block(dist, block[idx], int(alloc[k]))
             else:
-                nearest = dist.argsort(stable=True)[:int(alloc[k])]         # ties: the first pixel in raster order
+                nearest = dist.topk(int(alloc[k]), largest=False).indices   # ties: as torch.topk orders them (the old rule)
             selected[j, idx[nearest]] = True
     return selected.reshape(b, h, w)
 
