@@ -145,8 +145,9 @@ ROW_STYLE = {"source_only": ("d", "tab:brown"), "adaptseg": ("<", "tab:red"), "s
 def plot_budget_curve(path, summary, seeds):
     """budget_curve.png. Left: mIoU (mean ± std over seeds) against the labelled fraction, one line per selector;
     SPL's whole mask as a point of its own; AdaptSeg (no labels) and supervised (every label) as horizontal lines.
-    Middle: each selector minus random at the same budget asked, the mean paired difference over seeds with its 95%
-    interval (summary's "vs_random"); an interval clear of zero is drawn filled. Right: mIoU against what the labels
+    Middle: each selector minus random at the same labelled fraction, the mean paired difference over seeds with its
+    95% interval (summary's "vs_random"), placed at the row's labelled fraction; an interval clear of zero is drawn
+    filled. Right: mIoU against what the labels
     cost a person, annotator seconds per image (cost.py), with full annotation's cost marked."""
     fig = Figure(figsize=(19, 4.8))
     ax, dx, tx = fig.subplots(1, 3)
@@ -158,17 +159,17 @@ def plot_budget_curve(path, summary, seeds):
         if pts:
             ax.errorbar([100 * r["labelled_fraction"] for r in pts], [100 * r["miou_mean"] for r in pts],
                         yerr=[100 * r["miou_std"] for r in pts], marker=marker, color=colour, capsize=3, label=sel)
-        pts = sorted((r for r in pts if r.get("vs_random") and r["vs_random"]["ci95"]), key=lambda r: r["budget"])
+        pts = [r for r in pts if r.get("vs_random") and r["vs_random"]["ci95"]]
         for r in pts:
             d = r["vs_random"]
             lo, hi = (100 * v for v in d["ci95"])
-            dx.errorbar(100 * r["budget"] * dodge[sel], 100 * d["mean"],
+            dx.errorbar(100 * r["labelled_fraction"] * dodge[sel], 100 * d["mean"],
                         yerr=[[100 * d["mean"] - lo], [hi - 100 * d["mean"]]],
                         marker=marker, color=colour, capsize=3,
                         markerfacecolor=colour if d["excludes_zero"] else "none")
         if pts:
-            dx.plot([100 * r["budget"] * dodge[sel] for r in pts], [100 * r["vs_random"]["mean"] for r in pts], color=colour,
-                    alpha=0.5, label=sel)
+            dx.plot([100 * r["labelled_fraction"] * dodge[sel] for r in pts], [100 * r["vs_random"]["mean"] for r in pts],
+                    color=colour, alpha=0.5, label=sel)
         pts = sorted((r for r in summary if r["selector"] == sel and r["budget"] is not None
                       and r.get("annotation_seconds")), key=lambda r: r["annotation_seconds"])
         if pts:
@@ -201,12 +202,12 @@ def plot_budget_curve(path, summary, seeds):
     tx.grid(alpha=0.3)
     dx.axhline(0, color="k", linewidth=1)
     dx.set_xscale("log")
-    budgets = sorted({r["budget"] for r in summary if r["budget"] is not None})
-    if budgets:   # one tick per budget, in the left panel's units (the log axis's own minor labels overlap)
-        dx.set_xticks([100 * b for b in budgets], [f"{100 * b:g}" for b in budgets])
+    ticks = sorted({round(100 * r["labelled_fraction"], 3) for r in summary if r["selector"] == "random"})
+    if ticks:   # one tick per random run, in the left panel's units (the log axis's own minor labels overlap)
+        dx.set_xticks(ticks, [f"{t:g}" for t in ticks])
         dx.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    dx.set_xlabel("budget asked (% of pixels, log scale)")
-    dx.set_ylabel("minus random at the same budget (mIoU points)")
+    dx.set_xlabel("labelled pixels (%, log scale)")
+    dx.set_ylabel("minus random at the same labelled fraction (mIoU points)")
     dx.set_title("paired difference to random, mean and 95% interval\n(filled: the interval excludes zero)",
                  fontsize=9)
     dx.grid(alpha=0.3)
