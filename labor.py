@@ -192,6 +192,16 @@ def local_consistency_loss(prob, labels, ignore_index=IGNORE_INDEX):
     return (d * boundary).sum() / boundary.sum().clamp(min=1)
 
 
+def ripu_losses(logits_s, y_s, logits_t, size_t):
+    """RIPU's two terms on A's loss, as selection.MODES["ripu"] adds them to A's step: lambda_nl L_nl on the target
+    softmax at image size (size_t), lambda_cr L_cr on the source softmax at label size. logits_s, logits_t: A's main
+    logits (B, C, h, w); y_s: source labels (B, Hs, Ws). Returns {name: (weight, loss)}, added in this order."""
+    prob_t = F.softmax(upsample(logits_t, size_t), dim=1)                         # (B, C, Ht, Wt)
+    prob_s = F.softmax(upsample(logits_s, y_s.shape[-2:]), dim=1)                 # (B, C, Hs, Ws)
+    return {"loss_nl": (RIPU_LAMBDA_NL, negative_learning_loss(prob_t)),
+            "loss_cr": (RIPU_LAMBDA_CR, local_consistency_loss(prob_s, y_s))}
+
+
 # --------------------------------------------------------------------------------------------------------------
 # The metric every table reports
 # --------------------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 import cost
+import labor
 
 IGNORE_INDEX = 255
 
@@ -408,6 +409,40 @@ EVERY_PIXEL = Selector(lambda q: torch.ones(len(q.logits_a), *q.logits_a.shape[-
 def label(name):
     """A selector's name in tables and figures: 'ripu_regions' -> 'ripu regions'."""
     return name.replace("_", " ")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The modes: what each --mode of train.py does, one row each
+# --------------------------------------------------------------------------------------------------------------
+
+class Mode(NamedTuple):
+    """What a --mode does in train.py's pipeline. Each selector of SELECTORS is a mode (LabOR's pipeline with that
+    selector); MODES adds the modes that buy no labels, full supervision and RIPU as published."""
+    selector: Selector = None     # what buys target labels (None: the mode buys none)
+    source: bool = True           # A learns from the source labels (Eq. 1)
+    adversarial: bool = True      # A fools D on target (Eq. 3): the run trains the discriminators
+    rounds: tuple = None          # its own labelling rounds, as fractions of --iters (None: --schedule's)
+    extra_loss: Callable = None   # a method's own terms on A's loss: (logits_s, y_s, logits_t, size_t) -> {name: (w, loss)}
+
+
+# RIPU as published (Xie et al. 2022): its regions, five labelling rounds at 10k, 12k, ..., 18k of 40k iterations, its
+# two losses on A and no discriminator; labor.ripu_losses.
+RIPU_ROUNDS = (0.25, 0.30, 0.35, 0.40, 0.45)
+
+
+def modes():
+    """Every --mode, in --help's order (read when asked: a selector registered in SELECTORS is a mode at once)."""
+    return {"source_only": Mode(adversarial=False), "adaptseg": Mode(), **{k: Mode(s) for k, s in SELECTORS.items()},
+            "ripu": Mode(SELECTORS["ripu_regions"], adversarial=False, rounds=RIPU_ROUNDS,
+                         extra_loss=labor.ripu_losses),
+            "supervised": Mode(EVERY_PIXEL, source=False, adversarial=False, rounds=(0,))}
+
+
+def shares_warmup(mode, schedule):
+    """Staged runs that adapt A alone (Eq. 1, 3) before buying labels at the schedule's round, and adaptseg, which buys
+    none, train one and the same warm-up for a seed: one run trains it (warmup.pt), the others may start from it."""
+    m = modes()[mode]
+    return schedule == "staged" and m.source and m.adversarial and m.rounds is None
 
 
 # --------------------------------------------------------------------------------------------------------------

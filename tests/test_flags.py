@@ -24,6 +24,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import train  # noqa: E402
+from tools import flags  # noqa: E402
 
 BAD_VALUES = {
     "--help": ["=yes"],
@@ -111,7 +112,7 @@ CASES = [(flag, value) for flag, values in BAD_VALUES.items() for value in value
 
 def parser_flags():
     """The long name of every option of train.py's parser (-h/--help: --help)."""
-    return {max(a.option_strings, key=len) for a in train.build_parser()._actions if a.option_strings}
+    return {max(a.option_strings, key=len) for a in flags.build_parser()._actions if a.option_strings}
 
 
 def words(flag, value, tmp):

@@ -18,9 +18,10 @@ import data
 from fakes import write_fake_cityscapes, write_fake_gta5  # noqa: E402
 import labor
 import models
-import runs  # noqa: E402
-import distributed  # noqa: E402
+from tools import distributed  # noqa: E402
 import train
+from tools import checkpoint as files  # noqa: E402
+from tools import runtime  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)  # the tests share a small CPU
@@ -235,7 +236,7 @@ def test_workers_give_the_same_batches(fakes):
     batches = {}
     for workers in (0, 2):
         args.num_workers = workers
-        s = runs.stream(source, args, seed=5, start=3, device=torch.device("cpu"))
+        s = runtime.stream(source, args, runtime.Runtime(), seed=5, start=3)
         batches[workers] = [next(s) for _ in range(4)]   # 8 samples of 4 images: crosses an epoch boundary
         s.close()
     for a, b in zip(batches[0], batches[2]):
@@ -291,7 +292,7 @@ def test_benchmark_prints_one_json_line_with_consistent_flops(capsys):
     # (the joint schedule's step, which trains A, B and D at once, as the benchmark times it)
     args = train.get_args(["--schedule", "joint", "--size", "32", "64", "--width", "8", "--batch-size", "2",
                            "--threads", "1", "--device", "cpu", "--quiet"])
-    runs.setup_runtime(args)
+    runtime.setup(args)
     num_classes = len(data.SYNTHETIC_CLASSES)
     net = train.build_models(args, num_classes)
     opt = train.build_optimisers(args, net)
@@ -332,10 +333,10 @@ def test_infinite_sampler_splits_one_stream_across_ranks():
     def take(sampler, n):
         it = iter(sampler)
         return [next(it) for _ in range(n)]
-    single = take(runs.InfiniteSampler(5, seed=3), 40)
+    single = take(runtime.InfiniteSampler(5, seed=3), 40)
     assert sorted(single[:5]) == sorted(single[5:10]) == list(range(5)) and single[:5] != single[5:10]
     for start in (0, 7):
-        ranks = [take(runs.InfiniteSampler(5, seed=3, start=start, rank=r, world=2), 10) for r in (0, 1)]
+        ranks = [take(runtime.InfiniteSampler(5, seed=3, start=start, rank=r, world=2), 10) for r in (0, 1)]
         merged = [i for pair in zip(*ranks) for i in pair]
         assert merged == single[2 * start:2 * start + 20]
 
@@ -345,20 +346,20 @@ def test_state_digest_and_ranks_agree_can_fail(monkeypatch):
     torch.manual_seed(0)
     net = {"A": models.TinyDeepLab(9, width=4), "D": models.FCDiscriminator(9, 4)}
     twin = copy.deepcopy(net)
-    assert runs.state_digest(net) == runs.state_digest(twin)
+    assert files.state_digest(net) == files.state_digest(twin)
     with torch.no_grad():
         w = twin["A"].head.branches[2].weight
         w.view(-1)[7] = torch.nextafter(w.view(-1)[7], torch.tensor(1.0))
-    assert runs.state_digest(net) != runs.state_digest(twin)
+    assert files.state_digest(net) != files.state_digest(twin)
     twin["A"].load_state_dict(net["A"].state_dict())
-    assert runs.state_digest(net) == runs.state_digest(twin)
+    assert files.state_digest(net) == files.state_digest(twin)
     twin["A"].backbone.stem[0][1].running_mean[0] += 1          # buffers count too
-    assert runs.state_digest(net) != runs.state_digest(twin)
+    assert files.state_digest(net) != files.state_digest(twin)
 
     assert distributed.ranks_agree(SimpleNamespace(world=1, rank=0), net)
     for other, expected in ((net, True), (twin, False)):   # what a second rank would send
         monkeypatch.setattr(torch.distributed, "all_gather_object",
-                            lambda out, obj, o=other: out.__setitem__(slice(None), [obj, runs.state_digest(o)]))
+                            lambda out, obj, o=other: out.__setitem__(slice(None), [obj, files.state_digest(o)]))
         assert distributed.ranks_agree(SimpleNamespace(world=2, rank=0), net) is expected
 
 
@@ -390,7 +391,7 @@ def test_torchrun_two_processes_match_single_process_selection(tmp_path):
     # evaluation: the confusion matrix all-reduced over both ranks' halves of val is the whole split's
     assert math.isfinite(ddp["miou"]) and 0.0 <= ddp["miou"] <= 1.0
     args = train.get_args(flags + ["--out", str(tmp_path / "unused")])
-    runs.setup_runtime(args)
+    runtime.setup(args)
     source, target, evals, classes = train.build_data(args)
     A = train.build_models(args, len(classes))["A"]
     A.load_state_dict(torch.load(tmp_path / "ddp" / "model_A.pt", weights_only=True)["A"])
@@ -404,7 +405,7 @@ def test_bench_check_runs_every_part_and_estimates_the_paper_run(tmp_path):
     SIGTERM after its labelling round (exit 143, a checkpoint) and resumed to its end, and the paper run's hours,
     stage by stage, from the short run's rates; a report on stdout and as JSON."""
     out = tmp_path / "check.json"
-    done = subprocess.run([sys.executable, "bench.py", "--check", "--tiny", "--device", "cpu", "--out", str(out)],
+    done = subprocess.run([sys.executable, "-m", "tools.bench", "--check", "--tiny", "--device", "cpu", "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     r = json.loads(out.read_text())

@@ -16,9 +16,9 @@ sys.path.insert(0, str(ROOT))
 import data  # noqa: E402
 import labor  # noqa: E402
 import models  # noqa: E402
-import runs  # noqa: E402
 import selection  # noqa: E402
 import train  # noqa: E402
+from tools import runtime  # noqa: E402
 
 C = 9  # the synthetic benchmark's classes
 
@@ -206,7 +206,7 @@ def labelling_setup(mode="spl", n_target=4):
     args = train.get_args(["--mode", mode, "--iters", "4", "--n-source", "2", "--n-target", str(n_target),
                            "--n-val", "2", "--size", "32", "64", "--batch-size", "2", "--width", "8", "--threads",
                            "1", "--device", "cpu", "--quiet"])
-    runs.setup_runtime(args)
+    runtime.setup(args)
     _, target, _, classes = train.build_data(args)
     images = data.ImagesOnly(target)
     annotator = selection.Annotator(lambda i: target[i][1])

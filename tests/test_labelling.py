@@ -12,12 +12,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import data  # noqa: E402
-import experiments  # noqa: E402
+from tools import experiments  # noqa: E402
 import labor  # noqa: E402
-import runs  # noqa: E402
 import selection  # noqa: E402
-import tables  # noqa: E402
+from tools import tables  # noqa: E402
 import train  # noqa: E402
+from tools import checkpoint as files  # noqa: E402
+from tools import runtime  # noqa: E402
+from tools import UsageError  # noqa: E402
 
 # --schedule joint: these runs label at the iterations they choose (--select-at)
 TINY = ["--schedule", "joint", "--iters", "8", "--n-source", "8", "--n-target", "6", "--n-val", "4", "--size", "32",
@@ -79,7 +81,7 @@ def test_select_round_required_fraction_is_a_error_rate_on_bought_pixels():
     """Random selection under an A that always predicts 'road': required_fraction is the share of bought pixels
     whose revealed label is not road, counted here by hand from the labels the annotator revealed."""
     args = train.get_args(["--mode", "random", "--budget", "0.1", *TINY])
-    runs.setup_runtime(args)
+    runtime.setup(args)
     _, target, _, classes = train.build_data(args)
     images = data.ImagesOnly(target)
     road = classes.index("road")
@@ -130,7 +132,7 @@ def test_staged_selector_starts_from_a_and_leaves_a_fixed(tmp_path):
     and batch-norm statistics are the same before and after B's training."""
     args = staged_args("spl", tmp_path / "r")
     args.lr = 0.0  # nothing moves (the command line refuses --lr 0)
-    runs.setup_runtime(args)
+    runtime.setup(args)
     source, target, _, classes = train.build_data(args)
     net = train.build_models(args, len(classes))
     opt = train.build_optimisers(args, net)
@@ -149,7 +151,7 @@ def test_staged_selector_starts_from_a_and_leaves_a_fixed(tmp_path):
 def test_staged_scratch_keeps_b_own_start(tmp_path):
     args = staged_args("spl", tmp_path / "r", "--selector-init", "scratch")
     args.lr = 0.0
-    runs.setup_runtime(args)
+    runtime.setup(args)
     _, target, _, classes = train.build_data(args)
     net = train.build_models(args, len(classes))
     b_before = params(net["B"].backbone)
@@ -178,13 +180,13 @@ def test_runs_from_another_runs_warm_up_and_b_are_the_runs_that_train_their_own(
     run_mode("random", tmp_path / "random-own", *STAGED, "--budget", "0.05")
     run_mode("ppl", tmp_path / "ppl-own", *STAGED, "--lambda-dis", "0.2")
     first = run_mode("ppl", tmp_path / "ppl-first", *STAGED)      # trains the warm-up and B: its warmup.pt
-    assert first["shared_warmup"] is None and (tmp_path / "ppl-first" / runs.WARMUP).is_file()
+    assert first["shared_warmup"] is None and (tmp_path / "ppl-first" / files.WARMUP).is_file()
     init = ["--init-from", str(tmp_path / "ppl-first")]
     spl = run_mode("spl", tmp_path / "spl-init", *STAGED, *init)
     rnd = run_mode("random", tmp_path / "random-init", *STAGED, *init, "--budget", "0.05")
     other_b = run_mode("ppl", tmp_path / "ppl-init", *STAGED, *init, "--lambda-dis", "0.2")   # B of its own
-    assert spl["shared_warmup"] == str(tmp_path / "ppl-first" / runs.WARMUP) and rnd["shared_warmup"]
-    assert not (tmp_path / "spl-init" / runs.WARMUP).exists()     # only a run that trained its warm-up shares it
+    assert spl["shared_warmup"] == str(tmp_path / "ppl-first" / files.WARMUP) and rnd["shared_warmup"]
+    assert not (tmp_path / "spl-init" / files.WARMUP).exists()     # only a run that trained its warm-up shares it
     for name in ("spl", "random", "ppl"):
         assert same_weights(weights(tmp_path / f"{name}-own"), weights(tmp_path / f"{name}-init")), name
     own = json.loads((tmp_path / "spl-own" / "metrics.json").read_text())
@@ -193,9 +195,9 @@ def test_runs_from_another_runs_warm_up_and_b_are_the_runs_that_train_their_own(
     assert own["history"] == spl["history"]                       # the warm-up's log comes with it
     for extra, message in ((["--lr", "0.02"], r"other settings \(--lr 0.01 -> 0.02\)"),
                            (["--seed", "1"], r"other settings \(--seed 0 -> 1\)")):
-        with pytest.raises(runs.UsageError, match=message):
+        with pytest.raises(UsageError, match=message):
             run_mode("random", tmp_path / f"refused{extra[1]}", *STAGED, *init, "--budget", "0.05", *extra)
-    with pytest.raises(runs.UsageError, match="--init-from"):     # RIPU as published trains from its own start
+    with pytest.raises(UsageError, match="--init-from"):     # RIPU as published trains from its own start
         run_mode("ripu", tmp_path / "ripu", *STAGED, *init)
     # killed in its labelling round, a run that came with B trained resumes without training B again
     real = train.select_round
@@ -233,7 +235,7 @@ def test_staged_run_killed_in_the_selector_stage_resumes_exactly(tmp_path, monke
     with pytest.raises(KeyboardInterrupt):
         run_mode("spl", tmp_path / "run", *STAGED)
     monkeypatch.setattr(train, "selector_step", real_step)
-    assert runs.load_safe(tmp_path / "run" / runs.CHECKPOINT, "checkpoint")["iter"] == 4
+    assert files.load_safe(tmp_path / "run" / files.CHECKPOINT, "checkpoint")["iter"] == 4
     args = train.get_args(["--resume", str(tmp_path / "run")])
     args.quiet = True
     resumed = train.run(args)
@@ -244,7 +246,7 @@ def test_staged_run_killed_in_the_selector_stage_resumes_exactly(tmp_path, monke
 # ------------------------------------------------------------------------------------------ experiments.py
 
 def experiment(*words):
-    """python experiments.py WORDS with the tiny staged settings (real runs, in processes of their own)."""
+    """python -m tools.experiments WORDS with the tiny staged settings (real runs, in processes of their own)."""
     experiments.main([*words, *TINY, *STAGED, "--quiet"])
 
 
@@ -269,7 +271,7 @@ def test_sweep_writes_curve_and_spends_each_budget(tmp_path):
         assert 0 < got[("ripu regions", b)]["points_per_image"] <= 9 * math.ceil(b * hw / 9)  # 3x3 boxes, some clipped
     assert got[("adaptseg", None)]["labelled_fraction"] == 0 and got[("supervised", None)]["labelled_fraction"] == 1
     # one warm-up and one B for the seed, trained by SPL's whole-mask run; every other run but supervised starts there
-    assert sorted(p.parent.name for p in tmp_path.glob(f"*/{runs.WARMUP}")) == ["spl-seed0"]
+    assert sorted(p.parent.name for p in tmp_path.glob(f"*/{files.WARMUP}")) == ["spl-seed0"]
     for r in saved["runs"]:
         warmup = json.loads((tmp_path / r["run"] / "metrics.json").read_text())["shared_warmup"]
         assert (warmup is None) == (r["selector"] in ("spl (whole mask)", "supervised")), r

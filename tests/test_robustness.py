@@ -28,13 +28,16 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import distributed  # noqa: E402
-import experiments  # noqa: E402
+from tools import distributed  # noqa: E402
+from tools import experiments  # noqa: E402
 from fakes import write_fake_cityscapes, write_fake_gta5  # noqa: E402
 import labor  # noqa: E402
 import selection  # noqa: E402
-import runs  # noqa: E402
 import train  # noqa: E402
+from tools import checkpoint as files  # noqa: E402
+from tools import flags  # noqa: E402
+import tools.job  # noqa: E402
+from tools import Stopped  # noqa: E402
 
 # --schedule joint: these runs label at the iterations they choose (--select-at)
 TINY = ["--schedule", "joint", "--n-source", "8", "--n-target", "6", "--n-val", "4", "--size", "32", "64",
@@ -85,9 +88,9 @@ def start(out, *flags):
 
 
 def wait_for_checkpoint(proc, out, condition, keep=None, timeout=120):
-    """Poll out/checkpoint.pt (with runs.load_safe, as --resume reads it) until condition(iteration) holds.
+    """Poll out/checkpoint.pt (with files.load_safe, as --resume reads it) until condition(iteration) holds.
     keep=(path, predicate): also keep a copy of a checkpoint whose iteration satisfies predicate."""
-    ckpt, seen, t0 = out / runs.CHECKPOINT, None, time.time()
+    ckpt, seen, t0 = out / files.CHECKPOINT, None, time.time()
     snap = out.parent / (out.name + "-poll.pt")
     while proc.poll() is None and time.time() - t0 < timeout:
         stamp = ckpt.stat().st_mtime_ns if ckpt.exists() else None
@@ -96,7 +99,7 @@ def wait_for_checkpoint(proc, out, condition, keep=None, timeout=120):
             continue
         seen = stamp
         shutil.copyfile(ckpt, snap)          # a complete file: checkpoints are replaced by rename
-        it = runs.load_safe(snap, "checkpoint")["iter"]
+        it = files.load_safe(snap, "checkpoint")["iter"]
         if keep and keep[1](it) and not keep[0].exists():
             shutil.copyfile(snap, keep[0])
         if condition(it):
@@ -115,7 +118,7 @@ def kill_when(proc, out, condition, keep=None, timeout=120):
     proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "metrics.json").exists(), "killed mid-run, so the run must not have finished"
-    return runs.load_safe(out / runs.CHECKPOINT, "checkpoint")["iter"]
+    return files.load_safe(out / files.CHECKPOINT, "checkpoint")["iter"]
 
 
 def assert_same_run(ref, out):
@@ -129,13 +132,13 @@ def assert_same_run(ref, out):
     assert ma["history"] == mb["history"]
     for k in ("miou", "labelled_pixels", "images_annotated", "labelled_fraction", "points_per_image"):
         assert ma[k] == mb[k], k
-    sa, sb = (torch.load(d / runs.SELECTION, weights_only=True) for d in (ref, out))
+    sa, sb = (torch.load(d / files.SELECTION, weights_only=True) for d in (ref, out))
     assert sa["rounds_done"] == sb["rounds_done"] == 1
     for k in ("image_index", "pixel_index", "label"):
         assert torch.equal(sa[k], sb[k]), k
     assert sa["annotator"]["pixels_revealed"] == sb["annotator"]["pixels_revealed"] == len(sb["label"])
     assert torch.equal(sa["annotator"]["image_pixels"], sb["annotator"]["image_pixels"])
-    ca, cb = (torch.load(d / runs.CHECKPOINT, weights_only=True) for d in (ref, out))
+    ca, cb = (torch.load(d / files.CHECKPOINT, weights_only=True) for d in (ref, out))
     assert ca["iter"] == cb["iter"] == 40                 # the checkpoint written at the end
     for k in ca:  # B, the discriminators, every optimiser state, IAST's thresholds, the RNG, ...
         if k not in ("stage_time", "args"):               # ... all but wall-clock times and the --resume flag
@@ -191,8 +194,8 @@ def test_killed_run_resumes_exactly(reference, tmp_path):
     result equals the uninterrupted run's (weights, losses, labels, budget)."""
     out = tmp_path / "run"
     it = kill_when(start(out, *RUN), out, lambda i: i >= 4)
-    assert 4 <= it < SELECT_AT and not (out / runs.SELECTION).exists()
-    (out / (runs.CHECKPOINT + ".tmp")).write_bytes(b"PK\x03\x04 half")   # as if killed mid-write, for sure
+    assert 4 <= it < SELECT_AT and not (out / files.SELECTION).exists()
+    (out / (files.CHECKPOINT + ".tmp")).write_bytes(b"PK\x03\x04 half")   # as if killed mid-write, for sure
     r = subprocess.run([sys.executable, "train.py", "--resume", str(out), "--threads", "1", "--quiet"], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -207,26 +210,26 @@ def test_kill_after_labelling_round_does_not_buy_again(reference, tmp_path, caps
     in selection.pt are reused, again without asking the annotator."""
     out = tmp_path / "run"
     it = kill_when(start(out, *RUN), out, lambda i: i > SELECT_AT)
-    assert it > SELECT_AT and torch.load(out / runs.SELECTION, weights_only=True)["rounds_done"] == 1
+    assert it > SELECT_AT and torch.load(out / files.SELECTION, weights_only=True)["rounds_done"] == 1
     code, err = main(["--resume", out, "--threads", "1", "--quiet"], capsys)
     assert code == 0, err
     assert annotator_calls == []
     assert_same_run(reference, out)
 
-    real, stale = runs.save_selection, tmp_path / "stale"
+    real, stale = files.save_selection, tmp_path / "stale"
 
     def then_killed(args, folder, revealed, annotator, state, theta):
         real(args, folder, revealed, annotator, state, theta)
         if state["rounds_done"] == 1:
             raise KeyboardInterrupt   # the kill, before the checkpoint that follows the round
 
-    monkeypatch.setattr(runs, "save_selection", then_killed)
+    monkeypatch.setattr(files, "save_selection", then_killed)
     with pytest.raises(KeyboardInterrupt):
         main(["--out", stale, *RUN, "--quiet"], capsys)
-    monkeypatch.setattr(runs, "save_selection", real)
-    ckpt = torch.load(stale / runs.CHECKPOINT, weights_only=True)
+    monkeypatch.setattr(files, "save_selection", real)
+    ckpt = torch.load(stale / files.CHECKPOINT, weights_only=True)
     assert (ckpt["iter"], ckpt["rounds_done"]) == (SELECT_AT, 0)
-    assert torch.load(stale / runs.SELECTION, weights_only=True)["rounds_done"] == 1
+    assert torch.load(stale / files.SELECTION, weights_only=True)["rounds_done"] == 1
     annotator_calls.clear()
     code, err = main(["--resume", stale, "--threads", "1", "--quiet"], capsys)
     assert code == 0, err
@@ -253,7 +256,7 @@ def test_crash_before_first_periodic_checkpoint_can_resume(reference, tmp_path, 
     with pytest.raises(KeyboardInterrupt):
         main(["--out", out, *run_flags(save_every=0), "--quiet"], capsys)
     monkeypatch.setattr(train, "train_step", step)
-    assert runs.load_safe(out / runs.CHECKPOINT, "checkpoint")["iter"] == 0
+    assert files.load_safe(out / files.CHECKPOINT, "checkpoint")["iter"] == 0
     code, err = main(["--resume", out, "--threads", "1", "--quiet"], capsys)
     assert code == 0, err
     assert sorted(annotator_calls) == list(range(6))  # the round ran here: the spy of the test above works
@@ -275,8 +278,8 @@ def checkpoint_copy(reference, tmp_path):
     """A run folder holding only a copy of the reference's checkpoint (as if killed)."""
     out = tmp_path / "run"
     out.mkdir()
-    shutil.copyfile(reference / runs.CHECKPOINT, out / runs.CHECKPOINT)
-    return out, out / runs.CHECKPOINT
+    shutil.copyfile(reference / files.CHECKPOINT, out / files.CHECKPOINT)
+    return out, out / files.CHECKPOINT
 
 
 @pytest.mark.slow
@@ -293,7 +296,7 @@ def test_truncated_checkpoint_is_refused_by_name(reference, tmp_path, capsys):
 def test_foreign_checkpoint_is_refused_by_name(content, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
-    ckpt = out / runs.CHECKPOINT
+    ckpt = out / files.CHECKPOINT
     if content == "foreign dict":       # loads fine, but is not ours
         torch.save({"state_dict": {"w": torch.zeros(3)}, "epoch": 3}, ckpt)
     elif content == "random bytes":
@@ -313,11 +316,11 @@ class Payload:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("which", [runs.CHECKPOINT, runs.SELECTION])
+@pytest.mark.parametrize("which", [files.CHECKPOINT, files.SELECTION])
 def test_file_carrying_code_is_refused_and_never_run(which, reference, tmp_path, capsys):
     """A checkpoint.pt or selection.pt in our format, plus a pickled object whose unpickling runs a command."""
     out, _ = checkpoint_copy(reference, tmp_path)
-    shutil.copyfile(reference / runs.SELECTION, out / runs.SELECTION)
+    shutil.copyfile(reference / files.SELECTION, out / files.SELECTION)
     marker, evil = tmp_path / "pwned", out / which
     good = torch.load(evil, weights_only=True)
     good["note"] = Payload(f"touch {shlex.quote(str(marker))}")
@@ -331,8 +334,8 @@ def test_file_carrying_code_is_refused_and_never_run(which, reference, tmp_path,
 
 def test_save_atomic_never_leaves_half_a_file(tmp_path, monkeypatch):
     """Killed mid-write (here: torch.save dies half-way), the previous checkpoint is still whole."""
-    path = tmp_path / runs.CHECKPOINT
-    runs.save_atomic({"format": runs.FORMAT, "iter": 2, "w": torch.ones(3)}, path)
+    path = tmp_path / files.CHECKPOINT
+    files.save_atomic({"format": files.FORMAT, "iter": 2, "w": torch.ones(3)}, path)
 
     def dies_half_way(obj, f):
         f.write(b"PK\x03\x04 half a zip")
@@ -340,9 +343,9 @@ def test_save_atomic_never_leaves_half_a_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", dies_half_way)
     with pytest.raises(KeyboardInterrupt):
-        runs.save_atomic({"format": runs.FORMAT, "iter": 4, "w": torch.zeros(3)}, path)
-    assert runs.load_safe(path, "checkpoint")["iter"] == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == [runs.CHECKPOINT]   # and no half-written .tmp beside it
+        files.save_atomic({"format": files.FORMAT, "iter": 4, "w": torch.zeros(3)}, path)
+    assert files.load_safe(path, "checkpoint")["iter"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [files.CHECKPOINT]   # and no half-written .tmp beside it
 
 
 # ------------------------------------------------------------------------------------------------ bad input
@@ -487,8 +490,8 @@ def test_nan_loss_stops_naming_term_and_iteration(tmp_path, capsys, monkeypatch)
     out = tmp_path / "run"
     code, err = main(["--mode", "spl", "--iters", "12", "--save-every", "2", "--select-at", "3", *TINY,
                       "--out", out, "--quiet"], capsys)
-    assert_one_clear_error(code, err, "loss_seg", "iteration 7", f"{out / runs.CHECKPOINT} (iteration 6)")
-    ckpt = runs.load_safe(out / runs.CHECKPOINT, "checkpoint")
+    assert_one_clear_error(code, err, "loss_seg", "iteration 7", f"{out / files.CHECKPOINT} (iteration 6)")
+    ckpt = files.load_safe(out / files.CHECKPOINT, "checkpoint")
     assert ckpt["iter"] == 6
     for net, weights in ckpt["nets"].items():
         assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point()), net
@@ -501,8 +504,8 @@ def test_exploding_learning_rate_keeps_a_finite_checkpoint(tmp_path, capsys):
     out = tmp_path / "run"
     code, err = main(["--mode", "source_only", "--iters", "10", "--save-every", "1", "--lr", "1e5", *TINY,
                       "--out", out, "--quiet"], capsys)
-    assert_one_clear_error(code, err, "diverged", "iteration", out / runs.CHECKPOINT)
-    ckpt = runs.load_safe(out / runs.CHECKPOINT, "checkpoint")
+    assert_one_clear_error(code, err, "diverged", "iteration", out / files.CHECKPOINT)
+    ckpt = files.load_safe(out / files.CHECKPOINT, "checkpoint")
     for net, weights in ckpt["nets"].items():
         assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point()), net
 
@@ -522,7 +525,7 @@ def test_out_without_write_permission_is_refused(how, tmp_path, capsys, monkeypa
     else:
         def denied(dir=None, **kw):
             raise PermissionError(errno.EACCES, "Permission denied", str(dir))
-        monkeypatch.setattr(runs, "tempfile", SimpleNamespace(TemporaryFile=denied))
+        monkeypatch.setattr(files, "tempfile", SimpleNamespace(TemporaryFile=denied))
     code, err = main(["--mode", "spl", "--iters", "2", *TINY, "--out", folder, "--quiet"], capsys)
     assert_one_clear_error(code, err, folder, "Permission denied", "--out")
     assert list(folder.iterdir()) == []
@@ -544,8 +547,8 @@ def test_full_disk_mid_run_keeps_the_last_checkpoint(reference, tmp_path, capsys
     monkeypatch.setattr(torch, "save", disk_fills_up)
     out = tmp_path / "run"
     code, err = main(["--out", out, *RUN, "--quiet"], capsys)
-    assert_one_clear_error(code, err, out / runs.CHECKPOINT, "No space left on device", f"--resume {out}")
-    assert runs.load_safe(out / runs.CHECKPOINT, "checkpoint")["iter"] == 28
+    assert_one_clear_error(code, err, out / files.CHECKPOINT, "No space left on device", f"--resume {out}")
+    assert files.load_safe(out / files.CHECKPOINT, "checkpoint")["iter"] == 28
     assert not list(out.glob("*.tmp")) and not (out / "metrics.json").exists()
     monkeypatch.setattr(torch, "save", save)
     code, err = main(["--resume", out, "--threads", "1", "--quiet"], capsys)
@@ -556,7 +559,7 @@ def test_full_disk_mid_run_keeps_the_last_checkpoint(reference, tmp_path, capsys
 # ------------------------------------------------------------------------------------------------ SIGTERM, SIGINT
 
 def weights_digest(path):
-    """SHA-256 of a model_A.pt's weights (names and exact bytes), as runs.state_digest."""
+    """SHA-256 of a model_A.pt's weights (names and exact bytes), as files.state_digest."""
     h = hashlib.sha256()
     weights = torch.load(path, weights_only=True)["A"]
     for name in sorted(weights):
@@ -590,7 +593,7 @@ def test_sigterm_checkpoints_and_the_resumed_run_ends_the_same(target, reference
         proc.send_signal(signal.SIGTERM)
     err = proc.communicate(timeout=120)[1]
     assert proc.returncode == 128 + signal.SIGTERM, err
-    n = runs.load_safe(out / runs.CHECKPOINT, "checkpoint")["iter"]
+    n = files.load_safe(out / files.CHECKPOINT, "checkpoint")["iter"]
     assert 9 <= n < 40 and not (out / "metrics.json").exists()
     assert err.strip() == f"stopped at iteration {n}; continue with: python train.py --resume {out}", err
     code, err = main(["--resume", out, "--threads", "1", "--quiet"], capsys)
@@ -619,7 +622,7 @@ def test_sigterm_stops_an_experiment_with_two_jobs_and_the_same_command_finishes
     resumes the stopped runs, starts the rest, and writes the sweep an uninterrupted experiment writes."""
     flags, ref = reference_sweep
     out = tmp_path / "sweep"
-    cmd = [sys.executable, "experiments.py", *flags, "--out", str(out)]
+    cmd = [sys.executable, "-m", "tools.experiments", *flags, "--out", str(out)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     wait_for_checkpoint(proc, out / "spl-seed0", lambda i: i >= 10)
@@ -644,10 +647,10 @@ def test_a_run_started_with_ctrl_c_ignored_leaves_it_ignored():
     """A background job (`python train.py ... &`) starts with SIGINT ignored: a Ctrl-C meant for the foreground
     must neither stop it nor be noted, and the run leaves SIGINT ignored (tests/conftest.py gives every other test
     a terminal's Ctrl-C)."""
-    @runs.stop_on_signal
+    @tools.job.stop_on_signal
     def run(_):
         os.kill(os.getpid(), signal.SIGINT)
-        return runs.signal_noted(), signal.getsignal(signal.SIGINT)
+        return tools.job.signal_noted(), signal.getsignal(signal.SIGINT)
 
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -662,7 +665,7 @@ def test_a_signal_too_late_for_the_run_reaches_the_experiment_but_not_pythons_ct
     was there before if that is an experiment's (which starts no further run), never to KeyboardInterrupt."""
     seen = []
 
-    @runs.stop_on_signal
+    @tools.job.stop_on_signal
     def run(args):
         os.kill(os.getpid(), args)  # arrives "during evaluation": the run ends normally
         return "done"
@@ -678,7 +681,7 @@ def test_a_signal_too_late_for_the_run_reaches_the_experiment_but_not_pythons_ct
         assert run(signal.SIGINT) == "done"  # no KeyboardInterrupt
     finally:
         signal.signal(signal.SIGINT, previous)
-    assert runs.signal_noted() == 0
+    assert tools.job.signal_noted() == 0
 
 
 @pytest.mark.slow
@@ -700,7 +703,7 @@ def test_ctrl_c_checkpoints_at_the_current_iteration(reference, tmp_path, capsys
     code, err = main(["--out", out, *run_flags(save_every=0), "--quiet"], capsys)
     assert code == 128 + signal.SIGINT
     assert err == f"stopped at iteration 6; continue with: python train.py --resume {out}\n"
-    assert runs.load_safe(out / runs.CHECKPOINT, "checkpoint")["iter"] == 6
+    assert files.load_safe(out / files.CHECKPOINT, "checkpoint")["iter"] == 6
     assert signal.getsignal(signal.SIGINT) is handler and len(calls) == 6
     monkeypatch.setattr(train, "train_step", step)
     code, err = main(["--resume", out, "--threads", "1", "--quiet"], capsys)
@@ -726,7 +729,7 @@ def test_second_ctrl_c_stops_at_once(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         main(["--out", out, *run_flags(save_every=0), "--quiet"], capsys)
-    assert runs.load_safe(out / runs.CHECKPOINT, "checkpoint")["iter"] == 0
+    assert files.load_safe(out / files.CHECKPOINT, "checkpoint")["iter"] == 0
     assert signal.getsignal(signal.SIGINT) is handler
 
 
@@ -737,11 +740,11 @@ def test_a_second_sigterm_does_not_hurry_a_run_but_a_ctrl_c_after_it_does():
     acts at once."""
     seen = []
 
-    @runs.stop_on_signal
+    @tools.job.stop_on_signal
     def run(signals):
         for s in signals:
             os.kill(os.getpid(), s)
-        return runs.signal_noted()
+        return tools.job.signal_noted()
 
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
     try:
@@ -758,7 +761,7 @@ def test_two_ctrl_c_that_python_hands_over_as_one_still_stop_at_once():
     calls the handler once for both: a handler that counts its own calls takes them for one and the run goes on to
     a graceful stop. Here the first signal's byte is put on the wakeup socket by hand (where C puts one byte per
     signal), then one signal is sent: the run must stop at once, as after any second Ctrl-C."""
-    @runs.stop_on_signal
+    @tools.job.stop_on_signal
     def run(_):
         fd = signal.set_wakeup_fd(-1)
         signal.set_wakeup_fd(fd)                    # the socket on which stop_on_signal counts the signals
@@ -769,7 +772,7 @@ def test_two_ctrl_c_that_python_hands_over_as_one_still_stop_at_once():
     handler = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         run(None)
-    assert signal.getsignal(signal.SIGINT) is handler and signal.set_wakeup_fd(-1) == -1 and runs.signal_noted() == 0
+    assert signal.getsignal(signal.SIGINT) is handler and signal.set_wakeup_fd(-1) == -1 and tools.job.signal_noted() == 0
 
 
 # ------------------------------------------------------------------------------------------------ --resume reads once
@@ -786,7 +789,7 @@ def test_resume_reads_the_checkpoint_once(reference, tmp_path, capsys, monkeypat
     monkeypatch.setattr(torch, "load", counting_load)
     code, err = main(["--resume", out, "--threads", "1", "--quiet"], capsys)
     assert code == 0, err
-    assert reads.count(runs.CHECKPOINT) == 1, reads
+    assert reads.count(files.CHECKPOINT) == 1, reads
 
 
 @pytest.mark.slow
@@ -794,11 +797,11 @@ def test_resume_of_a_run_saved_before_spl_cap_keeps_its_cap(reference, tmp_path)
     """A checkpoint saved before --spl-cap existed resumes with the cap those runs used (the most discrepant
     pixels), not with today's default, and without a missing-attribute traceback."""
     out, ckpt = checkpoint_copy(reference, tmp_path)
-    saved = runs.load_safe(ckpt, "checkpoint")
+    saved = files.load_safe(ckpt, "checkpoint")
     assert saved["args"]["spl_cap"] == "random"                    # today's default, saved with the run
     del saved["args"]["spl_cap"]                                   # as an older run saved it
-    runs.save_atomic(saved, ckpt)
-    args = runs.resume_args(train.build_parser().parse_args(["--resume", str(out)]))
+    files.save_atomic(saved, ckpt)
+    args = files.resume_args(flags.build_parser().parse_args(["--resume", str(out)]))
     assert args.spl_cap == "discrepancy"
 
 
@@ -858,7 +861,7 @@ from datetime import timedelta
 from types import SimpleNamespace
 import torch
 sys.path.insert(0, os.getcwd())
-import distributed
+from tools import distributed
 server = torch.distributed.TCPStore("127.0.0.1", 0, is_master=True, timeout=timedelta(seconds=10))
 os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(server.port))
 distributed._watch_peers()
@@ -887,7 +890,7 @@ import os, sys, time
 from datetime import timedelta
 import torch
 sys.path.insert(0, os.getcwd())
-import distributed
+from tools import distributed
 server = torch.distributed.TCPStore("127.0.0.1", 0, is_master=True, timeout=timedelta(seconds=10))
 os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(server.port))
 distributed._watch_peers()
@@ -928,7 +931,7 @@ def test_a_stop_is_announced_by_rank0_only(rank, capsys, monkeypatch):
     monkeypatch.setenv("RANK", rank)
 
     def stopped():
-        raise runs.Stopped(signal.SIGTERM, 7, "runs/x")
+        raise Stopped(signal.SIGTERM, 7, "runs/x")
 
     with pytest.raises(SystemExit) as e:
         distributed.exit_cleanly(stopped)

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-import experiments
-import runs
-import tables
+from tools import experiments
+from tools import tables
 import train
+from tools import checkpoint as files  # noqa: E402
+from tools import flags  # noqa: E402
+from tools import UsageError  # noqa: E402
 
 SIZE = ["--size", "32", "64"]   # 2048 pixels an image
 ARGS = {"iters": 500, "schedule": "staged", "model": "tiny", "points": 40, "data": "synthetic", "shift": 0.6,
@@ -139,10 +141,10 @@ def test_a_stopped_table_regenerates_over_its_finished_seeds_only(tmp_path):
 
 def test_regenerate_refuses_a_folder_with_no_experiment_or_no_finished_seed(tmp_path):
     write_run(tmp_path, "spl-seed0", 0.7)          # (a sweep's whole-mask SPL has this name too: not a table)
-    with pytest.raises(runs.UsageError, match="holds no finished run of a table, a sweep"):
+    with pytest.raises(UsageError, match="holds no finished run of a table, a sweep"):
         tables.regenerate(tmp_path)
     write_run(tmp_path, "source_only-seed0", 0.3)
-    with pytest.raises(runs.UsageError, match="no seed has all 12 runs finished"):
+    with pytest.raises(UsageError, match="no seed has all 12 runs finished"):
         tables.regenerate(tmp_path)
 
 
@@ -228,7 +230,7 @@ def test_selectors_compared_at_equal_annotator_seconds():
 
 
 def test_the_readme_brief_of_a_table_a_sweep_and_a_noise_experiment(tmp_path):
-    """python experiments.py brief FOLDER: per-seed values, the mean and the difference to random, bold only where
+    """python -m tools.experiments brief FOLDER: per-seed values, the mean and the difference to random, bold only where
     the interval excludes zero; for a sweep per budget asked and at equal annotator seconds."""
     table_folder(tmp_path, seeds=(0, 1, 2))
     lines = tables.brief(tmp_path).splitlines()
@@ -281,7 +283,7 @@ def test_noise_beside_a_table_by_hand(tmp_path):
 # ------------------------------------------------------------------------------------------------ the commands
 
 def plan(*words):
-    """The commands `python experiments.py WORDS --print` prints, as {stage: [argument lists after train.py]}."""
+    """The commands `python -m tools.experiments WORDS --print` prints, as {stage: [argument lists after train.py]}."""
     a, passed = experiments.build_parser().parse_known_args(words)
     stages = experiments.plan_stages(a, passed)
     return [[c[2:] for c in cmds] for cmds in stages]
@@ -305,7 +307,7 @@ def test_a_table_is_spl_source_only_and_supervised_first_then_the_rest_from_spls
     assert all(flag(c, "--init-from") is None for c in stages[0])
     # every command is one train.py's parser accepts, with the experiment's flags
     for c in stages[0] + stages[1]:
-        assert train.build_parser().parse_args(c).size == [32, 64]
+        assert flags.build_parser().parse_args(c).size == [32, 64]
 
 
 def test_a_sweep_gives_point_selectors_as_many_points_and_refuses_budgets_of_one_run(tmp_path):
@@ -315,7 +317,7 @@ def test_a_sweep_gives_point_selectors_as_many_points_and_refuses_budgets_of_one
     assert names == ["adaptseg-seed0", "random-budget0.001-seed0", "ppl-points2-seed0",
                      "ppl-points2-ppl_cell8-seed0", "margin-budget0.001-seed0", "random-budget0.005-seed0",
                      "ppl-points10-seed0", "ppl-points10-ppl_cell8-seed0", "margin-budget0.005-seed0"]
-    with pytest.raises(runs.UsageError, match="ppl-points2-seed0"):   # 0.001 and 0.0011 give 2 points each
+    with pytest.raises(UsageError, match="ppl-points2-seed0"):   # 0.001 and 0.0011 give 2 points each
         plan("sweep", "--budgets", "0.001", "0.0011", "--selectors", "ppl", "--out", str(tmp_path), *SIZE)
 
 
@@ -332,11 +334,11 @@ def test_noise_buys_spls_fraction_at_every_level_from_the_first_levels_spl(tmp_p
     assert flag(second["spl-noise0.2-seed0"], "--init-from") == spl and flag(second["spl-noise0.2-seed0"],
                                                                              "--annotator-noise") == "0.2"
     for words, message in ((["--budget", "0.01"], "no --budget"), (["--selectors", "spl", "entropy"], "spl and random")):
-        with pytest.raises(runs.UsageError, match=message):
+        with pytest.raises(UsageError, match=message):
             plan("noise", "--out", str(tmp_path), *words)
-    with pytest.raises(runs.UsageError, match="invalid choice"):                      # PPL buys points, not SPL's fraction
+    with pytest.raises(UsageError, match="invalid choice"):                      # PPL buys points, not SPL's fraction
         plan("noise", "--selectors", "spl", "random", "ppl")
-    with pytest.raises(runs.UsageError, match="above 0"):
+    with pytest.raises(UsageError, match="above 0"):
         plan("noise", "--noise-levels", "0", "--out", str(tmp_path))
     # under the joint schedule each level's SPL runs alone (its later rounds see the noisy labels): random buys
     # the fraction SPL bought at the same P
@@ -350,17 +352,17 @@ def test_noise_buys_spls_fraction_at_every_level_from_the_first_levels_spl(tmp_p
 def test_a_finished_run_is_skipped_a_stopped_one_resumed_and_other_settings_refused(tmp_path):
     """The same command again: a run whose metrics.json has the command's settings is left out; one with a
     checkpoint and no metrics.json continues with --resume; either with other settings is refused by name, before
-    anything runs. Runs saved before a default changed count with what they did (runs.effective)."""
+    anything runs. Runs saved before a default changed count with what they did (files.effective)."""
     words = ("sweep", "--budgets", "0.001", "--selectors", "random", "--out", str(tmp_path), *SIZE)
     first = plan(*words)
     done = train.get_args(first[0][0])                              # spl-seed0, as it ran
     write_run(tmp_path, "spl-seed0", 0.7)
-    (tmp_path / "spl-seed0" / "metrics.json").write_text(json.dumps({"miou": 0.7, "args": runs.args_dict(done)}))
-    (tmp_path / "spl-seed0" / runs.WARMUP).write_bytes(b"")          # (the others start from it: it must be there)
+    (tmp_path / "spl-seed0" / "metrics.json").write_text(json.dumps({"miou": 0.7, "args": files.args_dict(done)}))
+    (tmp_path / "spl-seed0" / files.WARMUP).write_bytes(b"")          # (the others start from it: it must be there)
     stopped = train.get_args(first[1][1])                           # random-budget0.001-seed0, stopped
     (tmp_path / "random-budget0.001-seed0").mkdir()
-    runs.save_atomic({"format": runs.FORMAT, "args": runs.args_dict(stopped)},
-                     tmp_path / "random-budget0.001-seed0" / runs.CHECKPOINT)
+    files.save_atomic({"format": files.FORMAT, "args": files.args_dict(stopped)},
+                     tmp_path / "random-budget0.001-seed0" / files.CHECKPOINT)
     again = plan(*words)
     assert [flag(c, "--out").rpartition("/")[2] for c in again[0]] == ["supervised-seed0"]
     assert again[1][1] == ["--resume", str(tmp_path / "random-budget0.001-seed0")]
@@ -368,12 +370,12 @@ def test_a_finished_run_is_skipped_a_stopped_one_resumed_and_other_settings_refu
     assert plan(*words, "--device", "cpu")[1][1] == ["--resume", str(tmp_path / "random-budget0.001-seed0"), "--device",
                                                      "cpu"]   # a resumed run keeps the flags of where it runs
     assert flag(again[1][0], "--init-from") == str(tmp_path / "spl-seed0")   # adaptseg starts from SPL's warm-up ...
-    (tmp_path / "spl-seed0" / runs.WARMUP).unlink()
+    (tmp_path / "spl-seed0" / files.WARMUP).unlink()
     assert flag(plan(*words)[1][0], "--init-from") is None   # ... or, its warmup.pt gone (not committed), its own
-    with pytest.raises(runs.UsageError, match=r"holds a finished run with other settings \(--iters 500 -> 9\)"):
+    with pytest.raises(UsageError, match=r"holds a finished run with other settings \(--iters 500 -> 9\)"):
         plan(*words, "--iters", "9")
     (tmp_path / "spl-seed0" / "metrics.json").unlink()
-    with pytest.raises(runs.UsageError, match=r"random-budget0.001-seed0 holds a stopped run with other settings "
+    with pytest.raises(UsageError, match=r"random-budget0.001-seed0 holds a stopped run with other settings "
                                               r"\(--lr 0.01 -> 0.02\)"):
         plan(*words, "--lr", "0.02")
 
@@ -383,22 +385,22 @@ def test_changed_settings_reads_old_runs_as_they_acted():
     run's mode is not compared (random pixels do not depend on B's --lambda-dis)."""
     now = {"schedule": "staged", "select_at": None, "shift": 0.6, "thing_shift": 0.6, "iters": 8}
     before = {"schedule": "staged", "select_at": [0.5], "shift": 0.6, "thing_shift": None, "iters": 8}
-    assert runs.changed_settings(before, now) == []
-    assert runs.changed_settings(before, {**now, "profile": False, "init_from": "x", "shared_dir": None}) == []
-    assert runs.changed_settings({**before, "schedule": "joint"}, {**now, "schedule": "joint"}) == [
+    assert files.changed_settings(before, now) == []
+    assert files.changed_settings(before, {**now, "profile": False, "init_from": "x", "shared_dir": None}) == []
+    assert files.changed_settings({**before, "schedule": "joint"}, {**now, "schedule": "joint"}) == [
         "--select-at [0.5] -> None"]
-    assert runs.changed_settings(before, {**now, "thing_shift": 0.0}) == ["--thing-shift 0.6 -> 0.0"]
+    assert files.changed_settings(before, {**now, "thing_shift": 0.0}) == ["--thing-shift 0.6 -> 0.0"]
     spl = {**now, "mode": "spl", "budget": 0.01}
-    assert runs.changed_settings(spl, {**spl, "spl_cap": "discrepancy"}) == []
-    assert runs.changed_settings(spl, {**spl, "spl_cap": "random"}) == ["--spl-cap discrepancy -> random"]
+    assert files.changed_settings(spl, {**spl, "spl_cap": "discrepancy"}) == []
+    assert files.changed_settings(spl, {**spl, "spl_cap": "random"}) == ["--spl-cap discrepancy -> random"]
     rnd = {**now, "mode": "random", "budget": 0.01, "lambda_dis": 0.2}
-    assert runs.changed_settings(rnd, {**rnd, "lambda_dis": 0.05}) == []
-    assert runs.changed_settings({**spl, "lambda_dis": 0.2}, {**spl, "lambda_dis": 0.05}) == ["--lambda-dis 0.2 -> 0.05"]
+    assert files.changed_settings(rnd, {**rnd, "lambda_dis": 0.05}) == []
+    assert files.changed_settings({**spl, "lambda_dis": 0.2}, {**spl, "lambda_dis": 0.05}) == ["--lambda-dis 0.2 -> 0.05"]
     ppl = {**now, "mode": "ppl"}
-    assert runs.changed_settings(ppl, {**ppl, "ppl_cell": 8}) == ["--ppl-cell 0 -> 8"]
-    assert runs.changed_settings({**spl, "ppl_cell": 0}, {**spl, "ppl_cell": 8}) == []
-    assert runs.changed_settings(spl, {**spl, "lr": 0.5}, keys=runs.WARMUP_KEYS) == ["--lr None -> 0.5"]
-    assert runs.changed_settings(spl, {**spl, "budget": 0.5}, keys=runs.WARMUP_KEYS) == []
+    assert files.changed_settings(ppl, {**ppl, "ppl_cell": 8}) == ["--ppl-cell 0 -> 8"]
+    assert files.changed_settings({**spl, "ppl_cell": 0}, {**spl, "ppl_cell": 8}) == []
+    assert files.changed_settings(spl, {**spl, "lr": 0.5}, keys=files.WARMUP_KEYS) == ["--lr None -> 0.5"]
+    assert files.changed_settings(spl, {**spl, "budget": 0.5}, keys=files.WARMUP_KEYS) == []
 
 
 def test_print_gives_commands_a_shell_runs_as_they_are(tmp_path, capsys):
@@ -435,14 +437,14 @@ def test_slurm_submits_one_job_array_per_stage_the_second_after_the_first(tmp_pa
 
 
 def test_the_experiments_command_line_ends_a_users_mistake_with_one_line(tmp_path):
-    """python experiments.py with a folder holding no experiment, or a bad flag of train.py: one 'error:' line, exit
+    """python -m tools.experiments with a folder holding no experiment, or a bad flag of train.py: one 'error:' line, exit
     code 2, no traceback (as train.py's errors); train.py --mode table names the new command."""
     for words in (["regenerate", str(tmp_path)], ["table", "--lr", "-1", "--print"], ["sweep", "--mode", "spl"]):
-        done = subprocess.run([sys.executable, str(Path(experiments.__file__)), *words], capture_output=True,
+        done = subprocess.run([sys.executable, "-m", "tools.experiments", *words], capture_output=True,
                               text=True)
         assert done.returncode == 2 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr, words
         assert len(done.stderr.strip().splitlines()) == 1
-    with pytest.raises(runs.UsageError, match=r"python experiments.py table --seeds 0 1 --iters 60"):
+    with pytest.raises(UsageError, match=r"python -m tools.experiments table --seeds 0 1 --iters 60"):
         train.get_args(["--mode", "table", "--seeds", "0", "1", "--iters", "60"])
 
 
@@ -468,8 +470,8 @@ def test_a_run_records_its_commit_and_machine():
     """metrics.json's platform gets the commit of the code (and whether tracked files differ from it) and the CPU's
     model: what a reader needs to tell which code and machine made a number (results differ between CPU models)."""
     import torch
-    p = runs.provenance(torch.device("cpu"))
-    head = subprocess.run(["git", "-C", str(Path(runs.__file__).parent), "rev-parse", "HEAD"], capture_output=True,
+    p = files.provenance(torch.device("cpu"))
+    head = subprocess.run(["git", "-C", str(Path(files.__file__).parents[1]), "rev-parse", "HEAD"], capture_output=True,
                           text=True)
     assert p["commit"] == (head.stdout.strip() if head.returncode == 0 else "unknown")
     assert p["dirty"] in (True, False, None) and p["cpu"] and p["gpu"] is None
@@ -514,7 +516,7 @@ def test_a_pair_at_unequal_budgets_is_marked(tmp_path):
 
 
 def test_compare_pools_the_seeds_of_several_folders(tmp_path):
-    """python experiments.py compare spl random A B: seeds 0, 1 from one folder and seed 2 from another, paired seed
+    """python -m tools.experiments compare spl random A B: seeds 0, 1 from one folder and seed 2 from another, paired seed
     by seed (0.02, 0.01, 0.40, as in the brief's table above); an unfinished partner leaves its seed out."""
     table_folder(tmp_path / "a", seeds=(0, 1))
     table_folder(tmp_path / "b", seeds=(2,))
@@ -522,8 +524,8 @@ def test_compare_pools_the_seeds_of_several_folders(tmp_path):
     got, text = tables.compare("spl", "random", [tmp_path / "a", tmp_path / "b"])
     assert got["seeds"] == [0, 1, 2] and got["diffs"] == pytest.approx([0.02, 0.01, 0.40])
     assert text.startswith("spl minus random, seeds [0, 1, 2]: +14.33 [-40.90, +69.56] 3/3")
-    out = subprocess.run([sys.executable, "experiments.py", "compare", "spl", "random", str(tmp_path / "a")],
+    out = subprocess.run([sys.executable, "-m", "tools.experiments", "compare", "spl", "random", str(tmp_path / "a")],
                          capture_output=True, text=True, cwd=Path(tables.__file__).parent)
     assert out.returncode == 0 and "seeds [0, 1]" in out.stdout
-    with pytest.raises(runs.UsageError, match="fewer than two seeds"):
+    with pytest.raises(UsageError, match="fewer than two seeds"):
         tables.compare("spl", "random", [tmp_path / "b"])

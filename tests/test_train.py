@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import data
+import selection
 import synthetic
 import train
 
@@ -73,8 +74,8 @@ def test_every_mode_runs_and_respects_its_budget(mode, tmp_path):
         assert (tmp_path / mode / f).exists(), f
     hw = 32 * 64
     sel = torch.load(tmp_path / mode / "selection.pt", weights_only=True)
-    if train.selecting(mode) or mode == "supervised":  # what the labels cost a person (cost.py), per image
-        assert m["annotation_seconds"]["kind"] == train.selector_of(mode).kind
+    if selection.modes()[mode].selector is not None:  # what the labels cost a person (cost.py), per image
+        assert m["annotation_seconds"]["kind"] == selection.modes()[mode].selector.kind
         assert m["annotation_seconds"]["per_image"] == pytest.approx(sum(m["annotation_seconds"]["per_class"].values()))
         assert m["annotation_seconds"]["per_image"] > 0 and m["annotator_wrong_labels"] == 0
     else:
@@ -215,7 +216,7 @@ def test_at_a_glance_figure_from_a_tiny_run_folder(tmp_path, capsys):
     """`python figures.py at-a-glance RUN_DIR` draws one target image through the method from a finished SPL run:
     the record its labelling round kept is consistent (the mask is where the heads' argmax differ, PPL's points lie
     in it, 40 of them), the PNG is written, and a run without B is refused with one line."""
-    import figures
+    from tools import figures
     run_mode("spl", tmp_path / "spl", "--select-at", "0")
     g = torch.load(tmp_path / "spl" / "selection.pt", weights_only=True)["glance"]
     assert g["index"] == figures.GLANCE_IMAGE and g["pred_a"].shape == g["mask"].shape == (32, 64)

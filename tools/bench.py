@@ -7,6 +7,7 @@ after labelling) and prints one JSON line: iterations/s, images/s, peak memory, 
 torch.utils.flop_counter) and the fraction of the device's dense bf16 peak; with --profile, the operators that
 take the most time.
 """
+import argparse
 import json
 import platform
 import time
@@ -17,60 +18,45 @@ from tqdm import tqdm
 
 import data
 import labor
-import runs
-from distributed import wrap_distributed
-from runs import peak_memory_mb, setup_runtime
+from tools.distributed import wrap_distributed
+from tools.flags import as_iterations
+from tools.runtime import peak_memory_mb
 
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.0, "A10": 125.0}  # dense, no sparsity
 
 
-def add_flags(p):
-    g = p.add_argument_group("the speed benchmark (bench.py)")
-    g.add_argument("--benchmark", type=runs.non_negative_int, default=0, metavar="N",
-                   help="time N LabOR iterations (after a warm-up) on random tensors at the configured resolution "
-                        "and print one JSON line: iterations/s, images/s, peak memory, achieved TFLOP/s; trains "
-                        "nothing")
-    g.add_argument("--profile", action="store_true",
-                   help="--benchmark: also profile 5 iterations (torch.profiler) and add the operators that take the "
-                        "most time, with their share of it, to the JSON line ('profile')")
-    g.add_argument("--peak-tflops", type=runs.positive_float, default=None,
-                   help="--benchmark: the device's peak TFLOP/s for the fraction-of-peak figure (default: looked up "
-                        "by name)")
-
-
-def benchmark(args, build_models, build_optimisers, train_step):
+def benchmark(args, rt, build_models, build_optimisers, train_step):
     """Times args.benchmark iterations of `train_step` after 3 warm-up iterations and prints one JSON line. The
     models and optimisers come from train.py's own builders, so the benchmark measures exactly what a run does."""
-    setup_runtime(args)
-    if args.mode not in ("spl", "ppl"):
-        args.mode = "spl"  # the heaviest iteration: every model of LabOR ...
-    args.schedule = "joint"  # ... in one step (the staged schedule runs B in a stage of its own: a cheaper step)
+    # the heaviest iteration: every model of LabOR in one step (the staged schedule runs B in a stage of its own)
+    args = argparse.Namespace(**{**vars(args), "mode": args.mode if args.mode in ("spl", "ppl") else "spl",
+                                 "schedule": "joint"})
     real = args.data == "gta5-cityscapes" or args.preset == "paper"
     num_classes = 19 if real else len(data.SYNTHETIC_CLASSES)
     if real:
         (ws, hs), (wt, ht) = data.real_sizes(args.preset, args.source_size, args.target_size)
     else:
         (hs, ws), (ht, wt) = (args.size,) * 2
-    net = {k: m.to(args.device, memory_format=args.memory_format)
+    net = {k: m.to(rt.device, memory_format=rt.memory_format)
            for k, m in build_models(args, num_classes).items()}
-    net = wrap_distributed(args, net)
+    net = wrap_distributed(rt, net)
     opt = build_optimisers(args, net)
-    scaler = torch.amp.GradScaler(args.device.type, enabled=args.amp_dtype == torch.float16)
-    theta = torch.full((num_classes,), labor.IAST_THETA0, device=args.device)
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
+    theta = torch.full((num_classes,), labor.IAST_THETA0, device=rt.device)
     g = torch.Generator().manual_seed(args.seed)
     b = args.batch_size
-    x_s = torch.rand(b, 3, hs, ws, generator=g).to(args.device)
-    y_s = torch.randint(num_classes, (b, hs, ws), generator=g).to(args.device)
-    x_t = torch.rand(b, 3, ht, wt, generator=g).to(args.device)
+    x_s = torch.rand(b, 3, hs, ws, generator=g).to(rt.device)
+    y_s = torch.randint(num_classes, (b, hs, ws), generator=g).to(rt.device)
+    x_t = torch.rand(b, 3, ht, wt, generator=g).to(rt.device)
     y_t = torch.randint(num_classes, (b, ht, wt), generator=g)
     y_t[torch.rand(b, ht, wt, generator=g) > 0.022] = labor.IGNORE_INDEX   # SPL-like sparse target labels
-    batch_s, batch_t, y_t = (x_s, y_s), (x_t, torch.arange(b)), y_t.to(args.device)
+    batch_s, batch_t, y_t = (x_s, y_s), (x_t, torch.arange(b)), y_t.to(rt.device)
 
     def step():
         nonlocal theta
-        _, theta = train_step(args, net, opt, theta, batch_s, batch_t, y_t, scaler)
+        _, theta = train_step(args, net, opt, theta, batch_s, batch_t, y_t, scaler, rt)
 
-    sync = torch.cuda.synchronize if args.device.type == "cuda" else (lambda: None)
+    sync = torch.cuda.synchronize if rt.device.type == "cuda" else (lambda: None)
     for _ in range(3):
         step()
     counter = FlopCounterMode(display=False)
@@ -78,26 +64,26 @@ def benchmark(args, build_models, build_optimisers, train_step):
         step()
     flops = counter.get_total_flops()
     sync()
-    if args.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(args.device)
+    if rt.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(rt.device)
     t0 = time.perf_counter()
-    for _ in tqdm(range(args.benchmark), desc="benchmark", disable=args.quiet or args.rank != 0):
+    for _ in tqdm(range(args.benchmark), desc="benchmark", disable=rt.quiet):
         step()
     sync()
     seconds = time.perf_counter() - t0
     its = args.benchmark / seconds
-    name = torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else platform.processor() or "cpu"
+    name = torch.cuda.get_device_name(rt.device) if rt.device.type == "cuda" else platform.processor() or "cpu"
     peak = args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
     tflops = flops * its / 1e12
-    result = {"device": name, "world": args.world, "model": args.model, "amp": str(args.amp_dtype),
+    result = {"device": name, "world": rt.world, "model": args.model, "amp": str(rt.amp_dtype),
               "source_hw": [hs, ws], "target_hw": [ht, wt], "batch_size": b, "iterations": args.benchmark,
-              "iters_per_second": its, "images_per_second": its * 2 * b * args.world,
-              "peak_memory_gib": peak_memory_mb(args.device) / 1024, "tflop_per_iteration": flops / 1e12,
+              "iters_per_second": its, "images_per_second": its * 2 * b * rt.world,
+              "peak_memory_gib": peak_memory_mb(rt.device) / 1024, "tflop_per_iteration": flops / 1e12,
               "achieved_tflops": tflops, "peak_tflops": peak,
               "fraction_of_peak": tflops / peak if peak else None}
     if args.profile:
-        result["profile"] = top_operators(step, sync, args.device)
-    if args.rank == 0:
+        result["profile"] = top_operators(step, sync, rt.device)
+    if rt.rank == 0:
         print(json.dumps(result))
     return result
 
@@ -141,7 +127,7 @@ def check(device="auto", tiny=False, out="bench_check.json", timeout=3600):
     import tempfile
     from pathlib import Path
     here = Path(__file__).resolve().parent
-    train = [sys.executable, str(here / "train.py"), "--device", device]
+    train = [sys.executable, str(here.parent / "train.py"), "--device", device]
     model = ["--model", "tiny", "--size", "32", "64", "--batch-size", "2"] if tiny else \
         ["--preset", "paper", "--model", "deeplabv2"]
     report = {"device": device, "tiny": tiny, "benchmark": {}}
@@ -180,7 +166,7 @@ def check(device="auto", tiny=False, out="bench_check.json", timeout=3600):
             raise RuntimeError(f"the short run did not stop on SIGTERM with a checkpoint (exit {stopped}):\n{err[-2000:]}")
         # (c) the paper's run, stage by stage, at the short run's seconds per iteration, per B step and per image
         s, a = metrics["stage_seconds"], metrics["args"]
-        b_iters = runs.as_iterations(a["selector_iters"], a["iters"])
+        b_iters = as_iterations(a["selector_iters"], a["iters"])
         per = {"A iteration": s["adaptation"] / a["iters"], "B iteration": s["selector"] / max(b_iters, 1),
                "selection per image": s["selection"] / a["n_target"], "evaluation per image": s["evaluation"] / a["n_val"]}
     estimate = {"A (warm-up and adaptation, 250k iterations)": per["A iteration"] * PAPER_RUN["iters"],
@@ -215,7 +201,6 @@ def check_report(r):
 
 
 if __name__ == "__main__":
-    import argparse
     p = argparse.ArgumentParser(description="Check a machine before the paper's run: the benchmark (fp32, bf16), a "
                                             "short real run with a stop and resume, and the paper run's wall time.")
     p.add_argument("--check", action="store_true", required=True, help="run the check")

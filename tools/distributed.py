@@ -18,29 +18,27 @@ from datetime import timedelta
 
 import torch
 
-import runs
-from runs import UsageError, state_digest, unwrap
+from tools import Stopped, UsageError
+from tools.checkpoint import error_message, state_digest
+from tools.runtime import unwrap
 
 _peers = {"store": None, "key": None, "world": 1, "published": False, "lock": threading.Lock(),
           "thread": None, "stop": threading.Event()}
 
 
 def init_distributed(args):
-    """Under torchrun (WORLD_SIZE > 1): one process per GPU with NCCL, or per CPU process with gloo."""
-    args.world = int(os.environ.get("WORLD_SIZE", "1"))
-    args.rank = 0
-    if args.world == 1:
-        return
+    """Under torchrun (WORLD_SIZE > 1): one process per GPU with NCCL, or per CPU process with gloo. Returns (rank,
+    world, this rank's GPU or None), for runtime.setup."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, None
     use_cuda = args.device != "cpu" and torch.cuda.is_available()
     torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
-    args.rank = torch.distributed.get_rank()
+    local = int(os.environ.get("LOCAL_RANK", "0"))
     if use_cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
-        args.device = f"cuda:{local}"
-    if args.rank != 0:
-        args.quiet = True
     _watch_peers()
+    return torch.distributed.get_rank(), world, f"cuda:{local}" if use_cuda else None
 
 
 def _watch_peers():
@@ -129,13 +127,13 @@ def exit_if_a_peer_failed(wait=3.0):
         time.sleep(0.05)
 
 
-def on_rank0(args, check, *a):
+def on_rank0(rt, check, *a):
     """check(*a) runs on rank 0 only (e.g. the run folder); a UsageError it raises is raised on every rank, so no
     rank goes on to wait for one that has stopped."""
-    if args.world == 1:
+    if rt.world == 1:
         return check(*a)
     message = [None]
-    if args.rank == 0:
+    if rt.rank == 0:
         try:
             check(*a)
         except UsageError as e:
@@ -145,39 +143,39 @@ def on_rank0(args, check, *a):
         raise UsageError(message[0])
 
 
-def wrap_distributed(args, net):
-    if args.world == 1:
+def wrap_distributed(rt, net):
+    if rt.world == 1:
         return net
     from torch.nn.parallel import DistributedDataParallel as DDP
-    ids = [args.device.index] if args.device.type == "cuda" else None
+    ids = [rt.device.index] if rt.device.type == "cuda" else None
     return {k: DDP(m, device_ids=ids) for k, m in net.items()}
 
 
-def gather_dict(args, d):
+def gather_dict(rt, d):
     """The union of every rank's dict (each rank selected labels for its own share of the images)."""
-    if args.world == 1:
+    if rt.world == 1:
         return d
-    parts = [None] * args.world
+    parts = [None] * rt.world
     torch.distributed.all_gather_object(parts, d)
     return {k: v for p in parts for k, v in p.items()}
 
 
-def sync_buffers(args, net):
+def sync_buffers(rt, net):
     """Rank 0's buffers (batch-norm running statistics) to every rank. DDP broadcasts them only at the start of a
     forward, so after the last step each rank holds the statistics of its own last batch; afterwards every rank
     evaluates rank 0's model, the one that is saved."""
-    if args.world > 1:
+    if rt.world > 1:
         for m in net.values():
             for b in unwrap(m).buffers():
                 torch.distributed.broadcast(b, src=0)
 
 
-def ranks_agree(args, net):
+def ranks_agree(rt, net):
     """True when every process holds the same weights (their state_digest is gathered and compared); recorded in
     metrics.json as a check that distributed training kept the replicas identical. True for one process."""
-    if args.world == 1:
+    if rt.world == 1:
         return True
-    digests = [None] * args.world
+    digests = [None] * rt.world
     torch.distributed.all_gather_object(digests, state_digest(net))
     return len(set(digests)) == 1
 
@@ -188,12 +186,12 @@ def exit_cleanly(work):
     written); a user's mistake prints one `error: ...` line, exit 2, on every rank; a bug keeps its traceback."""
     try:
         work()
-    except runs.Stopped as e:  # SIGTERM / SIGINT: the checkpoint is written; 128 + n is the shell's convention
+    except Stopped as e:  # SIGTERM / SIGINT: the checkpoint is written; 128 + n is the shell's convention
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank stops; one message says so
             print(e, file=sys.stderr)
         sys.exit(128 + e.signum)
     except Exception as e:  # noqa: BLE001 (what is not a user's mistake is raised again below)
-        message = runs.error_message(e)
+        message = error_message(e)
         if message is None:  # a bug here, or a collective that failed because another rank stopped
             exit_if_a_peer_failed()
             publish_error(f"another process failed ({type(e).__name__}); see its traceback", code=1)

@@ -1,14 +1,14 @@
 """Experiments of many runs. Each run is one `python train.py ...` command; an experiment is a list of them in two
 stages (first each seed's shared parts), handed to an engine made for the job. No LabOR logic here.
 
-    python experiments.py table [--seeds 0 1 ...] [train.py's flags]    the miniature Table 1: results.md/json/png
-    python experiments.py sweep [--budgets ...] [--selectors ...]      a budget curve: sweep.md/json, budget_curve.png
-    python experiments.py noise [--noise-levels ...] [--selectors ...]  an annotator who errs at outlines: noise.*
+    python -m tools.experiments table [--seeds 0 1 ...] [train.py's flags]    the miniature Table 1: results.md/json/png
+    python -m tools.experiments sweep [--budgets ...] [--selectors ...]      a budget curve: sweep.md/json, budget_curve.png
+    python -m tools.experiments noise [--noise-levels ...] [--selectors ...]  an annotator who errs at outlines: noise.*
         --jobs N            here, N runs at a time (concurrent.futures and subprocess)
         --slurm PARTITION   on a SLURM cluster with submitit: a job array per stage, the second after the first
         --print             the commands, one a line, stage by stage (a shell loop, xargs -P, GNU parallel)
-    python experiments.py regenerate|brief|list FOLDER ...  the tables again, from the runs' metrics.json alone
-    python experiments.py compare A B FOLDER ...           run A minus run B, paired over the seeds of the folders
+    python -m tools.experiments regenerate|brief|list FOLDER ...  the tables again, from the runs' metrics.json alone
+    python -m tools.experiments compare A B FOLDER ...           run A minus run B, paired over the seeds of the folders
 
 Stage 1 of a seed trains what its other runs share: SPL's run, whose warm-up of A and trained B (warmup.pt) the
 others start from (train.py --init-from), and whose labelled fraction random buys (--budget-from). A run whose
@@ -29,13 +29,14 @@ from pathlib import Path
 
 import torch
 
-import runs
 import selection
-import train
-from runs import UsageError
-from tables import SWEEP, TABLE_ROWS, brief, compare, image_pixels, listing, noise, noise_stem, regenerate, sweep, table
+from tools import Stopped, UsageError
+from tools import checkpoint as files
+from tools import flags
+from tools.runtime import STOP_SIGNALS
+from tools.tables import SWEEP, TABLE_ROWS, brief, compare, image_pixels, listing, noise, noise_stem, regenerate, sweep, table
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]   # the project: train.py
 STAGE_1 = ("spl", "source_only", "supervised")   # need no other run; SPL trains the seed's warm-up and B
 # ------------------------------------------------------------------------------------------------ the runs
 
@@ -46,7 +47,7 @@ def run_folder(mode, seed, **settings):
 
 def plan(a, base):
     """The experiment's runs: [(stage, folder name, mode, seed, settings, init-from folder, budget-from folder)]."""
-    shares = lambda mode: train.shares_warmup(argparse.Namespace(mode=mode, schedule=base.schedule))  # noqa: E731
+    shares = lambda mode: selection.shares_warmup(mode, base.schedule)  # noqa: E731
     runs_ = []
 
     def add(stage, name, mode, seed, settings=(), first=None, budget_from=None):
@@ -61,16 +62,21 @@ def plan(a, base):
                     settings = {**settings, "budget": base.points / pixels}
                 add(1 if row in STAGE_1 else 2, f"{stem}-seed{s}", mode, s, settings, f"spl-seed{s}",
                     f"spl-seed{s}" if budget == "spl" and base.budget is None else None)
-        elif a.command == "sweep":
-            add(1, f"spl-seed{s}", "spl", s)
+        elif a.command == "sweep":   # the warm-up's source: SPL's run when a selector needs B, else the first run
+            first = f"spl-seed{s}" if any(selection.SELECTORS[m].needs_b for k, _, m, _ in SWEEP if k in a.selectors) \
+                else None
+            if first:
+                add(1, first, "spl", s)
             add(1, f"supervised-seed{s}", "supervised", s)
-            add(2, f"adaptseg-seed{s}", "adaptseg", s, first=f"spl-seed{s}")
             for b in a.budgets:
                 for key, _, mode, settings in SWEEP:
                     if key in a.selectors:
                         size = {"points": max(1, round(b * pixels))} if \
                             selection.SELECTORS[mode].budget == "points" else {"budget": b}
-                        add(2, run_folder(mode, s, **size, **settings), mode, s, {**size, **settings}, f"spl-seed{s}")
+                        name = run_folder(mode, s, **size, **settings)
+                        first = first or name
+                        add(1 if first == name else 2, name, mode, s, {**size, **settings}, first)
+            add(2, f"adaptseg-seed{s}", "adaptseg", s, first=first)
         else:   # staged: every run starts from the first level's SPL, whose one mask, chosen before the annotator
             first = f"{noise_stem('spl', a.noise_levels[0])}-seed{s}"   # errs, is SPL's at every level too
             for p in a.noise_levels:
@@ -94,26 +100,26 @@ def commands(a, base, passed, out):
     passed = without(passed, "--threads", "--quiet")   # (ours come last: extra)
     for stage, name, mode, seed, settings, first, budget_from in plan(a, base):
         folder = out / name
-        flags = [f for k, v in settings.items() for f in (f"--{k.replace('_', '-')}", repr(v))]
-        if first and ((out / first / runs.WARMUP).is_file() or not (out / first / "metrics.json").is_file()):
-            flags += ["--init-from", str(out / first)]   # (a finished run without warmup.pt: train its own, the same)
-        flags += ["--budget-from", str(out / budget_from)] if budget_from else []
-        cmd = [*passed, "--mode", mode, "--seed", str(seed), "--out", str(folder), *flags, *extra]
-        if (folder / "metrics.json").is_file() or (folder / runs.CHECKPOINT).is_file():
-            wanted = train.get_args(without(cmd, "--init-from"))   # (changes no result; its source may be gone)
+        words = [f for k, v in settings.items() for f in (f"--{k.replace('_', '-')}", repr(v))]
+        if first and ((out / first / files.WARMUP).is_file() or not (out / first / "metrics.json").is_file()):
+            words += ["--init-from", str(out / first)]   # (a finished run without warmup.pt: train its own, the same)
+        words += ["--budget-from", str(out / budget_from)] if budget_from else []
+        cmd = [*passed, "--mode", mode, "--seed", str(seed), "--out", str(folder), *words, *extra]
+        if (folder / "metrics.json").is_file() or (folder / files.CHECKPOINT).is_file():
+            wanted = flags.get_args(without(cmd, "--init-from"))   # (changes no result; its source may be gone)
             if (folder / "metrics.json").is_file():
                 saved, what = json.loads((folder / "metrics.json").read_text())["args"], "finished"
             else:
-                saved, what = runs.load_safe(folder / runs.CHECKPOINT, "checkpoint")["args"], "stopped"
+                saved, what = files.load_safe(folder / files.CHECKPOINT, "checkpoint")["args"], "stopped"
                 runtime = without(passed, "--device", "--num-workers", keep=True)   # (all else is the run's own)
                 cmd = ["--resume", str(folder), *runtime, *extra]
-            if differ := runs.changed_settings(saved, runs.args_dict(wanted)):
+            if differ := files.changed_settings(saved, files.args_dict(wanted)):
                 raise UsageError(f"{folder} holds a {what} run with other settings ({', '.join(differ)}); give the "
                                  f"same command as before to continue that experiment, or another --out")
             if what == "finished":
                 continue
         stages[stage - 1].append(["python", os.path.relpath(ROOT / "train.py"), *cmd])   # (run from here)
-    return [s for s in stages if s]
+    return stages
 
 
 def without(words, *flags, keep=False):
@@ -158,13 +164,13 @@ class Here:
                 proc.send_signal(signum)
 
     def __call__(self, stages):
-        previous = {s: signal.signal(s, self.stop) for s in runs.STOP_SIGNALS}
+        previous = {s: signal.signal(s, self.stop) for s in STOP_SIGNALS}
         try:
             with concurrent.futures.ThreadPoolExecutor(self.jobs) as pool:
                 for cmds in stages:
                     failed = [(c, code) for c, code in zip(cmds, pool.map(self.one, cmds)) if code]
                     if self.signum:
-                        raise runs.Stopped(self.signum, 0, None, "stopped (every run in progress wrote its "
+                        raise Stopped(self.signum, 0, None, "stopped (every run in progress wrote its "
                                            "checkpoint); continue with the same command")
                     if failed:
                         raise UsageError("these runs failed (their errors are above): " + "; ".join(
@@ -193,24 +199,26 @@ def submit_slurm(stages, a, out, cluster="slurm"):
 # ------------------------------------------------------------------------------------------------ the command line
 
 def build_parser():
-    p = runs.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = flags.ArgumentParser(prog="python -m tools.experiments", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     for name, what in (("table", "the miniature Table 1: every mode, the paper's budgets"),
                        ("sweep", "every selector at several budgets: the budget curve"),
                        ("noise", "SPL and random (and others) with an annotator who errs at outlines")):
         e = sub.add_parser(name, help=what, description=f"{what}. Any flag of train.py (python train.py --help) "
                            f"is given to every run, e.g. --iters 60 or --eval-split tune.").add_argument
-        e("--seeds", type=runs.seed, nargs="+", default=None, help="the seeds (default: train.py's --seed, 0)")
+        e("--seeds", type=flags.seed, nargs="+", default=None, help="the seeds (default: train.py's --seed, 0)")
         e("--out", default=None, help=f"the experiment's folder (default runs/{name}-<time>)")
-        e("--jobs", type=runs.positive_int, default=1, help="runs at once on this machine, each with --threads / "
+        e("--jobs", type=flags.positive_int, default=1, help="runs at once on this machine, each with --threads / "
           "--jobs threads (default 1; on a 2-core CPU 2 runs of one thread do more than one of two)")
         e("--slurm", metavar="PARTITION", default=None, help="submit the runs to this SLURM partition (submitit)")
-        e("--gpus-per-run", type=runs.non_negative_int, default=1, help="--slurm: GPUs of each run (default 1)")
-        e("--cpus-per-run", type=runs.positive_int, default=8, help="--slurm: CPU cores of each run (default 8)")
-        e("--time", type=runs.positive_int, default=24 * 60, help="--slurm: minutes a run may take (default 1440)")
+        e("--gpus-per-run", type=flags.non_negative_int, default=1, help="--slurm: GPUs of each run (default 1)")
+        e("--cpus-per-run", type=flags.positive_int, default=8, help="--slurm: CPU cores of each run (default 8)")
+        e("--time", type=flags.positive_int, default=24 * 60, help="--slurm: minutes a run may take (default 1440)")
         e("--print", action="store_true", help="print the commands, one a line, stage by stage; run nothing")
+        e("--stage", type=int, choices=[1, 2], default=None, help="print only this stage's commands, one a line "
+          "(what is left of it), for a pipeline: stage 1 trains what stage 2's runs start from; run nothing")
         if name == "sweep":
-            e("--budgets", type=runs.fraction, nargs="+", default=[0.001, 0.005, 0.01, 0.022, 0.05],
+            e("--budgets", type=flags.fraction, nargs="+", default=[0.001, 0.005, 0.01, 0.022, 0.05],
               help="labelled fractions of the pixels; a point selector gets as many points per image (default 0.001 "
                    "0.005 0.01 0.022 0.05)")
         if name != "table":
@@ -220,7 +228,7 @@ def build_parser():
               ["spl", "random", "ripu_regions"], help="the selectors (default: " + ("all" if name == "sweep" else
               "spl random ripu_regions; spl and random always") + ")")
         if name == "noise":
-            e("--noise-levels", type=runs.unit_float, nargs="+", default=[0.0, 0.05, 0.2],
+            e("--noise-levels", type=flags.unit_float, nargs="+", default=[0.0, 0.05, 0.2],
               help="the --annotator-noise levels P (default 0 0.05 0.2; at 0 the runs are named as the table's, so "
                    "--out a table's folder reuses them)")
     for name, what in (("regenerate", "rewrite the experiments' files in FOLDER from its runs' metrics.json"),
@@ -251,7 +259,7 @@ def main(argv=None):
                       f"{f}: rewritten from its runs' metrics.json ({', '.join(regenerate(f))})")
             return
         experiment(a, passed)
-    except runs.Stopped as e:
+    except Stopped as e:
         print(e, file=sys.stderr)
         sys.exit(128 + e.signum)
     except UsageError as e:
@@ -263,7 +271,7 @@ def plan_stages(a, passed):
     """The experiment's commands, stage by stage: every flag checked, nothing run."""
     if "--mode" in passed or any(w.startswith("--mode=") for w in passed):
         raise UsageError("the experiment chooses each run's --mode; leave it out")
-    base = train.get_args([*passed, "--mode", "spl"])   # every flag of train.py checked now, before any run starts
+    base = flags.get_args([*passed, "--mode", "spl"])   # every flag of train.py checked now, before any run starts
     a.seeds, a.threads, a.quiet = a.seeds or [base.seed], base.threads, base.quiet
     if len(set(a.seeds)) < len(a.seeds) or len(set(getattr(a, "budgets", []))) < len(getattr(a, "budgets", [])):
         raise UsageError("a seed or budget given twice would count twice in the means and intervals; give each once")
@@ -279,15 +287,21 @@ def plan_stages(a, passed):
     if a.slurm:
         a.threads = a.cpus_per_run
     a.out = Path(a.out or f"runs/{a.command}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if a.out.exists() and not a.out.is_dir():
+        raise UsageError(f"--out {a.out} is a file; the experiment needs a folder (a new one, or its own)")
     return commands(a, base, passed, a.out)
 
 
 def experiment(a, passed):
     """Plan the runs, hand them to an engine, write the tables (here) or say how to (--slurm, --print)."""
     stages = plan_stages(a, passed)
+    if a.stage:   # one stage, command lines alone: a pipeline runs them (xargs -P), then the next stage
+        print("\n".join(shlex.join(c) for c in stages[a.stage - 1]))
+        return
+    stages = [s for s in stages if s]
     if a.print:
         if not stages:
-            print(f"# every run has finished: python experiments.py regenerate {a.out} writes the tables")
+            print(f"# every run has finished: python -m tools.experiments regenerate {a.out} writes the tables")
         for k, cmds in enumerate(stages):
             print(f"# stage {k + 1} of {len(stages)}" + (": after every run above has ended" if k else ""))
             print("\n".join(shlex.join(c) for c in cmds))
@@ -297,7 +311,7 @@ def experiment(a, passed):
         jobs = submit_slurm(stages, a, a.out)
         print(f"submitted {sum(map(len, jobs))} runs as {len(jobs)} job array(s): "
               f"{', '.join(j[0].job_id.split('_')[0] for j in jobs)}; when they have ended, give this command again "
-              f"(stopped runs resume) or python experiments.py regenerate {a.out}")
+              f"(stopped runs resume) or python -m tools.experiments regenerate {a.out}")
         return
     Here(a.jobs)(stages)
     {"table": table, "sweep": sweep, "noise": noise}[a.command](a.out, quiet=a.quiet)

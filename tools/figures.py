@@ -27,7 +27,7 @@ FIGURE_ROWS = 3  # images shown in predictions.png and selection.png
 GLANCE_IMAGE = 0  # the target-train image of the at-a-glance figure
 
 
-def save_figures(args, out, A, evals, target_images, masks, revealed, a_wrong=None):
+def save_figures(args, device, out, A, evals, target_images, masks, revealed, a_wrong=None):
     """predictions.png: val input, ground truth, prediction. selection.png: target-train input, the
     inconsistency mask of B at selection time (spl/ppl), the selected pixels or points, the revealed labels.
     The selected pixels are red where A's prediction at selection time was wrong (the label was required) and
@@ -42,7 +42,7 @@ def save_figures(args, out, A, evals, target_images, masks, revealed, a_wrong=No
     with torch.no_grad():
         for r in range(rows):
             x, y = evals[r]
-            pred = labor.upsample(A(x[None].to(args.device))[0], y.shape[-2:]).argmax(1)[0].cpu()
+            pred = labor.upsample(A(x[None].to(device))[0], y.shape[-2:]).argmax(1)[0].cpu()
             for ax, img, title in zip(axes[r], (data.denormalize(x), data.colorize(y, palette),
                                                 data.colorize(pred, palette)), ("input", "ground truth", "prediction")):
                 ax.imshow(img)

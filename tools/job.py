@@ -2,7 +2,7 @@
 algorithm box and passes the method's state (theta, the labels revealed) in; a Job keeps the run's folder,
 checkpoints, exact resume, --init-from, stop signals, torchrun, the log and the outputs. None of this is LabOR.
 
-    job = Job(args, shared)             the device, the run folder (refused if it holds another run)
+    job = Job(args, rt, shared)         the run folder (refused if it holds another run); rt: tools.runtime's
     net, theta, revealed = job.start(net, opt, annotator, target_images, theta, revealed)
                                         as given, or restored: a stopped run's checkpoint (with the labels it bought
                                         after it, from selection.pt) or --init-from's warm-up (and B); DDP
@@ -18,58 +18,64 @@ checkpoints, exact resume, --init-from, stop signals, torchrun, the log and the 
     job.finish(A, theta, revealed, miou, ious, classes, evals)   model_A.pt, selection.pt, figures, metrics.json
 """
 import contextlib
+import functools
+import os
+import signal
+import socket
+import threading
 import time
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-import figures
 import labor
-import runs
 import selection
-from distributed import on_rank0, ranks_agree, sync_buffers, wrap_distributed
+from tools import Stopped, UsageError, figures
+from tools import checkpoint as files
+from tools.distributed import on_rank0, ranks_agree, sync_buffers, wrap_distributed
+from tools.runtime import STOP_SIGNALS, autocast, stream, unwrap
 
 
 class Job:
     """The plumbing of one run (see the module docstring): its folder, `state` (counters and records: what a
     checkpoint saves besides the models and the method's state) and the GradScaler."""
 
-    def __init__(self, args, shared=False):
+    def __init__(self, args, rt, shared=False):
         self.t_start = time.time()
         self.shared = shared and not args.init_from  # its warm-up is the seed's: it writes warmup.pt
-        runs.setup_runtime(args)
-        self.args, self.out = args, Path(args.out)
-        on_rank0(args, runs.prepare_out, self.out, args.resume)
-        self.resume = runs.resume_checkpoint(args)
-        self.state = runs.new_state()  # iteration, rounds done, loss history, seconds per stage
+        self.args, self.rt, self.out = args, rt, Path(rt.out)
+        self.settings = files.args_dict(args, rt)   # as checkpoints and metrics.json save them
+        on_rank0(rt, files.prepare_out, self.out, args.resume)
+        self.resume = files.resume_checkpoint(args)
+        self.state = files.new_state()  # iteration, rounds done, loss history, seconds per stage
 
     def start(self, net, opt, annotator, target_images, theta, revealed):
         """Where the run starts: as given, or a resumed run's checkpoint (and the labels of a round it bought after
         that checkpoint, from selection.pt: never bought twice), or --init-from's warm-up. Returns the models (in
         DDP under torchrun), theta and the labels revealed; the first checkpoint is written before any training."""
-        args, state = self.args, self.state
+        args, rt, state = self.args, self.rt, self.state
         # (the annotator, for its counters in checkpoints and a replayed round: the job never asks it for labels)
         self.net, self.opt, self.annotator, self.target_images = net, opt, annotator, target_images
-        self.scaler = torch.amp.GradScaler(args.device.type, enabled=args.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
         if self.resume is not None:  # everything an uninterrupted run would hold at this iteration
-            theta, revealed = runs.restore(self.resume, state, net, opt, self.scaler, annotator)
-            saved = self.out / runs.SELECTION
-            saved = runs.load_safe(saved, "selection") if saved.exists() else None
+            theta, revealed = files.restore(self.resume, state, net, opt, self.scaler, annotator)
+            saved = self.out / files.SELECTION
+            saved = files.load_safe(saved, "selection") if saved.exists() else None
             if saved is not None and saved["rounds_done"] > state["rounds_done"]:  # bought, then killed
                 if saved.get("iter") != state["iter"]:  # (the checkpoint before a round is at its iteration)
-                    raise runs.UsageError(f"{self.out}: its selection.pt holds a round this checkpoint.pt does not "
+                    raise UsageError(f"{self.out}: its selection.pt holds a round this checkpoint.pt does not "
                                           f"come before (written by an older version?); delete selection.pt to buy "
                                           f"the round again")
-                revealed, theta = runs.replay_selection(saved, annotator, state)
+                revealed, theta = files.replay_selection(saved, annotator, state)
         elif args.init_from:
-            theta = runs.init_from(args, state, net, opt, self.scaler, annotator)
-        self.net = wrap_distributed(args, net)
+            theta = files.init_from(args, self.settings, state, net, opt, self.scaler, annotator)
+        self.net = wrap_distributed(rt, net)
         state["stage_time"]["setup"] += time.time() - self.t_start
         self.saved_at = state["iter"]  # iteration of the checkpoint on disk, for the divergence messages
         self.bar = tqdm(total=args.iters, initial=state["iter"], desc=f"{args.mode}: adaptation",
-                        disable=args.rank != 0 or args.quiet)
-        theta = theta.to(args.device)
+                        disable=rt.quiet)
+        theta = theta.to(rt.device)
         if self.resume is None:
             self.checkpoint(theta, revealed)  # iteration 0: from now on a killed run can always be resumed
         return self.net, theta, revealed
@@ -84,7 +90,7 @@ class Job:
         """Endless seeded batches of `dataset` (k: 0 source, 1 target) from where the run stands: a resumed run
         draws the batches an uninterrupted one would have drawn."""
         a = self.args
-        return runs.stream(dataset, a, a.seed * 2 + k, self.state["iter"] * a.batch_size, a.device)
+        return stream(dataset, a, self.rt, a.seed * 2 + k, self.state["iter"] * a.batch_size)
 
     def rounds_to_buy(self, rounds):
         """(r, iteration) of each labelling round that a resumed run has not bought yet."""
@@ -93,8 +99,8 @@ class Job:
     def iterations(self, until):
         """The iteration numbers from where the run stands up to `until`. A stop signal noted before them (during
         set-up, B's training or a round) ends the run here: the checkpoint on disk is at this iteration."""
-        if signum := runs.stop_requested(self.args):
-            raise runs.Stopped(signum, self.state["iter"], self.out)
+        if signum := stop_requested(self.rt):
+            raise Stopped(signum, self.state["iter"], self.out)
         for it in range(self.state["iter"], until):
             self.t_step = time.time()
             yield it
@@ -104,23 +110,24 @@ class Job:
         --log-every iterations, the checkpoint every --save-every; after a SIGTERM or Ctrl-C, a checkpoint and
         Stopped (main exits 128 + the signal), so the resumed run ends as the uninterrupted one."""
         args, state = self.args, self.state
-        runs.record_losses(state, losses, it, self.out, self.saved_at)
+        files.record_losses(state, losses, it, self.out, self.saved_at)
         state["iter"] = it + 1
         state["stage_time"]["adaptation"] += time.time() - self.t_step
         self.bar.update()
         if state["iter"] % args.log_every == 0 or state["iter"] == args.iters:
-            runs.log_interval(args, state, self.bar)
-        if signum := runs.stop_requested(args):
+            files.log_interval(args, self.rt, state, self.bar)
+        if signum := stop_requested(self.rt):
             self.checkpoint(theta, revealed)
-            raise runs.Stopped(signum, state["iter"], self.out)
+            raise Stopped(signum, state["iter"], self.out)
         if args.save_every and state["iter"] % args.save_every == 0 and state["iter"] < args.iters:
             self.checkpoint(theta, revealed)
 
     def checkpoint(self, theta, revealed):
-        runs.check_finite(self.net, self.state, self.out, self.saved_at)
+        files.check_finite(self.net, self.state, self.out, self.saved_at)
         self.saved_at = self.state["iter"]
-        runs.save_checkpoint(self.args, self.out, self.state, self.net, self.opt, self.scaler, theta, revealed,
-                             self.annotator)
+        if self.rt.rank == 0:
+            files.save_checkpoint(self.settings, self.out, self.state, self.net, self.opt, self.scaler, theta,
+                                  revealed, self.annotator)
 
     @contextlib.contextmanager
     def timed(self, stage):
@@ -141,12 +148,13 @@ class Job:
         state["a_wrong"].update({i: a_wrong[i] | state["a_wrong"].get(i, a_wrong[i]) for i in a_wrong})
         state["selection_rounds"].append(required)
         if "B" in self.net:  # the at-a-glance figure's image, as selection saw it (figures.at_a_glance)
-            state["glance"] = glance_record(args, self.net, self.target_images)
-        runs.log_round(args, r, n_rounds, required)
-        if r == 0 and self.shared:  # first: the seed's other runs need it whatever happens next
-            runs.save_warmup(args, self.out, self.net, theta, state)
+            state["glance"] = glance_record(args, self.rt, self.net, self.target_images)
+        files.log_round(args, self.rt, r, n_rounds, required)
+        if r == 0 and self.shared and self.rt.rank == 0:  # first: the seed's other runs need it whatever happens next
+            files.save_warmup(self.settings, self.out, self.net, theta, state)
         state["rounds_done"] = r + 1
-        runs.save_selection(args, self.out, revealed, self.annotator, state, theta)
+        if self.rt.rank == 0:
+            files.save_selection(args.mode, self.out, revealed, self.annotator, state, theta)
         self.checkpoint(theta, revealed)
 
     def evaluation_model(self):
@@ -154,9 +162,9 @@ class Job:
         metrics.json records whether every rank holds the same weights (DDP averaged every gradient)."""
         self.bar.close()
         self.t_eval = time.time()
-        sync_buffers(self.args, self.net)
-        self.agree = ranks_agree(self.args, self.net)
-        return runs.unwrap(self.net["A"])
+        sync_buffers(self.rt, self.net)
+        self.agree = ranks_agree(self.rt, self.net)
+        return unwrap(self.net["A"])
 
     def finish(self, A, theta, revealed, miou, ious, classes, evals):
         """Stage 4 (rank 0): model_A.pt, selection.pt, the figures and metrics.json; the folder is free again.
@@ -164,28 +172,28 @@ class Job:
         args, state = self.args, self.state
         state["stage_time"]["evaluation"] = time.time() - self.t_eval
         t0 = time.time()
-        if args.rank == 0:
-            runs.save_model(args, self.out, A, theta, classes)  # model_A.pt: A and theta, for the notebooks
+        if self.rt.rank == 0:
+            files.save_model(self.settings, self.out, A, theta, classes)  # model_A.pt: A and theta, for the notebooks
             if not state["rounds_done"]:  # a mode that buys nothing still writes its (empty) selection.pt
-                runs.save_selection(args, self.out, revealed, self.annotator, state, theta)
-            figures.save_figures(args, self.out, A, evals, self.target_images, state["masks"], revealed,
+                files.save_selection(args.mode, self.out, revealed, self.annotator, state, theta)
+            figures.save_figures(args, self.rt.device, self.out, A, evals, self.target_images, state["masks"], revealed,
                                  state["a_wrong"])
         state["stage_time"]["outputs"] = time.time() - t0
-        metrics = runs.write_metrics(args, self.out, state, miou, ious, classes, self.annotator, self.agree) \
-            if args.rank == 0 else None
-        runs.unlock_folder(self.out)
+        metrics = files.write_metrics(args, self.rt, self.out, state, miou, ious, classes, self.annotator,
+                                      self.agree) if self.rt.rank == 0 else None
+        files.unlock_folder(self.out)
         return metrics
 
 
 @torch.no_grad()
-def glance_record(args, net, target_images, i=figures.GLANCE_IMAGE):
+def glance_record(args, rt, net, target_images, i=figures.GLANCE_IMAGE):
     """Target-train image i as a labelling round saw it, for the at-a-glance figure: A's prediction, the argmax of
     each of B's heads, the inconsistency mask (Eq. 4; SPL labels all of it) and the points PPL would choose there
     (--points, --ppl-cell, --ppl-space), all at image size. Called right after the round, while A and B are the
     models that chose; no label is read. Returns {"index", "pred_a", "head1", "head2", "mask", "ppl"}."""
-    A, B = runs.unwrap(net["A"]).eval(), runs.unwrap(net["B"]).eval()
-    x = target_images[i][0][None].to(args.device)                                        # (1, 3, H, W)
-    with runs.autocast(args):
+    A, B = unwrap(net["A"]).eval(), unwrap(net["B"]).eval()
+    x = target_images[i][0][None].to(rt.device)                                          # (1, 3, H, W)
+    with autocast(rt):
         logits_a = A(x)[0]
         logits1, logits2, feat = B(x)
     size = x.shape[-2:]
@@ -197,3 +205,82 @@ def glance_record(args, net, target_images, i=figures.GLANCE_IMAGE):
     as_map = lambda t: t.argmax(dim=1)[0].to(torch.uint8).cpu()  # noqa: E731  (H, W) class indices
     return {"index": i, "pred_a": as_map(labor.upsample(logits_a.float(), size)), "head1": as_map(p1),
             "head2": as_map(p2), "mask": selection.inconsistency_mask(p1, p2)[0].cpu(), "ppl": points[0].cpu()}
+
+
+# ------------------------------------------------------------------------------------------------ stop signals
+
+_received = [0]                                  # the signal that asked the run to stop (0: none)
+
+
+def stop_on_signal(run):
+    """While `run` runs, SIGTERM and SIGINT only note the signal: the training loop looks at stop_requested at each
+    iteration boundary, writes a checkpoint there and raises Stopped. A Ctrl-C after a noted signal acts at once,
+    as it would without us; a second SIGTERM changes nothing (a cluster or an experiment may send one to every
+    process of a job: the run still stops at its next iteration; SIGKILL is the way to end it at once). The previous
+    handlers come back afterwards (notebooks and tests call run in this process); a signal that came too late to
+    stop the run (during evaluation) is then handed to the previous handler if it is one of ours, not to Python's
+    Ctrl-C default, so a lone run still ends.
+
+    Python runs a handler once for signals that arrive together: two Ctrl-C pressed during one long operation (a
+    forward pass of DeepLab, a checkpoint being written) reach `note` as one call. So the signals are counted where
+    each of them lands, in C: signal.set_wakeup_fd writes one byte per signal to a socket, and `note` reads them."""
+    @functools.wraps(run)
+    def wrapper(*a, **k):
+        if threading.current_thread() is not threading.main_thread():
+            return run(*a, **k)  # only the main thread may set handlers; there the signals act as usual
+        wakeup, counter = socket.socketpair()
+        wakeup.setblocking(False)
+        counter.setblocking(False)
+
+        def note(signum, frame):
+            try:
+                arrived = counter.recv(4096).count(signum)   # this signal, and any that came with it
+            except BlockingIOError:
+                arrived = 1
+            if signum == signal.SIGINT and (_received[0] or arrived > 1):   # a second Ctrl-C: what it does now
+                signal.signal(signum, previous[signum] or signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+                return
+            _received[0] = _received[0] or signum
+
+        previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+        previous_fd = signal.set_wakeup_fd(wakeup.fileno(), warn_on_full_buffer=False)
+        _received[0] = 0
+        for s, handler in previous.items():
+            if handler is not signal.SIG_IGN:  # e.g. SIGINT in a background job (`&`): it stays ignored
+                signal.signal(s, note)
+        try:
+            result = run(*a, **k)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler or signal.SIG_DFL)
+            signal.set_wakeup_fd(previous_fd)
+            wakeup.close()
+            counter.close()
+            late, _received[0] = _received[0], 0
+        if late and callable(previous[late]) and previous[late] is not signal.default_int_handler:
+            previous[late](late, None)
+        return result
+    return wrapper
+
+
+def signal_noted():
+    """The signal a run in this process has noted and not yet acted on (0: none)."""
+    return _received[0]
+
+
+def stop_requested(rt):
+    """The signal received (0: none), agreed on by every rank, so that all of them stop at the same iteration."""
+    signum = _received[0]
+    if rt.world > 1:
+        t = torch.tensor([signum], device=rt.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        signum = int(t.item())
+    return signum
+
+
+def ignore_stop_signals(worker_id):
+    """DataLoader workers: a cluster (or Ctrl-C) signals the whole process group; the main process decides when to
+    stop and ends its workers itself, so they must not die under the batch it is waiting for."""
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)

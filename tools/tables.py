@@ -1,6 +1,6 @@
 """The tables of an experiment, from its runs' metrics.json alone: every run folder <name>-seed<S> is found by its
 name, and only the seeds whose every run has finished enter a table, so each paired difference compares the same
-seeds. No run is trained or checked here; experiments.py makes the runs and calls these (regenerate, brief, list).
+seeds. No run is trained or checked here; tools/experiments.py makes the runs and calls these (regenerate, brief, list).
 
     table       the miniature Table 1 (TABLE_ROWS): results.md, results.json, results.png
     sweep       the budget curve: sweep.md, sweep.json, budget_curve.png (and each selector at equal seconds)
@@ -20,10 +20,8 @@ import numpy as np
 import scipy.stats
 
 import data
-import figures
 import selection
-import train
-from runs import UsageError
+from tools import UsageError, figures
 
 # The rows of the miniature Table 1: (row, mode, settings, run folder stem, budget). The paper's rules by default; our
 # variants and RIPU's selector are rows of their own beside them. budget "spl": SPL's labelled fraction of the same
@@ -216,8 +214,9 @@ def table(folder, quiet=True, files=True):
     mious = {row: [m["miou"] for m in ms] for row, ms in rows.items()}
     results = []
     for row, mode, settings, _, _ in TABLE_ROWS:   # each selector against random (and entropy) at its budget
-        picks = train.selecting(mode) and mode != "random"
-        fraction = picks and train.selector_of(mode).budget == "fraction"
+        sel = selection.modes()[mode].selector
+        picks = sel not in (None, selection.EVERY_PIXEL) and mode != "random"
+        fraction = picks and sel.budget == "fraction"
         partners = {"vs_random": ("random" if fraction else "random, 40 px") if picks else None,
                     "vs_entropy": "entropy" if fraction and mode != "entropy" else None,
                     "vs_labor": LABOR_PARTNERS.get(row), "vs_supervised": "supervised" if row != "supervised" else None}
