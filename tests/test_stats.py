@@ -349,11 +349,26 @@ def test_noise_buys_spls_fraction_at_every_level_from_the_first_levels_spl(tmp_p
     assert all(flag(c, "--init-from") is None for c in stages[1])
 
 
+def test_a_sweep_of_selectors_without_b_trains_no_b(tmp_path):
+    """--selectors margin random: no selector reads B, so no SPL run trains one; the first selector's run trains the
+    seed's warm-up (stage 1) and every other run of the seed, adaptseg too, starts from it."""
+    stages = plan("sweep", "--budgets", "0.001", "0.005", "--selectors", "margin", "random", "--out", str(tmp_path),
+                  *SIZE)
+    names = [[flag(c, "--out").rpartition("/")[2] for c in stage] for stage in stages]
+    assert names[0] == ["supervised-seed0", "random-budget0.001-seed0"]
+    assert not any(n.startswith("spl") for stage in names for n in stage)
+    assert sorted(names[1]) == ["adaptseg-seed0", "margin-budget0.001-seed0", "margin-budget0.005-seed0",
+                                "random-budget0.005-seed0"]
+    assert {flag(c, "--init-from") for c in stages[1]} == {str(tmp_path / "random-budget0.001-seed0")}
+    with_b = plan("sweep", "--budgets", "0.001", "--selectors", "margin", "ppl", "--out", str(tmp_path / "b"), *SIZE)
+    assert [flag(c, "--out").rpartition("/")[2] for c in with_b[0]] == ["spl-seed0", "supervised-seed0"]
+
+
 def test_a_finished_run_is_skipped_a_stopped_one_resumed_and_other_settings_refused(tmp_path):
     """The same command again: a run whose metrics.json has the command's settings is left out; one with a
     checkpoint and no metrics.json continues with --resume; either with other settings is refused by name, before
     anything runs. Runs saved before a default changed count with what they did (files.effective)."""
-    words = ("sweep", "--budgets", "0.001", "--selectors", "random", "--out", str(tmp_path), *SIZE)
+    words = ("sweep", "--budgets", "0.001", "--selectors", "random", "spl", "--out", str(tmp_path), *SIZE)
     first = plan(*words)
     done = train.get_args(first[0][0])                              # spl-seed0, as it ran
     write_run(tmp_path, "spl-seed0", 0.7)
@@ -525,7 +540,7 @@ def test_compare_pools_the_seeds_of_several_folders(tmp_path):
     assert got["seeds"] == [0, 1, 2] and got["diffs"] == pytest.approx([0.02, 0.01, 0.40])
     assert text.startswith("spl minus random, seeds [0, 1, 2]: +14.33 [-40.90, +69.56] 3/3")
     out = subprocess.run([sys.executable, "-m", "tools.experiments", "compare", "spl", "random", str(tmp_path / "a")],
-                         capture_output=True, text=True, cwd=Path(tables.__file__).parent)
+                         capture_output=True, text=True, cwd=Path(tables.__file__).parents[1])
     assert out.returncode == 0 and "seeds [0, 1]" in out.stdout
     with pytest.raises(UsageError, match="fewer than two seeds"):
         tables.compare("spl", "random", [tmp_path / "b"])

@@ -62,21 +62,20 @@ def plan(a, base):
                     settings = {**settings, "budget": base.points / pixels}
                 add(1 if row in STAGE_1 else 2, f"{stem}-seed{s}", mode, s, settings, f"spl-seed{s}",
                     f"spl-seed{s}" if budget == "spl" and base.budget is None else None)
-        elif a.command == "sweep":   # the warm-up's source: SPL's run when a selector needs B, else the first run
-            first = f"spl-seed{s}" if any(selection.SELECTORS[m].needs_b for k, _, m, _ in SWEEP if k in a.selectors) \
-                else None
-            if first:
+        elif a.command == "sweep":
+            picks = [(mode, {**size, **settings}) for b in a.budgets for key, _, mode, settings in SWEEP
+                     if key in a.selectors for size in [{"points": max(1, round(b * pixels))} if
+                                                        selection.SELECTORS[mode].budget == "points" else {"budget": b}]]
+            # the seed's warm-up: SPL's run (with B) when a selector needs B, else the first selector's run
+            first = f"spl-seed{s}" if any(selection.SELECTORS[m].needs_b for m, _ in picks) else \
+                run_folder(picks[0][0], s, **picks[0][1])
+            if first == f"spl-seed{s}":
                 add(1, first, "spl", s)
             add(1, f"supervised-seed{s}", "supervised", s)
-            for b in a.budgets:
-                for key, _, mode, settings in SWEEP:
-                    if key in a.selectors:
-                        size = {"points": max(1, round(b * pixels))} if \
-                            selection.SELECTORS[mode].budget == "points" else {"budget": b}
-                        name = run_folder(mode, s, **size, **settings)
-                        first = first or name
-                        add(1 if first == name else 2, name, mode, s, {**size, **settings}, first)
             add(2, f"adaptseg-seed{s}", "adaptseg", s, first=first)
+            for mode, settings in picks:
+                name = run_folder(mode, s, **settings)
+                add(1 if name == first else 2, name, mode, s, settings, first)
         else:   # staged: every run starts from the first level's SPL, whose one mask, chosen before the annotator
             first = f"{noise_stem('spl', a.noise_levels[0])}-seed{s}"   # errs, is SPL's at every level too
             for p in a.noise_levels:
