@@ -55,18 +55,20 @@ def noise_stem(mode, p):
 
 def paired_difference(a, b):
     """a - b seed by seed (two lists over the same seeds, in the same order): the differences, their mean and a 95%
-    confidence interval for it from Student's t on the paired differences, mean +- t(0.975; n-1) sd / sqrt(n) (sd
-    with n - 1). `excludes_zero`: the interval lies wholly above or below zero; one seed has no interval (None)."""
+    confidence interval for it from Student's t on the paired differences (scipy.stats.ttest_rel: mean +- t(0.975;
+    n-1) sd / sqrt(n)). `excludes_zero`: the interval lies wholly above or below zero; one seed has no interval."""
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     n, mean = len(d), float(np.mean(d))
     signs = {"positive": int((d > 0).sum()), "sign_p": float(scipy.stats.binomtest(int((d > 0).sum()), n).pvalue)
              if n and not (d == 0).any() else None}   # the sign test: how many seeds favour a, against a coin
     if n < 2:
         return {"diffs": d.tolist(), "n": n, "mean": mean, "ci95": None, "excludes_zero": None, "p": None, **signs}
-    se = float(np.std(d, ddof=1)) / np.sqrt(n)
-    half = float(scipy.stats.t.ppf(0.975, n - 1)) * se
-    lo, hi = float(mean - half), float(mean + half)
-    p = float(2 * scipy.stats.t.sf(abs(mean) / se, n - 1)) if se > 0 else (0.0 if mean else 1.0)
+    if np.all(d == d[0]):   # no spread: the interval is the point itself
+        lo = hi = mean
+        p = 0.0 if mean else 1.0
+    else:
+        t = scipy.stats.ttest_rel(a, b)
+        (lo, hi), p = map(float, t.confidence_interval(0.95)), float(t.pvalue)
     return {"diffs": d.tolist(), "n": n, "mean": mean, "ci95": [lo, hi], "excludes_zero": bool(lo > 0 or hi < 0),
             "p": p, **signs}
 
