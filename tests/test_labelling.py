@@ -3,6 +3,8 @@ staged schedule (warm-up A, then B on that A with A fixed, then select, then A w
 one B shared by every run of a seed (--init-from), and the experiments of many real runs (experiments.py)."""
 import json
 import math
+import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -344,3 +346,24 @@ def test_defaults_are_the_staged_schedule_on_the_recalibrated_benchmark():
     joint = train.get_args(["--schedule", "joint", "--iters", "40", "--select-at", "0.25", "30"])
     assert train.select_iterations(joint) == [10, 30]
     assert train.select_iterations(train.get_args(["--schedule", "joint"])) == [250]
+
+
+@pytest.mark.slow
+def test_the_printed_stages_run_in_a_plain_pipeline(tmp_path):
+    """The README's pipeline: `--stage 1` then `--stage 2`, each piped to xargs -P 2, then regenerate. Stage 1 trains
+    what stage 2 starts from (here the first selector's run: margin and random need no B), so every run of stage 2
+    finds its --init-from folder, and the sweep's files are written from the runs."""
+    words = ["python", "-m", "tools.experiments", "sweep", "--budgets", "0.05", "--selectors", "random", "margin",
+             "--out", str(tmp_path), *TINY, *STAGED]
+    for stage in ("1", "2"):
+        cmd = f"{shlex.join(words)} --stage {stage} | xargs -d '\\n' -P 2 -I CMD sh -c CMD"
+        done = subprocess.run(cmd, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+    runs = sorted(p.parent.name for p in tmp_path.glob("*/metrics.json"))
+    assert runs == ["adaptseg-seed0", "margin-budget0.05-seed0", "random-budget0.05-seed0", "supervised-seed0"]
+    shared = json.loads((tmp_path / "margin-budget0.05-seed0" / "metrics.json").read_text())["shared_warmup"]
+    assert shared == str(tmp_path / "random-budget0.05-seed0" / files.WARMUP)   # started from stage 1's warm-up
+    assert json.loads((tmp_path / "random-budget0.05-seed0" / "metrics.json").read_text())["selector_history"] == []
+    subprocess.run([sys.executable, "-m", "tools.experiments", "regenerate", str(tmp_path)], cwd=ROOT, check=True,
+                   capture_output=True, timeout=300)
+    assert (tmp_path / "sweep.md").is_file()

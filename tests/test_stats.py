@@ -2,6 +2,7 @@
 tables made from run folders' metrics.json alone, and the commands an experiment plans (stages, shared warm-ups,
 budgets, what is skipped or resumed). Real runs through experiments.py: tests/test_labelling.py."""
 import json
+import re
 import math
 import shlex
 import subprocess
@@ -243,6 +244,9 @@ def test_the_readme_brief_of_a_table_a_sweep_and_a_noise_experiment(tmp_path):
                         "ripu regions minus random |")
     assert lines[2].startswith("| 0.1% | 61.0 | **-10.33 [") and "| +4.33 [" in lines[2]
     assert lines[4] == lines[0].replace("| budget |", "| annotator s / image |")
+    tables.sweep(sweep)   # sweep.md's caption counts the family its † marks come from: brief says the same
+    m = re.search(r"Holm's adjustment over the (\d+) paired", (sweep / "sweep.md").read_text())[1]
+    assert f"† kept by Holm's adjustment over the {m} paired differences of the sweep (both tables)." in lines
 
 
 def test_list_gives_each_runs_seeds_in_order_and_their_mean(tmp_path):

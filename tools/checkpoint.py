@@ -106,7 +106,9 @@ def lock_folder(out):
     key = str(Path(out).resolve())
     if key not in _locks:
         try:
-            _locks[key] = FileLock(Path(out) / ".lock", is_singleton=False).acquire(timeout=0)
+            lock = FileLock(Path(out) / ".lock", is_singleton=False)
+            lock.acquire(timeout=0)
+            _locks[key] = lock
         except Timeout:
             raise UsageError(f"{out} is in use by another process (a run, or an experiment's run, in {out}); wait "
                              f"for it to end or pick another --out") from None

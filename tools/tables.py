@@ -496,7 +496,7 @@ def brief(folder):
     """The README's short form of the folder's experiments, from its runs: per row the mIoU per seed, the mean, what
     was labelled and what it cost a person, and the paired differences (bold where the interval excludes zero)."""
     diff = lambda d: _difference(d, bold=True)  # noqa: E731
-    lines = []
+    lines, kept = [], []
     done = regenerate(folder, files=False)
     if "table" in done:
         lines += ["| method | mIoU (%) per seed | mean | labelled | annotator s / image | minus random, same budget | "
@@ -504,6 +504,7 @@ def brief(folder):
         lines += [f"| {r['mode']} | {per_seed(r['mious'])} | {100 * r['miou_mean']:.1f} | "
                   f"{100 * r['labelled_fraction']:.2f}% | {number(r['annotation_seconds'], '.0f')} | "
                   f"{diff(r['vs_random'])} | {diff(r['vs_labor'])} |" for r in done["table"]]
+        kept.append(_kept_by_holm(done["table"], "table"))
     if "sweep" in done:
         summary, equal = done["sweep"]
         names = [n for n in figures.selector_styles() if n != "random" and any(r["selector"] == n for r in summary)]
@@ -516,6 +517,7 @@ def brief(folder):
                 lines.append(f"| {100 * level:g}% | " if key == "budget" else f"| {level:g} | ")
                 lines[-1] += ("-" if rand is None else f"{100 * rand['miou_mean']:.1f}") + " | " + " | ".join(
                     diff(at.get((n, level), {}).get("vs_random")) for n in names) + " |"
+        kept.append(_kept_by_holm(summary + equal, "sweep (both tables)"))
     if "noise" in done:
         rows = list(dict.fromkeys(e["row"] for e in done["noise"]))
         at = {(e["level"], e["row"]): e for e in done["noise"]}
@@ -529,8 +531,15 @@ def brief(folder):
             diff(at[p, r]["vs_random"]) for r in others) + " | " + " | ".join(
             diff(at[p, r]["lead_change"]) for r in others) + " |"
             for p in dict.fromkeys(e["level"] for e in done["noise"])]
-    lines += ["", made_by(folder, [f.parent.name for f in sorted(Path(folder).glob("*-seed*/metrics.json"))])[1]]
+        kept.append(_kept_by_holm(done["noise"], "noise table"))
+    lines += ["", *kept, made_by(folder, [f.parent.name for f in sorted(Path(folder).glob("*-seed*/metrics.json"))])[1]]
     return "\n".join(line for line in lines if line is not None)
+
+
+def _kept_by_holm(entries, what):
+    """The line under a brief table: † marks what Holm keeps, over the family that `holm` counted for its files."""
+    m = sum(1 for e in entries for d in e.values() if isinstance(d, dict) and "holm" in d)
+    return f"† kept by Holm's adjustment over the {m} paired differences of the {what}."
 
 
 def compare(a, b, folders):
