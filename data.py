@@ -6,8 +6,11 @@ photos, unlabelled but for the pixels an annotator is asked for). This file hold
   1. class tables and palettes (Cityscapes train IDs, the label-ID lookup, the synthetic benchmark's 9 classes)
   2. real loaders `GTA5` and `Cityscapes`, with clear errors for broken folders (tests/fakes.py writes tiny
      datasets in their layouts)
-  3. helpers: `ImagesOnly` (target train without its labels), `real_sizes`, `colorize`, `denormalize`
-  4. `build_data`: the datasets of a run, from its flags (the synthetic benchmark, or GTA5 and Cityscapes)
+  3. your own data: `Folder` (mmsegmentation's img_dir/ann_dir layout) and `Classes` (its class file), with the
+     same clear errors (docs/own_data.md; tools/export_synthetic.py writes the benchmark in this layout)
+  4. helpers: `ImagesOnly` (target train without its labels), `real_sizes`, `colorize`, `denormalize`
+  5. `build_data`: the datasets of a run, from its flags (the synthetic benchmark, your folders, or GTA5 and
+     Cityscapes)
 
 The built-in synthetic benchmark, which needs no download, is synthetic.py (its 9 classes are named here too).
 
@@ -16,6 +19,7 @@ the model does that), labels are long tensors (H, W) of train IDs with IGNORE_IN
 (255) for pixels that are not scored.
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -111,7 +115,7 @@ def _check_label_ids(ids, path):
 
 
 class _LabelledFolder(torch.utils.data.Dataset):
-    """Shared loading for GTA5 and Cityscapes: subclasses fill `self.pairs` (image, label)."""
+    """Shared loading for GTA5, Cityscapes and Folder: subclasses fill `self.pairs` (image, label or None)."""
 
     classes, num_classes, palette = CITYSCAPES_CLASSES, len(CITYSCAPES_CLASSES), CITYSCAPES_PALETTE
     size = label_size = None  # (W, H) resize targets, None = keep
@@ -120,26 +124,33 @@ class _LabelledFolder(torch.utils.data.Dataset):
         """Number of (image, label) pairs."""
         return len(self.pairs)
 
+    def train_ids(self, ids, path):
+        """Label values as stored (H, W) -> train IDs (H, W) uint8: here Cityscapes label IDs (Folder: its class
+        file's map); DatasetError for a value outside the map."""
+        _check_label_ids(ids, path)
+        return LABEL_ID_TO_TRAIN_ID[ids]
+
     def load(self, i):
-        """Read pair i as uint8 arrays: image (H, W, 3), label of train IDs (H, W), resized."""
+        """Read pair i as uint8 arrays: image (H, W, 3), label of train IDs (H, W) (None: no label file), resized."""
         image_path, label_path = self.pairs[i]
         image = _open_image(image_path, "RGB")
-        raw = _open_image(label_path)
-        if raw.mode not in ("L", "P") and not raw.mode.startswith("I"):  # I, I;16: 16/32-bit
-            raise DatasetError(f"label {label_path} has mode {raw.mode}; expected a single-channel "
-                               f"map of Cityscapes label IDs (not the *_color.png file).")
-        if raw.size != image.size:
-            raise DatasetError(f"label {label_path} is {raw.size[0]}x{raw.size[1]} but its image "
-                               f"{image_path} is {image.size[0]}x{image.size[1]}; they must match.")
-        ids = np.asarray(raw)                                        # (H, W) label IDs
-        _check_label_ids(ids, label_path)
-        label = LABEL_ID_TO_TRAIN_ID[ids]                            # (H, W) train IDs
-        if self.size is not None:
+        label = None
+        if label_path is not None:
+            raw = _open_image(label_path)
+            if raw.mode not in ("1", "L", "P") and not raw.mode.startswith("I"):  # I, I;16: 16/32-bit
+                raise DatasetError(f"label {label_path} has mode {raw.mode}; expected a single-channel map of "
+                                   f"label values (not a colour image such as Cityscapes' *_color.png).")
+            if raw.size != image.size:
+                raise DatasetError(f"label {label_path} is {raw.size[0]}x{raw.size[1]} but its image "
+                                   f"{image_path} is {image.size[0]}x{image.size[1]}; they must match.")
+            label = Image.fromarray(self.train_ids(np.asarray(raw).astype(np.uint8) if raw.mode == "1"
+                                                   else np.asarray(raw), label_path))   # (H, W) train IDs
+            if self.label_size is not None and label.size != tuple(self.label_size):
+                label = label.resize(tuple(self.label_size), Image.NEAREST)
+            label = np.array(label)                                   # writable copy for torch
+        if self.size is not None and image.size != tuple(self.size):
             image = image.resize(tuple(self.size), Image.BILINEAR)
-        label = Image.fromarray(label)
-        if self.label_size is not None:
-            label = label.resize(tuple(self.label_size), Image.NEAREST)
-        return np.array(image), np.array(label)                       # writable copies for torch
+        return np.array(image), label
 
     def __getitem__(self, i):
         """(image (3, H, W) float in [0, 1], label (H, W) long of train IDs / 255)."""
@@ -242,7 +253,147 @@ class Cityscapes(_LabelledFolder):
 
 
 # -----------------------------------------------------------------------------
-# 3. Helpers
+# 3. Your own data: mmsegmentation's custom-dataset layout and a class file (docs/own_data.md)
+
+FOLDER_LAYOUT = ("root/img_dir/{split}/<name><image suffix> and root/ann_dir/{split}/<name><label suffix> "
+                 "(docs/own_data.md)")
+
+
+class Classes:
+    """A class file, JSON: {"classes": [names in train-ID order], "palette": [[r, g, b], ...] (optional),
+    "map": {"value on disk": train ID, ...} (optional)}. Without a map the label files hold train IDs 0..C-1 and
+    255 (ignored), and any other value is an error; with one, every value it does not name becomes 255.
+
+    Example (docs/own_data.md): {"classes": ["road", "car"], "map": {"7": 0, "26": 1}}: Cityscapes label IDs.
+    """
+
+    def __init__(self, path):
+        """Read and check the file; DatasetError (naming it) for anything that is not as above."""
+        self.path = Path(path)
+        try:
+            spec = json.loads(self.path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DatasetError(f"class file {path} does not parse: {e}") from e
+        names = spec.get("classes") if isinstance(spec, dict) else None
+        if (not isinstance(names, list) or not 0 < len(names) < IGNORE_INDEX or len(set(names)) != len(names)
+                or not all(isinstance(n, str) and n for n in names)):
+            self._fail('needs "classes": a list of distinct class names in train-ID order (at most 254)')
+        self.names = tuple(names)
+        C = len(names)
+        colours = spec.get("palette", [_default_colour(n, k) for k, n in enumerate(names)])
+        if not (isinstance(colours, list) and len(colours) == C and all(
+                isinstance(c, list) and len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c)
+                for c in colours)):
+            self._fail(f'"palette" must hold one [r, g, b] (0..255) per class, {C} in all')
+        self.palette = np.array(colours, dtype=np.uint8)                 # (C, 3)
+        self.lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)            # value on disk -> train ID
+        self.valid = np.zeros(256, dtype=bool)                           # values a label file may hold
+        if "map" in spec:
+            table = spec["map"]
+            pairs = [(k, v) for k, v in table.items()] if isinstance(table, dict) else []
+            if not pairs or not all(k.isdigit() and int(k) <= 255 and isinstance(v, int)
+                                    and (0 <= v < C or v == IGNORE_INDEX) for k, v in pairs):
+                self._fail(f'"map" must map label values on disk ("0".."255") to train IDs 0..{C - 1} or 255')
+            self.lut[[int(k) for k, _ in pairs]] = [v for _, v in pairs]
+            self.valid[:] = True                                         # everything else: 255
+        else:
+            self.lut[:C], self.valid[:C] = np.arange(C), True           # labels already hold train IDs
+        self.valid[IGNORE_INDEX] = True
+
+    def _fail(self, what):
+        raise DatasetError(f"class file {self.path}: {what} (docs/own_data.md)")
+
+    def train_ids(self, ids, path):
+        """Label values on disk (H, W) -> train IDs (H, W) uint8; DatasetError for a value outside the map."""
+        values = ids.astype(np.int64)                                    # (8- or 16-bit PNGs)
+        inside = (values >= 0) & (values <= 255)
+        outside = ~(inside & self.valid[np.where(inside, values, 0)])
+        if outside.any():
+            allowed = "0..255" if self.valid.all() else f"train IDs 0..{len(self.names) - 1} and 255"
+            raise DatasetError(f"label {path} holds values {np.unique(values[outside])[:10].tolist()} outside "
+                               f"the class file {self.path} ({allowed}); add them to its \"map\" or fix the label.")
+        return self.lut[values]
+
+
+def _default_colour(name, k):
+    """A class's colour when the class file gives none: Cityscapes' for its names, else a fixed random one."""
+    if name in CITYSCAPES_CLASSES:
+        return CITYSCAPES_PALETTE[CITYSCAPES_CLASSES.index(name)].tolist()
+    return np.random.default_rng(k).integers(0, 256, 3).tolist()
+
+
+def _by_name(folder, suffixes, what, layout):
+    """{name: path} of the files under `folder` (subfolders too) that end in one of `suffixes`, the name being
+    the path inside `folder` without its suffix; DatasetError for a missing or empty folder or a name twice."""
+    _check_folder(folder, f"{what} folder", layout)
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        suffix = next((s for s in suffixes if path.name.lower().endswith(s.lower())), None)
+        if suffix is None or not path.is_file():
+            continue
+        name = path.relative_to(folder).as_posix()[:-len(suffix)]
+        if name in found:
+            raise DatasetError(f"{path} and {found[name]} are two {what}s of one name; keep one.")
+        found[name] = path
+    if not found:
+        raise DatasetError(f"no {what}s ({' or '.join(suffixes)}) in {folder}: an empty split. Expected layout: "
+                           f"{layout}")
+    return found
+
+
+class Folder(_LabelledFolder):
+    """Your own images, in mmsegmentation's custom-dataset layout (docs/own_data.md):
+
+        root/img_dir/{train,val}/<name>.png (or .jpg)      root/ann_dir/{train,val}/<name>.png
+
+    Image and label share <name> (subfolders allowed); labels are single-channel PNGs mapped by the class file
+    (`Classes`). size=(W, H): images resized bilinear, labels nearest, as GTA5 and Cityscapes. labels_required=
+    False: a split may lack ann_dir (target train, which only an annotator labels): then `labelled` is False and
+    only `image(i)` reads it. Every file is read once here, so a broken one stops a run before it trains.
+    """
+
+    def __init__(self, root, split, classes, size=None, img_suffix=(".png", ".jpg"), seg_suffix=".png",
+                 labels_required=True):
+        """Match images and labels by name, then read every pair once (DatasetError names the broken file)."""
+        self.root, self.split, self.size, self.label_size = Path(root), split, size, size
+        self.classes, self.num_classes, self.palette = classes.names, len(classes.names), classes.palette
+        self.class_file = classes
+        layout = FOLDER_LAYOUT.format(split=split)
+        _check_folder(self.root, "dataset folder", layout)
+        images = _by_name(self.root / "img_dir" / split, tuple(img_suffix), "image", layout)
+        ann = self.root / "ann_dir" / split
+        self.labelled = labels_required or ann.is_dir()
+        labels = _by_name(ann, (seg_suffix,), "label", layout) if self.labelled else {}
+        for name, label in labels.items():
+            if name not in images:
+                raise DatasetError(f"label {label} has no image: expected {self.root / 'img_dir' / split / name} "
+                                   f"with {' or '.join(img_suffix)}. Expected layout: {layout}")
+        for name, image in images.items():
+            if self.labelled and name not in labels:
+                raise DatasetError(f"image {image} has no label: expected {ann / name}{seg_suffix}. "
+                                   f"Expected layout: {layout}")
+        self.pairs = [(images[n], labels.get(n)) for n in sorted(images)]
+        for i in range(len(self.pairs)):
+            self.load(i)                   # every file read once: a broken one stops here, before any training
+
+    def train_ids(self, ids, path):
+        """Label values on disk -> train IDs by the class file."""
+        return self.class_file.train_ids(ids, path)
+
+    def image(self, i):
+        """Image i alone, (3, H, W) float in [0, 1] (what ImagesOnly shows the trainer of an unlabelled split)."""
+        image, _ = self.load(i)
+        return torch.from_numpy(image).permute(2, 0, 1).float().div_(255).contiguous()  # as synthetic.to_tensors
+
+    def __getitem__(self, i):
+        """(image (3, H, W) float in [0, 1], label (H, W) long of train IDs / 255)."""
+        if not self.labelled:
+            raise DatasetError(f"{self.root / 'ann_dir' / self.split} does not exist: {self.split} has no labels")
+        return super().__getitem__(i)
+
+
+# -----------------------------------------------------------------------------
+# 4. Helpers
 
 
 def real_sizes(preset, source_size=None, target_size=None):
@@ -252,6 +403,16 @@ def real_sizes(preset, source_size=None, target_size=None):
     src = tuple(source_size) if source_size else ((1280, 720) if paper else (640, 360))
     tgt = tuple(target_size) if target_size else ((1024, 512) if paper else (512, 256))
     return src, tgt
+
+
+def folder_sizes(preset, size, source_size=None, target_size=None):
+    """(W, H) of source and target under --data folder: as given; else the paper's 1280x720 and 1024x512 with the
+    paper preset; else --size (H, W) for both sides: the CPU scale of the synthetic preset (an exported benchmark
+    is read at its own size)."""
+    if preset == "paper":
+        return real_sizes(preset, source_size, target_size)
+    default = tuple(size[::-1]) if size else (192, 96)
+    return tuple(source_size) if source_size else default, tuple(target_size) if target_size else default
 
 
 class ImagesOnly(torch.utils.data.Dataset):
@@ -272,7 +433,9 @@ class ImagesOnly(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, i):
-        """(image (3, H, W), i); the label is read and dropped."""
+        """(image (3, H, W), i); the label is read and dropped (a Folder split without labels: never read)."""
+        if not getattr(self.dataset, "labelled", True):
+            return self.dataset.image(i), i
         return self.dataset[i][0], i
 
 
@@ -304,11 +467,12 @@ def denormalize(image):
 
 
 # -----------------------------------------------------------------------------
-# 4. The datasets of a run
+# 5. The datasets of a run
 
 def build_data(args):
     """Source train (labelled), target train (labelled: train.run hands it to the annotator only), target eval (val,
-    or the tuning split) and the class names, from a run's flags."""
+    or the tuning split) and the class names, from a run's flags: the synthetic benchmark, your folders, or GTA5
+    and Cityscapes."""
     if args.data == "synthetic":
         kw = dict(size=tuple(args.size), shift=args.shift, thing_shift=getattr(args, "thing_shift", None))
         source = synthetic.synthetic_split("source", "train", n=args.n_source, seed=args.data_seed, **kw)
@@ -317,10 +481,42 @@ def build_data(args):
         eval_seed = args.data_seed + (0 if args.eval_split == "val" else 1000)
         evals = synthetic.synthetic_split("target", "val", n=args.n_val, seed=eval_seed, **kw)
         return source, target, evals, source.classes
+    if args.data == "folder":
+        return folder_data(args)
     src_size, tgt_size = real_sizes(args.preset, args.source_size, args.target_size)
     source = GTA5(args.gta5_root, list_path=args.gta5_list, size=src_size)
     target = Cityscapes(args.cityscapes_root, "train", list_path=args.cityscapes_list, size=tgt_size,
                         label_size=tgt_size)
     # evaluation as the field does: predict at 1024x512, upsample to the full-resolution label
     evals = Cityscapes(args.cityscapes_root, "val", size=tgt_size, label_size=None)
+    return source, target, evals, source.classes
+
+
+def folder_data(args):
+    """--data folder: each side your folder (Folder, --source-root / --target-root, with --classes) or, with the
+    same 19 classes, GTA5 (--gta5-root) as source or Cityscapes (--cityscapes-root) as target. Target train needs no
+    labels here (a person may label it); target val does, for evaluation."""
+    src_size, tgt_size = folder_sizes(args.preset, args.size, args.source_size, args.target_size)
+    classes = Classes(args.classes) if args.classes else None
+    real = [name for name, root in (("GTA5 (source)", args.gta5_root), ("Cityscapes (target)", args.cityscapes_root))
+            if root]
+    if classes is None and len(real) < 2:
+        raise DatasetError("--data folder needs --classes FILE, the class file of your folder (docs/own_data.md)")
+    if classes is not None and real and classes.names != CITYSCAPES_CLASSES:
+        names = ", ".join(classes.names[:4]) + (", ..." if len(classes.names) > 4 else "")
+        raise DatasetError(f"class file {classes.path} names {len(classes.names)} classes ({names}) but {real[0]} has "
+                           f"Cityscapes' 19 in train-ID order ({', '.join(CITYSCAPES_CLASSES[:4])}, ...): list those, "
+                           f"in that order")
+    kw = dict(classes=classes, img_suffix=tuple(args.img_suffix), seg_suffix=args.seg_suffix)
+    if args.source_root:
+        source = Folder(args.source_root, "train", size=src_size, **kw)
+    else:
+        source = GTA5(args.gta5_root, list_path=args.gta5_list, size=src_size)
+    if args.target_root:
+        target = Folder(args.target_root, "train", size=tgt_size, labels_required=False, **kw)
+        evals = Folder(args.target_root, "val", size=tgt_size, **kw)
+    else:
+        target = Cityscapes(args.cityscapes_root, "train", list_path=args.cityscapes_list, size=tgt_size,
+                            label_size=tgt_size)
+        evals = Cityscapes(args.cityscapes_root, "val", size=tgt_size, label_size=None)
     return source, target, evals, source.classes

@@ -1,15 +1,17 @@
-"""Tiny datasets written in the real GTA5 and Cityscapes folder layouts, for the tests of the real loaders.
+"""Tiny datasets written in the real GTA5 and Cityscapes folder layouts and in the own-data layout (img_dir/ann_dir),
+for the tests of the real loaders and of data.Folder.
 
 They reuse synthetic.py's scenes, with the labels turned into Cityscapes label IDs, so a loader that reads
 them back must recover exactly what was drawn.
 """
+import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from data import CITYSCAPES_PALETTE, IGNORE_INDEX, SYNTHETIC_TO_CITYSCAPES, TRAIN_ID_TO_LABEL_ID
-from synthetic import make_scene
+from synthetic import SYNTHETIC_CLASSES, make_scene
 
 
 def write_fake_gta5(root, n=4, size=(16, 32), seed=0):
@@ -56,3 +58,47 @@ def _fake_pair(domain, index, seed, size):
     ids[-1, :] = 0                                                    # "unlabeled" -> 255
     ids[0, 0] = IGNORE_INDEX
     return image, ids
+
+
+# ----------------------------------------------------------------------------- your own data (data.Folder)
+
+def write_fake_folder(root, n=3, splits=("train", "val"), size=(16, 32), seed=0, domain="target",
+                      labels="synthetic", img_suffix=".png", seg_suffix=".png", subfolder=""):
+    """Write a tiny own-data folder in mmsegmentation's layout under root; return root.
+
+    root/img_dir/<split>/<subfolder>/<name><img_suffix> and root/ann_dir/<split>/<subfolder>/<name><seg_suffix>,
+    synthetic scenes (index i + 1000 * split number). labels: "synthetic" (train IDs 0..8, the class file of
+    write_classes(path)), "cityscapes" (Cityscapes train IDs 0..18, write_classes(path, CITYSCAPES_CLASSES)) or
+    "label_ids" (Cityscapes label IDs with the 0 bottom row and 255 corner of write_fake_gta5, for
+    write_classes(path, CITYSCAPES_CLASSES, label_id_map())).
+    """
+    root = Path(root)
+    for s, split in enumerate(splits):
+        for kind in ("img_dir", "ann_dir"):
+            (root / kind / split / subfolder).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            image, label = make_scene(domain, i + 1000 * s, "fake", seed, size)
+            if labels == "cityscapes":
+                label = SYNTHETIC_TO_CITYSCAPES[label].astype(np.uint8)
+            elif labels == "label_ids":
+                image, label = _fake_pair(domain, i + 1000 * s, seed, size)
+            name = f"scene_{i:03d}"
+            Image.fromarray(image).save(root / "img_dir" / split / subfolder / f"{name}{img_suffix}")
+            Image.fromarray(label).save(root / "ann_dir" / split / subfolder / f"{name}{seg_suffix}")
+    return root
+
+
+def label_id_map():
+    """The class file's "map" of Cityscapes label IDs to its 19 train IDs (the rest: 255)."""
+    return {str(int(v)): k for k, v in enumerate(TRAIN_ID_TO_LABEL_ID)}
+
+
+def write_classes(path, names=SYNTHETIC_CLASSES, mapping=None, palette=None):
+    """Write a class file (JSON) naming `names` in train-ID order, with an optional map and palette; return path."""
+    spec = {"classes": list(names)}
+    if palette is not None:
+        spec["palette"] = palette
+    if mapping is not None:
+        spec["map"] = mapping
+    Path(path).write_text(json.dumps(spec))
+    return Path(path)

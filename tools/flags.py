@@ -73,16 +73,19 @@ existing_file = _checked(str, lambda v: Path(v).is_file(), "an existing file")
 folder = _checked(str, lambda v: not Path(v).is_file(), "a folder (it may not exist yet), not a file")
 
 
-def add_data_flags(p):
-    """The flags of the data: the synthetic benchmark's knobs, then the real datasets' folders (two groups)."""
+def add_data_flags(p, synthetic_only=False):
+    """The flags of the data: the synthetic benchmark's knobs, then the real datasets' folders and your own (three
+    groups). synthetic_only: the benchmark's knobs alone (python -m tools.export_synthetic)."""
     g = p.add_argument_group("the synthetic benchmark (synthetic.py; the default data)")
     a = g.add_argument
-    a("--data", default="synthetic", choices=["synthetic", "gta5-cityscapes"], help="benchmark (default synthetic)")
-    a("--eval-split", default="val", choices=["val", "tune"],
-      help="'val' reports on target val; 'tune' on a tuning split generated with another seed (for choosing "
-           "settings without looking at val; synthetic only)")
+    if not synthetic_only:
+        a("--data", default="synthetic", choices=["synthetic", "gta5-cityscapes", "folder"],
+          help="benchmark (default synthetic); folder: your own images (docs/own_data.md)")
+        a("--eval-split", default="val", choices=["val", "tune"],
+          help="'val' reports on target val; 'tune' on a tuning split generated with another seed (for choosing "
+               "settings without looking at val; synthetic only)")
     a("--size", type=image_side, nargs=2, default=None, metavar=("H", "W"),
-      help="synthetic image size (default 96 192)")
+      help="synthetic image size (default 96 192; --data folder: the size both sides are resized to)")
     a("--shift", type=unit_float, default=0.6,
       help="synthetic domain-shift strength: 0 = target looks like source, 1 = synthetic.py's full target style "
            "(default 0.6, chosen on the tuning split: source-only then scores well under 70%% of supervised)")
@@ -94,6 +97,8 @@ def add_data_flags(p):
     a("--n-target", type=positive_int, default=None, help="synthetic target-train images (default 500)")
     a("--n-val", type=positive_int, default=None, help="synthetic target-val images (default 200)")
     a("--data-seed", type=seed, default=0, help="seed of the synthetic benchmark itself (default 0)")
+    if synthetic_only:
+        return
     a("--width", type=positive_int, default=24, help="--model tiny: the backbone's width (default 24)")
     g = p.add_argument_group("real data: GTA5 to Cityscapes (README, 'Full scale')")
     a = g.add_argument
@@ -102,9 +107,25 @@ def add_data_flags(p):
     a("--gta5-list", type=existing_file, default=None, help="optional AdaptSegNet-style list of GTA5 image names")
     a("--cityscapes-list", type=existing_file, default=None, help="optional list of Cityscapes train image names")
     a("--source-size", type=image_side, nargs=2, default=None, metavar=("W", "H"),
-      help="real data: source resize (paper preset 1280 720; otherwise 640 360)")
+      help="real data: source resize (paper preset 1280 720; otherwise 640 360; --data folder: --size)")
     a("--target-size", type=image_side, nargs=2, default=None, metavar=("W", "H"),
-      help="real data: target resize (paper preset 1024 512; otherwise 512 256)")
+      help="real data: target resize (paper preset 1024 512; otherwise 512 256; --data folder: --size)")
+    g = p.add_argument_group("your own data: --data folder (docs/own_data.md); GTA5 may be the source and Cityscapes "
+                             "the target when the class file names Cityscapes' 19 classes")
+    a = g.add_argument
+    suffix = _checked(str, lambda v: "." in v and "/" not in v and "\\" not in v,
+                      "a file-name ending such as .png or _leftImg8bit.png")
+    a("--source-root", default=None, metavar="DIR",
+      help="source folder: DIR/img_dir/train and DIR/ann_dir/train (or --gta5-root)")
+    a("--target-root", default=None, metavar="DIR",
+      help="target folder: DIR/img_dir/{train,val}, DIR/ann_dir/val and, for the oracle annotator, DIR/ann_dir/train "
+           "(or --cityscapes-root)")
+    a("--classes", type=existing_file, default=None, metavar="FILE",
+      help='class file (JSON): {"classes": [names in train-ID order], "palette": [[r, g, b], ...], '
+           '"map": {"value on disk": train ID}}; palette and map optional')
+    a("--img-suffix", type=suffix, nargs="+", default=[".png", ".jpg"],
+      help="how image file names end (default .png .jpg)")
+    a("--seg-suffix", type=suffix, default=".png", help="how label file names end (default .png)")
 
 
 def add_run_flags(p):
@@ -146,8 +167,25 @@ def check_args(args):
         args.budget = json.loads(done.read_text())["labelled_fraction"]
     if real and (not args.gta5_root or not args.cityscapes_root):
         raise UsageError("--data gta5-cityscapes needs --gta5-root and --cityscapes-root (see README, 'Full scale')")
-    if real and args.eval_split != "val":
+    if args.data != "synthetic" and args.eval_split != "val":
         raise UsageError("--eval-split tune exists for the synthetic benchmark only")
+    own = {"--source-root": args.source_root, "--target-root": args.target_root, "--classes": args.classes}
+    if args.data != "folder" and any(own.values()):
+        raise UsageError(f"{next(k for k, v in own.items() if v)} is for --data folder (docs/own_data.md)")
+    if args.data == "folder":   # each side your folder or GTA5 / Cityscapes (data.folder_data); the sizes set here
+        if bool(args.source_root) == bool(args.gta5_root) or bool(args.target_root) == bool(args.cityscapes_root):
+            raise UsageError("--data folder needs one source, --source-root DIR or --gta5-root DIR, and one target, "
+                             "--target-root DIR or --cityscapes-root DIR (docs/own_data.md)")
+        if (args.source_root or args.target_root) and not args.classes:
+            raise UsageError("--data folder needs --classes FILE, the class file of your folder (docs/own_data.md)")
+        target = Path(args.target_root or ".")
+        if args.target_root and target.is_dir() and not (target / "ann_dir" / "train").is_dir():
+            raise UsageError(f"target {target} has no ann_dir/train: the oracle annotator, the only one so far, "
+                             f"reveals target labels from there; a person labelling in Label Studio is not available "
+                             f"yet")
+        import data   # (a concept file: its sizes rule, so that metrics.json records the sizes used)
+        args.source_size, args.target_size = (list(s) for s in data.folder_sizes(
+            args.preset, args.size, args.source_size, args.target_size))
     if args.weights not in (None, "imagenet") and not Path(args.weights).is_file():
         raise UsageError(f"--weights {args.weights}: no such file; give 'imagenet' (torchvision download) or the "
                          f"path of a torchvision resnet101 state dict")
