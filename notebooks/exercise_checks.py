@@ -1,21 +1,24 @@
-"""Checks for the course exercises (notebooks/06_exercises.ipynb, the student copy that otter-grader makes from
-notebooks/course/exercises.ipynb). Each runs a student's function on fixed random and edge-case inputs and compares
-its outputs with the project's, recorded in exercise_expected_public.pt (the hidden checks: a second draw of every
-input, recorded in exercise_expected_hidden.pt, which only the autograder holds). It imports torch and numpy only,
+"""Checks for the course exercises of notebooks/06_exercises.ipynb (the source; `otter assign` makes the student
+copy, dist/student/06_exercises.ipynb, which imports this file). Each check runs a student's function on fixed
+random and edge-case inputs, and only then reads the project's outputs on them, recorded in
+exercise_expected_public.pt, to say case by case what differs. It holds no answer and imports torch and numpy only,
 so a student copy runs without labor.py, selection.py, models.py or train.py in reach.
 
     import exercise_checks as ex
-    ex.check("seg_loss", seg_loss)         # prints one line per case that differs; True when every case agrees
-    ex.verify("seg_loss", seg_loss)        # the same cases; raises AssertionError listing the differences (otter)
-    python notebooks/exercise_checks.py --record     # rewrite both expected files from the project's functions
+    ex.check("seg_loss", seg_loss)           # prints one line per case that differs; True when every case agrees
+    ex.verify("seg_loss", seg_loss)          # the same cases; raises AssertionError listing the differences
+    python notebooks/autograder/record.py    # re-record the outputs after a change to the project moved them
 
-A stub that raises NotImplementedError reads "not implemented yet". tests/test_exercises.py checks that every check
-passes with the project's own functions, that the recorded files match them, and that typical wrong answers fail.
+The notebook's tests do not use the module a student imported (which the student may have changed): they run
+this file afresh (runpy.run_path) for every check. The hidden checks (autograder/hidden_checks.py, in the
+autograder zip only) run the same cases on inputs drawn from the seed recorded in the autograder's own
+exercise_expected_hidden.pt. A stub that raises NotImplementedError reads "not implemented yet".
 """
 import argparse
 import contextlib
 import io
-import sys
+import runpy
+import types
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
@@ -27,14 +30,15 @@ import torch.nn.functional as F
 HERE = Path(__file__).resolve().parent
 C = 5              # classes in the checks' small inputs
 IGNORE = 255
-HIDDEN_SEED = 1000  # the hidden checks draw every random input again, with seeds shifted by this
+PUBLIC = HERE / "exercise_expected_public.pt"
 
 
 class Case(NamedTuple):
     what: str                                   # shown to the student
-    run: Callable                               # run(*functions) -> output (the student's or the reference's)
+    run: Callable                               # run(*functions) -> output (the student's or the project's)
     compare: Optional[Callable] = None          # compare(got, want, extra) -> '' or what differs; default: equal
-    extra: Optional[Callable] = None            # extra(project) -> what compare needs, recorded with the reference
+    extra: Optional[tuple] = None               # (name, args): what compare needs, recorded by autograder/record.py
+    part: Optional[str] = None                  # the function it grades, where an exercise has several
 
 
 # ---------------------------------------------------------------------------------------------- comparing outputs
@@ -78,15 +82,23 @@ def describe(got, want):
     return "" if got == want else f"got {got!r}, expected {want!r}"
 
 
+def _equal(got, want, extra=None):
+    return describe(got, want)
+
+
 def _points(got, want, extra):
-    """PPL's outputs, compared so that the student sees what is wrong: how many points per image, how many
-    outside the inconsistency mask, how many per class, then (when no tie leaves the choice open) the first point
-    that differs. extra = (mask, the class of each pixel under pbar, whether distances tie at the cut)."""
-    mask, cls, tied = extra
+    """PPL's outputs, compared so that the student sees what is wrong: points on excluded pixels, how many points
+    per image, how many outside the inconsistency mask, how many per class, then (when no tie leaves the choice
+    open) the first point that differs. extra = (the inconsistency mask, the class of each pixel under pbar,
+    whether distances tie at some class's cut, the excluded pixels or None): recorded from the project."""
+    mask, cls, tied, excluded = extra
     if not isinstance(got, torch.Tensor) or got.dtype != torch.bool or got.shape != want.shape:
         return describe(got, want)
     msgs = []
     for j in range(len(want)):
+        if excluded is not None and (on := int((got[j] & excluded[j]).sum())):
+            msgs.append(f"image {j}: {on} point{'s' * (on > 1)} on excluded pixels: your selection ignores "
+                        f"`exclude` (those pixels are labelled already)")
         n_got, n_want = int(got[j].sum()), int(want[j].sum())
         if n_got != n_want:
             msgs.append(f"image {j}: {n_got} points, expected {n_want}")
@@ -111,11 +123,88 @@ def _same_count_per_image(got, want, extra=None):
     return "" if got_n == want_n else f"pixels per image {got_n}, expected {want_n}"
 
 
-def _random_pixels(got, want, extra):
-    """random_select is checked by its properties: its draws may differ from ours. extra: the excluded pixels."""
-    if (d := _same_count_per_image(got, want)):
+def _random_pixels(excluded=None):
+    """random_select is checked by its properties: its draws may differ from ours."""
+    def compare(got, want, extra=None):
+        if (d := _same_count_per_image(got, want)):
+            return d
+        return f"{int((got & excluded).sum())} excluded pixels chosen" if excluded is not None and \
+            (got & excluded).any() else ""
+    return compare
+
+
+def _pair(same):
+    """Two selections drawn with generators of the same seed (same=True) or of two seeds (same=False)."""
+    def compare(got, want, extra=None):
+        if not isinstance(got, (tuple, list)) or len(got) != 2:
+            return describe(got, want)
+        if (d := _same_count_per_image(got[0], want[0]) or _same_count_per_image(got[1], want[1])):
+            return d
+        if same and not torch.equal(got[0], got[1]):
+            return ("same generator, different draws: your selection ignores `generator` (draw with it: "
+                    "torch.rand(..., generator=generator) or torch.randperm(..., generator=generator))")
+        if not same and torch.equal(got[0], got[1]):
+            return ("two generators with different seeds, the same pixels: your selection ignores `generator` "
+                    "(or is not random)")
+        return ""
+    return compare
+
+
+def _uniform(allowed, n, draws):
+    """How often each pixel was chosen over `draws` independent draws of n of the allowed pixels: never an
+    excluded one, and every allowed one about draws * n / |allowed| times (within 5.5 standard deviations)."""
+    p = n / int(allowed.sum())
+    mean, sd = draws * p, (draws * p * (1 - p)) ** 0.5
+
+    def compare(got, want, extra=None):
+        if not isinstance(got, torch.Tensor) or got.shape != allowed.shape:
+            return describe(got, want)
+        if (bad := int(got[~allowed].sum())):
+            return f"{bad} draws of excluded pixels"
+        lo, hi = int(got[allowed].min()), int(got[allowed].max())
+        if lo < mean - 5.5 * sd or hi > mean + 5.5 * sd:
+            return (f"not uniform: over {draws} draws each allowed pixel was chosen between {lo} and {hi} times, "
+                    f"expected about {mean:.0f} (every allowed pixel equally likely)")
+        return ""
+    return compare
+
+
+def _labels(got, want, extra=None):
+    """Pseudo-labels: describe, and which rule a difference points to."""
+    d = describe(got, want)
+    if d and isinstance(got, torch.Tensor) and got.shape == want.shape:
+        kept = int(((got != IGNORE) & (want == IGNORE)).sum())
+        other = int(((got != want) & (got != IGNORE) & (want != IGNORE)).sum())
+        if kept:
+            d += (f"; {kept} pixels labelled where the expected is 255: a pixel keeps its argmax class k* only if its "
+                  f"confidence reaches that class's threshold theta[k*] (not any class's own threshold)")
+        if other:
+            d += f"; {other} pixels labelled with another class than their argmax"
+    return d
+
+
+def _annotated(got, want, extra=None):
+    """annotate's case: the labels, then the counters, with a word on image_pixels."""
+    if not isinstance(got, (tuple, list)) or len(got) != len(want):
+        return describe(got, want)
+    if (d := describe(list(got[:3]), list(want[:3]))):
         return d
-    return f"{int((got & extra).sum())} excluded pixels chosen" if extra is not None and (got & extra).any() else ""
+    try:
+        pixels = {int(k): int(v) for k, v in dict(got[3]).items()}
+    except (TypeError, ValueError):
+        pixels = got[3]
+    if pixels != want[3]:
+        return (f"image_pixels {pixels}, expected {want[3]}: image_pixels[i] is the number of pixels of image i "
+                f"(H x W), however many of them were revealed")
+    return ""
+
+
+def _times_c(got, want, extra=None):
+    """describe, and a word when the value is C times the expected one (a sum over the classes)."""
+    d = describe(got, want)
+    if d and isinstance(got, (torch.Tensor, float)) and abs(float(got) - C * float(want)) < 1e-4 * C:
+        d += f" = {C} x the expected: Eq. 6 takes the mean over the C classes too, 1/(NC)"
+    return d
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -128,7 +217,7 @@ def _logits(seed, b=2, c=C, h=6, w=8, scale=3.0):
     return scale * torch.randn(b, c, h, w, generator=_g(seed))                         # (B, C, H, W)
 
 
-def _labels(seed, b=2, h=12, w=16, ignore=0.3):
+def _labels_map(seed, b=2, h=12, w=16, ignore=0.3):
     y = torch.randint(C, (b, h, w), generator=_g(seed))
     y[torch.rand(b, h, w, generator=_g(seed + 1)) < ignore] = IGNORE
     return y                                                                            # (B, H, W)
@@ -145,8 +234,8 @@ def _grad_of(f, logits, y):
 def seg_loss_cases(s):
     empty = torch.full((2, 12, 16), IGNORE)
     return [
-        Case("labels at 2x the logits' size, some 255", lambda f: f(_logits(s + 1), _labels(s + 2))),
-        Case("labels at the logits' size", lambda f: f(_logits(s + 3), _labels(s + 4, h=6, w=8))),
+        Case("labels at 2x the logits' size, some 255", lambda f: f(_logits(s + 1), _labels_map(s + 2))),
+        Case("labels at the logits' size", lambda f: f(_logits(s + 3), _labels_map(s + 4, h=6, w=8))),
         Case("one class only", lambda f: f(_logits(s + 5), torch.zeros(2, 12, 16, dtype=torch.long))),
         Case("no labelled pixel: exactly 0", lambda f: f(_logits(s + 6), empty)),
         Case("no labelled pixel: zero gradient", lambda f: _grad_of(f, _logits(s + 6), empty)),
@@ -155,8 +244,10 @@ def seg_loss_cases(s):
 
 def adv_cases(s):
     d_s, d_t = torch.randn(2, 1, 3, 4, generator=_g(s + 7)), torch.randn(2, 1, 3, 4, generator=_g(s + 8))
-    return [Case(f"generator, gan={gan}", lambda g, d, gan=gan: g(d_t, gan=gan)) for gan in ("vanilla", "ls")] + \
-        [Case(f"discriminator, gan={gan}", lambda g, d, gan=gan: d(d_s, d_t, gan=gan)) for gan in ("vanilla", "ls")]
+    return [Case(f"generator, gan={gan}", lambda g, d, gan=gan: g(d_t, gan=gan), part="adv_generator_loss")
+            for gan in ("vanilla", "ls")] + \
+        [Case(f"discriminator, gan={gan}", lambda g, d, gan=gan: d(d_s, d_t, gan=gan), part="adv_discriminator_loss")
+         for gan in ("vanilla", "ls")]
 
 
 def mask_cases(s):
@@ -174,28 +265,34 @@ def iast_cases(s):
     absent = absent / absent.sum(dim=1, keepdim=True)
     few = F.softmax(_logits(s + 16, b=1, h=2, w=3, scale=2.0), dim=1)    # 6 pixels: the percentile interpolates
     sure = F.softmax(_logits(s + 17, scale=40.0), dim=1)                 # confidences of 1.0: the cap at 0.999
+    one = torch.full((1, C, 1, C), 0.7 / (C - 1))        # pixel k: class k at 0.3, each other class at 0.175
+    one[0, torch.arange(C), 0, torch.arange(C)] = 0.3
+    # thresholds at most 0.5: the percentile (near 100) of [0.3, theta_c] is about theta_c with any rule, and 0.3
+    # without theta_c
+    theta_one = torch.tensor([0.42, 0.44, 0.46, 0.48, 0.5]) - 0.02 * torch.rand(C, generator=_g(s + 18))
     theta = torch.tensor([0.5, 0.6, 0.7, 0.8, 0.9])
     low = torch.tensor([0.1, 0.15, 0.2, 0.25, 0.3])      # below 0.5: a second class may reach its threshold too
+    high0 = torch.tensor([0.97, 0.04, 0.04, 0.04, 0.04])  # class 0's pixels fall below it; the others' reach theirs
+    u, p, lo = "iast_update", "pseudo_labels", "pseudo_label_loss"
     return [
-        Case("iast_update, random batch", lambda u, p, l: u(prob, theta)),
-        Case("iast_update, a class absent", lambda u, p, l: u(absent, theta)),
-        Case("iast_update, 6 pixels (a percentile between two of them)", lambda u, p, l: u(few, theta, alpha=0.9,
-                                                                                           beta=0.5, gamma=1.0)),
-        Case("iast_update, confident pixels, thresholds at 0.999, beta 0.5", lambda u, p, l: u(
-            sure, torch.full((C,), 0.999), beta=0.5)),
-        Case("pseudo_labels", lambda u, p, l: p(prob, theta)),
-        Case("pseudo_labels, thresholds below 0.5 (only the argmax class counts)", lambda u, p, l: p(prob, low)),
-        Case("pseudo_labels, every pixel below its threshold", lambda u, p, l: p(prob, torch.full((C,), 0.999))),
-        Case("pseudo_label_loss", lambda u, p, l: l(_logits(s + 13), _logits(s + 14), _labels(s + 15, h=6, w=8))),
+        Case("iast_update, random batch", lambda u_, p_, l_: u_(prob, theta), part=u),
+        Case("iast_update, a class absent", lambda u_, p_, l_: u_(absent, theta), part=u),
+        Case("iast_update, 6 pixels (a percentile between two of them)", lambda u_, p_, l_: u_(
+            few, theta, alpha=0.9, beta=0.5, gamma=1.0), part=u),
+        Case("iast_update, one pixel per class, below its threshold (theta_c is one of the values)",
+             lambda u_, p_, l_: u_(one, theta_one), part=u),
+        Case("iast_update, confident pixels, thresholds at 0.999, beta 0.5", lambda u_, p_, l_: u_(
+            sure, torch.full((C,), 0.999), beta=0.5), part=u),
+        Case("pseudo_labels", lambda u_, p_, l_: p_(prob, theta), _labels, part=p),
+        Case("pseudo_labels, thresholds below 0.5 (only the argmax class counts)", lambda u_, p_, l_: p_(prob, low),
+             _labels, part=p),
+        Case("pseudo_labels, class 0's threshold high, the others' low (only the argmax class's threshold counts)",
+             lambda u_, p_, l_: p_(prob, high0), _labels, part=p),
+        Case("pseudo_labels, every pixel below its threshold", lambda u_, p_, l_: p_(prob, torch.full((C,), 0.999)),
+             _labels, part=p),
+        Case("pseudo_label_loss", lambda u_, p_, l_: l_(_logits(s + 13), _logits(s + 14),
+                                                        _labels_map(s + 15, h=6, w=8)), part=lo),
     ]
-
-
-def _times_c(got, want, extra=None):
-    """describe, and a word when the value is C times the expected one (a sum over the classes)."""
-    d = describe(got, want)
-    if d and isinstance(got, (torch.Tensor, float)) and abs(float(got) - C * float(want)) < 1e-4 * C:
-        d += f" = {C} x the expected: Eq. 6 takes the mean over the C classes too, 1/(NC)"
-    return d
 
 
 def discrepancy_cases(s):
@@ -209,66 +306,67 @@ def spl_cases(s):
     a, b, same = _logits(s + 20, h=10, w=12), _logits(s + 21, h=10, w=12), _logits(s + 22, h=10, w=12)
     ex = torch.rand(2, 10, 12, generator=_g(s + 23)) < 0.5
     # 0.013 and 0.018 of 120 pixels are 1.56 and 2.16: to nearest 2 and 2, rounded down 1, rounded up 3
-    cases = [Case(f"budget_to_pixels({f}, 10, 12)", lambda sel, btp, f=f: btp(f, 10, 12))
+    cases = [Case(f"budget_to_pixels({f}, 10, 12)", lambda sel, btp, f=f: btp(f, 10, 12), part="budget_to_pixels")
              for f in (0.0, 0.001, 0.013, 0.018, 0.1, 0.5, 1.0)]
-    return cases + [
-        Case("whole mask", lambda sel, btp: sel(a, b)),
-        Case("identical heads: nothing", lambda sel, btp: sel(same, same.clone())),
-        Case("with pixels excluded", lambda sel, btp: sel(a, b, exclude=ex)),
-        Case("capped at 10%, most discrepant", lambda sel, btp: sel(a, b, budget=0.1, cap="discrepancy")),
-        Case("capped at 10%, random (seeds 1, 2)", lambda sel, btp: sel(a, b, budget=0.1, cap="random",
-                                                                         seeds=[1, 2])),
-    ]
-
-
-def _ppl_extra(l1, l2, n):
-    """What _points needs, from the project: the mask, the class of each pixel, and whether a tie at some
-    class's cut leaves the choice of points open (then only counts, mask and classes are compared)."""
-    def extra(project):
-        sel = project.selection
-        mask = sel.inconsistency_mask(l1, l2)
-        pbar = 0.5 * (F.softmax(l1, dim=1) + F.softmax(l2, dim=1))
-        cls = pbar.argmax(dim=1)
-        tied = False
-        for j in range(len(l1)):
-            counts = torch.bincount(cls[j][mask[j]], minlength=C)
-            for k, a in enumerate(sel.allocate_points(counts, n).tolist()):
-                if 0 < a < int(counts[k]):
-                    z = pbar[j].flatten(1)[:, (mask[j] & (cls[j] == k)).flatten()].t()
-                    d = (z - z.mean(0, keepdim=True)).norm(dim=1).sort().values
-                    tied |= bool(d[a - 1] == d[a])
-        return mask, cls, tied
-    return extra
+    return cases + [Case(what, run, part="spl_select") for what, run in [
+        ("whole mask", lambda sel, btp: sel(a, b)),
+        ("identical heads: nothing", lambda sel, btp: sel(same, same.clone())),
+        ("with pixels excluded", lambda sel, btp: sel(a, b, exclude=ex)),
+        ("capped at 10%, most discrepant", lambda sel, btp: sel(a, b, budget=0.1, cap="discrepancy")),
+        ("capped at 10%, random (seeds 1, 2)", lambda sel, btp: sel(a, b, budget=0.1, cap="random", seeds=[1, 2])),
+    ]]
 
 
 def ppl_cases(s):
     a, b = _logits(s + 24, h=10, w=12, scale=1.0), _logits(s + 25, h=10, w=12, scale=1.0)
+    ex = torch.rand(2, 10, 12, generator=_g(s + 28)) < 0.4
     one = torch.zeros(1, C, 10, 12)
     one[:, 0] = 5.0
     one2 = one.clone()
     one2[:, 0, :5] = -5.0                                 # the heads disagree on the top half; one class under pbar
-    cases = [Case(f"allocate_points({c}, {n})", lambda sel, alloc, c=c, n=n: alloc(torch.tensor(c), n))
+    cases = [Case(f"allocate_points({c}, {n})", lambda sel, alloc, c=c, n=n: alloc(torch.tensor(c), n),
+                  part="allocate_points")
              for c, n in (([5, 0, 1, 10], 7), ([0, 0, 0], 4), ([3, 3, 3], 2), ([1, 2], 40), ([4, 9, 6], 5))]
-    return cases + [
-        Case("40 points", lambda sel, alloc: sel(a, b, 40), _points, _ppl_extra(a, b, 40)),
-        Case("5 points", lambda sel, alloc: sel(a, b, 5), _points, _ppl_extra(a, b, 5)),
-        Case("identical heads: no point", lambda sel, alloc: sel(a, a.clone(), 40), _points, _ppl_extra(a, a, 40)),
-        Case("one class in the mask, all at the same distance (any 3 of them)", lambda sel, alloc: sel(one, one2, 3),
-             _points, _ppl_extra(one, one2, 3)),
-    ]
+    return cases + [Case(what, run, _points, ("ppl", args), part="ppl_select") for what, run, args in [
+        ("40 points", lambda sel, alloc: sel(a, b, 40), (a, b, 40, None)),
+        ("5 points", lambda sel, alloc: sel(a, b, 5), (a, b, 5, None)),
+        ("12 points, with pixels excluded", lambda sel, alloc: sel(a, b, 12, exclude=ex), (a, b, 12, ex)),
+        ("identical heads: no point", lambda sel, alloc: sel(a, a.clone(), 40), (a, a, 40, None)),
+        ("one class in the mask, all at the same distance (any 3 of them)", lambda sel, alloc: sel(one, one2, 3),
+         (one, one2, 3, None)),
+    ]]
 
 
 def baseline_cases(s):
     ex = torch.zeros(2, 6, 8, dtype=torch.bool)
     ex[:, :3] = True
     flat = torch.zeros(2, C, 6, 8)                       # every pixel equally uncertain: ties
+    allowed = torch.ones(6, 8, dtype=torch.bool)
+    allowed[::2, 1::2] = False                           # a checkerboard of excluded pixels in one image
+
+    def counts(r, draws=400):
+        total = torch.zeros(6, 8, dtype=torch.long)
+        for k in range(draws):
+            total += r((1, 6, 8), 6, _g(s + 100 + k), ~allowed[None]).long()[0]
+        return total
+
+    r_ = "random_select"
     return [
-        Case("random_select: shape, dtype, 7 per image", lambda r, e: r((2, 6, 8), 7, _g(s + 1)), _random_pixels),
-        Case("random_select: never an excluded pixel", lambda r, e: r((2, 6, 8), 20, _g(s + 2), ex), _random_pixels,
-             lambda project: ex),
-        Case("entropy_select", lambda r, e: e(_logits(s + 26), 5)),
-        Case("entropy_select, with pixels excluded", lambda r, e: e(_logits(s + 27), 5, exclude=ex)),
-        Case("entropy_select, all tied: any 5 per image", lambda r, e: e(flat, 5), _same_count_per_image),
+        Case("random_select: shape, dtype, 7 per image", lambda r, e: r((2, 6, 8), 7, _g(s + 1)), _random_pixels(),
+             part=r_),
+        Case("random_select: never an excluded pixel", lambda r, e: r((2, 6, 8), 20, _g(s + 2), ex),
+             _random_pixels(ex), part=r_),
+        Case("random_select: two generators of the same seed, the same pixels",
+             lambda r, e: (r((2, 6, 8), 7, _g(s + 3)), r((2, 6, 8), 7, _g(s + 3))), _pair(same=True), part=r_),
+        Case("random_select: generators of two seeds, other pixels",
+             lambda r, e: (r((2, 6, 8), 7, _g(s + 3)), r((2, 6, 8), 7, _g(s + 4))), _pair(same=False), part=r_),
+        Case("random_select: every allowed pixel equally likely (400 draws)", lambda r, e: counts(r),
+             _uniform(allowed, 6, 400), part=r_),
+        Case("entropy_select", lambda r, e: e(_logits(s + 26), 5), part="entropy_select"),
+        Case("entropy_select, with pixels excluded", lambda r, e: e(_logits(s + 27), 5, exclude=ex),
+             part="entropy_select"),
+        Case("entropy_select, all tied: any 5 per image", lambda r, e: e(flat, 5), _same_count_per_image,
+             part="entropy_select"),
     ]
 
 
@@ -299,16 +397,17 @@ def annotator_cases(s):
         a = type("Annotator", (AnnotatorScaffold,), {"annotate": annotate})(lambda i: truth[i])
         out = a.annotate([0, 2], sel)
         a.annotate([2], torch.zeros(1, 4, 5, dtype=torch.bool))
-        return out, a.pixels_revealed, a.images_annotated
+        return out, a.pixels_revealed, a.images_annotated, dict(a.image_pixels)
 
     def dense(batch):
         idx = sel[0].flatten().nonzero().flatten()
         revealed = RevealedScaffold((4, 5), {1: idx}, {1: truth[1].flatten()[idx].to(torch.uint8)})
         return batch(revealed, [1, 0, 1])
 
-    return [Case("annotate: labels revealed (255 elsewhere), pixels counted, images counted once",
-                 lambda annotate, batch: labels_and_counts(annotate)),
-            Case("batch: an image with labels, one without, one twice", lambda annotate, batch: dense(batch))]
+    return [Case("annotate: labels revealed (255 elsewhere), pixels counted, images counted once, image_pixels",
+                 lambda annotate, batch: labels_and_counts(annotate), _annotated, part="annotate"),
+            Case("batch: an image with labels, one without, one twice", lambda annotate, batch: dense(batch),
+                 part="batch")]
 
 
 class ASPPScaffold(nn.Module):
@@ -384,49 +483,57 @@ def seeded_scores(seeds, height, width):
 
 
 def autocast(args):
-    """runs.autocast: mixed precision when args.amp_dtype is set (never in these checks)."""
+    """Mixed precision when args.amp_dtype is set (never in these checks), as the project's trainer does."""
     return torch.autocast(args.device.type, dtype=args.amp_dtype, enabled=args.amp_dtype is not None)
 
 
 def selector_step_cases(s):
-    """step(args, B, opt_b, theta, x_t, logits_a, scaler) as train.selector_step: one step of B, then its weights,
-    losses and thresholds; and that Eq. 6 pushes the heads apart without reaching the backbone. B's forward is the
-    student's exercise 11, the helpers their exercises 1, 4 and 5 (the reference's when recording)."""
+    """step(args, B, opt_b, theta, x_t, logits_a, scaler) as train.selector_step: B's weights, losses and
+    thresholds after one step, and after two steps with one optimiser; and that Eq. 6 pushes the heads apart
+    without reaching the backbone. B's forward is the student's exercise 11, the helpers their exercises 1, 4 and
+    5 (in the autograder: the reference's, so that a slip there is not charged twice)."""
     args = argparse.Namespace(device=torch.device("cpu"), amp_dtype=None, lambda_dis=1.0, iast_alpha=0.2,
                               iast_beta=0.9, iast_gamma=8.0)
     x = torch.rand(2, 3, 32, 64, generator=_g(s + 37))
     logits_a = 4.0 * torch.randn(2, C, 4, 8, generator=_g(s + 38))
+    x2 = torch.rand(2, 3, 32, 64, generator=_g(s + 39))
+    logits_a2 = 4.0 * torch.randn(2, C, 4, 8, generator=_g(s + 40))
 
-    def one_step(step, forward, lambda_dis=1.0):
+    def steps(step, forward, lambda_dis=1.0, n=1):
         B = _selector(forward, s)
         opt = torch.optim.SGD(B.parameters(), lr=0.02)
         a = argparse.Namespace(**{**vars(args), "lambda_dis": lambda_dis})
-        losses, theta = step(a, B, opt, torch.full((C,), 0.9), x, logits_a, torch.amp.GradScaler(enabled=False))
+        theta = torch.full((C,), 0.9)
+        for x_t, l_a in [(x, logits_a), (x2, logits_a2)][:n]:
+            losses, theta = step(a, B, opt, theta, x_t, l_a, torch.amp.GradScaler(enabled=False))
         return B, losses, theta
 
-    def discrepancy(B):
+    def spread(B):
+        """How far apart the heads' softmax maps are: their mean squared difference (not Eq. 6 itself)."""
         with torch.no_grad():
             p1, p2 = (F.softmax(o, dim=1) for o in B(x)[:2])
-        return float((p1 - p2).abs().mean())
+        return float(((p1 - p2) ** 2).mean())
 
     def apart(step, forward):
-        return discrepancy(one_step(step, forward, 4.0)[0]) > discrepancy(one_step(step, forward, 0.0)[0])
+        return spread(steps(step, forward, 4.0)[0]) > spread(steps(step, forward, 0.0)[0])
 
     def backbone_same(step, forward):
-        a, b = one_step(step, forward, 4.0)[0], one_step(step, forward, 0.0)[0]
+        a, b = steps(step, forward, 4.0)[0], steps(step, forward, 0.0)[0]
         return all(torch.equal(p, q) for p, q in zip(a.stem.parameters(), b.stem.parameters()))
 
     return [
-        Case("B's weights after one step", lambda step, fwd: [p.detach() for p in one_step(step, fwd)[0].parameters()]),
+        Case("B's weights after one step", lambda step, fwd: [p.detach() for p in steps(step, fwd)[0].parameters()]),
         Case("losses and thresholds returned", lambda step, fwd: (lambda _, l, t: [l["loss_pseudo"], l["loss_dis"],
                                                                                    l["pseudo_fraction"], t])(
-            *one_step(step, fwd))),
+            *steps(step, fwd))),
+        Case("B's weights after two steps with one optimiser", lambda step, fwd: [
+            p.detach() for p in steps(step, fwd, n=2)[0].parameters()]),
         Case("lambda_dis > 0 pushes the heads further apart than lambda_dis = 0", apart),
         Case("Eq. 6 leaves the backbone as it is", backbone_same),
     ]
 
 
-# The exercises of notebooks/README.md, in order: name -> (its cases, how many functions the student gives).
+# The exercises of notebooks/README.md, in order: name -> its cases (seed -> [Case]).
 EXERCISES = {
     "seg_loss": seg_loss_cases, "adv_losses": adv_cases, "inconsistency_mask": mask_cases, "iast": iast_cases,
     "discrepancy": discrepancy_cases, "spl": spl_cases, "ppl": ppl_cases, "baselines": baseline_cases,
@@ -434,157 +541,170 @@ EXERCISES = {
     "discriminator": discriminator_cases, "selector_step": selector_step_cases,
 }
 
-def _upsampling_hint(found):
-    """seg_loss right at the logits' size but not at 2x: the upsampling differs."""
-    whats = [w for w, _ in found]
-    if "labels at 2x the logits' size, some 255" in whats and "labels at the logits' size" not in whats:
+# The functions each exercise's check takes, in order (the names the notebook gives them).
+ARGUMENTS = {"seg_loss": ["seg_loss"], "adv_losses": ["adv_generator_loss", "adv_discriminator_loss"],
+             "inconsistency_mask": ["inconsistency_mask"],
+             "iast": ["iast_update", "pseudo_labels", "pseudo_label_loss"], "discrepancy": ["discrepancy"],
+             "spl": ["spl_select", "budget_to_pixels"], "ppl": ["ppl_select", "allocate_points"],
+             "baselines": ["random_select", "entropy_select"], "annotator": ["annotate", "batch"],
+             "aspp": ["aspp_forward"], "pixel_selector": ["pixel_selector_forward"],
+             "discriminator": ["discriminator_layers"], "selector_step": ["selector_step", "pixel_selector_forward"]}
+
+
+def parts(name):
+    """The parts an exercise is graded by (its functions, where they are independent), or [None]."""
+    found = []
+    for case in EXERCISES[name](0):
+        if case.part not in found:
+            found.append(case.part)
+    return found
+
+
+# ---------------------------------------------------------------------------------------------- hints
+
+def _hints(name, found):
+    """A word on the likely mistake, from which cases differ."""
+    whats = {w for w, _ in found}
+    if name == "seg_loss" and "labels at 2x the logits' size, some 255" in whats and \
+            "labels at the logits' size" not in whats:
         return [("upsampling", "only the upsampled case differs: upsample as the text says, F.interpolate(..., "
                                "mode='bilinear', align_corners=False) (the project's labor.upsample)")]
+    if name == "iast":
+        if "iast_update, one pixel per class, below its threshold (theta_c is one of the values)" in whats:
+            return [("theta_c", "conf_c is the confidences of the pixels predicted c WITH theta_c appended: the "
+                                "percentile is taken over both (a class with one pixel has two values)")]
+        if "iast_update, 6 pixels (a percentile between two of them)" in whats:
+            return [("percentile", "the percentile interpolates linearly between the two nearest values, as "
+                                   "torch.quantile and numpy.percentile do (not the nearest rank)")]
+    if name == "selector_step" and "B's weights after two steps with one optimiser" in whats and \
+            "B's weights after one step" not in whats:
+        return [("zero_grad", "the first step agrees, the second differs: call opt_b.zero_grad() before the "
+                              "backward pass (else the gradients of the step before add up)")]
     return []
 
 
-def _cases(name, hidden):
-    return EXERCISES[name](HIDDEN_SEED if hidden else 0)
+# ---------------------------------------------------------------------------------------------- running a check
+
+def _load(path):
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path.name} is missing: the checks compare with the outputs recorded there "
+                                f"(python notebooks/autograder/record.py writes it)")
+    return torch.load(path, weights_only=True)
 
 
-def expected_file(hidden=False):
-    return HERE / f"exercise_expected_{'hidden' if hidden else 'public'}.pt"
+def _seed(path):
+    """The seed the recorded file's inputs were drawn with (its outputs are not kept)."""
+    return int(_load(path)["seed"])
 
 
-_LOADED = {}
-
-
-def _expected(hidden):
-    path = expected_file(hidden)
-    if path not in _LOADED:
-        if not path.exists():
-            raise FileNotFoundError(f"{path.name} is missing: the checks compare with the outputs recorded there "
-                                    f"(python notebooks/exercise_checks.py --record writes it)")
-        _LOADED[path] = torch.load(path, weights_only=True)
-    return _LOADED[path]
-
-
-def differences(name, *functions, hidden=False, expected=None):
-    """[(case, what differs)] for the student's functions; [] when every case agrees. None: not implemented yet."""
-    expected = _expected(hidden) if expected is None else expected
-    found = []
-    for case in _cases(name, hidden):
-        want, extra = expected[f"{name}/{case.what}"]
+def _outputs(name, functions, seed, part):
+    """Runs the student's functions on every case (of `part`): [(case, (True, output) or (False, its error))], or
+    None when a stub is not implemented yet. No expected value is read here, nor held by any caller."""
+    out = []
+    for case in EXERCISES[name](seed):
+        if part is not None and case.part != part:
+            continue
         try:
             with contextlib.redirect_stdout(io.StringIO()):      # a student's prints would bury the report
-                got = case.run(*functions)
+                out.append((case, (True, case.run(*functions))))
         except NotImplementedError:
             return None
         except Exception as e:  # noqa: BLE001 (a student's error is what the check reports)
-            found.append((case.what, f"raised {type(e).__name__}: {e}"[:300]))
+            out.append((case, (False, f"raised {type(e).__name__}: {e}"[:300])))
+    return out
+
+
+def _compare(name, outputs, path):
+    """[(case, what differs)], reading the recorded outputs only now."""
+    expected = _load(path)["cases"]
+    found = []
+    for case, (ran, got) in outputs:
+        if not ran:
+            found.append((case.what, got))
             continue
-        if (d := (case.compare or (lambda g, w, e: describe(g, w)))(got, want, extra)):
+        want, extra = expected[f"{name}/{case.what}"]
+        if (d := (case.compare or _equal)(got, want, extra)):
             found.append((case.what, d))
-    return found + (_upsampling_hint(found) if name == "seg_loss" else [])
+    return found
+
+
+def _rebound(fn, helpers):
+    """fn with the names in `helpers` looked up there instead of in fn's own module (the notebook)."""
+    if not isinstance(fn, types.FunctionType):
+        return fn
+    g = dict(fn.__globals__)
+    g.update(helpers)
+    new = types.FunctionType(fn.__code__, g, fn.__name__, fn.__defaults__, fn.__closure__)
+    new.__kwdefaults__ = fn.__kwdefaults__
+    return new
+
+
+def autograder_helpers():
+    """The reference's functions of exercises 1, 4, 5 and 11 where the autograder's files are (grading), else None
+    (a student copy: exercise 13 then runs with the student's own)."""
+    path = HERE / "autograder" / "reference.py"
+    return runpy.run_path(str(path))["HELPERS"] if path.exists() else None
+
+
+def differences(name, *functions, part=None, expected=PUBLIC, helpers=None):
+    """[(case, what differs)] for the student's functions; [] when every case agrees; None: not implemented yet.
+    helpers (exercise 13): {name: function} that its step calls instead of the student's, or "autograder"."""
+    if isinstance(helpers, str):
+        helpers = autograder_helpers()
+    if name == "selector_step" and helpers:
+        step, forward = functions
+        functions = (_rebound(step, helpers), helpers.get("pixel_selector_forward", forward))
+    outputs = _outputs(name, functions, _seed(expected), part)
+    if outputs is None:
+        return None
+    found = _compare(name, outputs, expected)
+    return found + _hints(name, found)
 
 
 # What an exercise's function calls from earlier exercises (by the names the notebook gives them).
-USES = {"selector_step": {"seg_loss": "seg_loss", "iast_update": "iast", "pseudo_labels": "iast",
-                          "pseudo_label_loss": "iast", "discrepancy": "discrepancy"}}
+USES = {"selector_step": ["seg_loss", "iast", "discrepancy"]}
 
 
 def _failing_dependencies(name, functions):
     """The earlier exercises that `name`'s function uses and that fail their own public check."""
     scope = getattr(functions[0], "__globals__", {})
-    uses = {}
-    for fn_name, exercise in USES.get(name, {}).items():
-        if fn_name in scope:
-            uses.setdefault(exercise, []).append(scope[fn_name])
     failing = []
-    for exercise, fns in uses.items():
-        given = [scope.get(n) for n in _ARGUMENTS[exercise]]
+    for exercise in USES.get(name, []):
+        given = [scope.get(n) for n in ARGUMENTS[exercise]]
+        if all(g is None for g in given):
+            continue                                     # (not used under these names)
         if any(g is None for g in given) or differences(exercise, *given):
             failing.append(exercise)
     return failing
 
 
-_ARGUMENTS = {"seg_loss": ["seg_loss"], "iast": ["iast_update", "pseudo_labels", "pseudo_label_loss"],
-              "discrepancy": ["discrepancy"]}
-
-
-def report(name, *functions, hidden=False):
+def report(name, *functions, part=None, expected=PUBLIC, helpers=None, label=""):
     """(passed, text): one line per case that differs, and a last line that sums up."""
-    found = differences(name, *functions, hidden=hidden)
+    if isinstance(helpers, str):
+        helpers = autograder_helpers()
+    found = differences(name, *functions, part=part, expected=expected, helpers=helpers)
+    title = name if part is None else f"{name}: {part}"
     if found is None:
-        return False, f"{name}: not implemented yet"
-    if found and (failing := _failing_dependencies(name, functions)):
+        return False, f"{title}: not implemented yet"
+    if found and not helpers and (failing := _failing_dependencies(name, functions)):
         found.append(("uses", f"your {', '.join(failing)} (an earlier exercise) fails its own check: fix it first"))
-    n = len(_cases(name, hidden))
-    lines = [f"  {name} [{what}]: {d}" for what, d in found]
-    lines.append(f"{name}: {'every case agrees' if not found else 'see the differences above'} ({n} case{'s' * (n > 1)}"
-                 f"{', hidden draw' if hidden else ''})")
+    n = sum(part is None or c.part == part for c in EXERCISES[name](0))
+    lines = [f"  {title} [{what}]: {d}" for what, d in found]
+    lines.append(f"{title}: {'every case agrees' if not found else 'see the differences above'} ({n} case"
+                 f"{'s' * (n > 1)}{', ' + label if label else ''})")
     return not found, "\n".join(lines)
 
 
-def check(name, *functions, hidden=False):
+def check(name, *functions, part=None, expected=PUBLIC, helpers=None, label=""):
     """Run exercise `name`'s cases on the student's function(s); prints the differences; True when all agree."""
-    ok, text = report(name, *functions, hidden=hidden)
+    ok, text = report(name, *functions, part=part, expected=expected, helpers=helpers, label=label)
     print(text)
     return ok
 
 
-def verify(name, *functions, hidden=False):
+def verify(name, *functions, part=None, expected=PUBLIC, helpers=None, label=""):
     """As check, for otter's test cells: raises AssertionError with the differences unless every case agrees."""
-    ok, text = report(name, *functions, hidden=hidden)
+    ok, text = report(name, *functions, part=part, expected=expected, helpers=helpers, label=label)
     if not ok:
         raise AssertionError("\n" + text)
-
-
-# ---------------------------------------------------------------------------------------------- recording
-
-def reference():
-    """The project's functions for each exercise (imported here only: the checks themselves need none of them)."""
-    sys.path.insert(0, str(HERE.parent))
-    import labor
-    import models
-    import selection
-    import train
-    return argparse.Namespace(labor=labor, selection=selection, models=models, train=train, answers={
-        "seg_loss": (labor.seg_loss,),
-        "adv_losses": (labor.adv_generator_loss, labor.adv_discriminator_loss),
-        "inconsistency_mask": (selection.inconsistency_mask,),
-        "iast": (labor.iast_update, labor.pseudo_labels, labor.pseudo_label_loss),
-        "discrepancy": (labor.discrepancy,),
-        "spl": (selection.spl_select, selection.budget_to_pixels),
-        "ppl": (selection.ppl_select, selection.allocate_points),
-        "baselines": (selection.random_select, selection.entropy_select),
-        "annotator": (selection.Annotator.annotate, selection.RevealedLabels.batch),
-        "aspp": (models.ASPP.forward,),
-        "pixel_selector": (models.PixelSelector.forward,),
-        "discriminator": (lambda c, ndf=64: models.FCDiscriminator(c, ndf).net,),
-        "selector_step": (train.selector_step, models.PixelSelector.forward),
-    })
-
-
-def record(hidden, project=None):
-    """{name/case: (the reference's output, extra)} for every case of every exercise."""
-    project = project or reference()
-    out = {}
-    for name in EXERCISES:
-        for case in _cases(name, hidden):
-            want = case.run(*project.answers[name])
-            out[f"{name}/{case.what}"] = (_detached(want), case.extra(project) if case.extra else None)
-    return out
-
-
-def _detached(x):
-    if isinstance(x, torch.Tensor):
-        return x.detach().clone()
-    if isinstance(x, (list, tuple)):
-        return type(x)(_detached(v) for v in x)
-    return x
-
-
-if __name__ == "__main__":
-    p = argparse.ArgumentParser(description="Record the project's outputs on the exercises' inputs.")
-    p.add_argument("--record", action="store_true", help="rewrite exercise_expected_{public,hidden}.pt")
-    if p.parse_args().record:
-        torch.set_num_threads(1)
-        for h in (False, True):
-            torch.save(record(h), expected_file(h))
-            print(f"wrote {expected_file(h)}")
