@@ -36,8 +36,8 @@ from tools import UsageError, bench  # noqa: F401 (train.UsageError: the noteboo
 from tools.distributed import exit_cleanly, gather_dict, init_distributed
 from tools.figures import FIGURE_ROWS
 from tools.flags import as_iterations, get_args
-from tools.job import Job, stop_on_signal
-from tools.runtime import Runtime, autocast, hash_seed, rank_share, setup, stream, unwrap
+from tools.job import Job
+from tools.runtime import Runtime, autocast, hash_seed, rank_share, setup, stop_on_signal, stream, unwrap
 
 CPU = Runtime()   # the method's functions run on one CPU process in fp32 unless given the run's runtime
 
@@ -324,7 +324,7 @@ def adapt(args, net, opt, theta, revealed, streams, until, job):
     return theta
 
 
-@stop_on_signal  # SIGTERM / SIGINT: a checkpoint at the next iteration boundary, then exit 128 + n (tools/job.py)
+@stop_on_signal  # SIGTERM / SIGINT: a checkpoint at the next iteration boundary, then exit 128 + n (tools/runtime.py)
 def run(args, rt=None):
     """One run of args.mode: warm up A, train B on it, let the selector choose and the annotator reveal, adapt A
     with the labels, evaluate. Returns the metrics (also written to metrics.json). rt: where it computes (default:

@@ -401,7 +401,7 @@ def test_torchrun_two_processes_match_single_process_selection(tmp_path):
 
 @pytest.mark.slow
 def test_bench_check_runs_every_part_and_estimates_the_paper_run(tmp_path):
-    """python bench.py --check --tiny: the benchmark in fp32 and bf16 with its profile, a short SPL run stopped by
+    """python -m tools.bench --check --tiny: the benchmark in fp32 and bf16 with its profile, a short SPL run stopped by
     SIGTERM after its labelling round (exit 143, a checkpoint) and resumed to its end, and the paper run's hours,
     stage by stage, from the short run's rates; a report on stdout and as JSON."""
     out = tmp_path / "check.json"
@@ -414,6 +414,6 @@ def test_bench_check_runs_every_part_and_estimates_the_paper_run(tmp_path):
     assert r["short_run"]["stopped_with"] == 143 and r["short_run"]["miou"] >= 0
     est = r["estimate_seconds"]
     assert est["total"] == pytest.approx(sum(v for k, v in est.items() if k != "total")) and est["total"] > 0
-    assert est["A (warm-up and adaptation, 250k iterations)"] == pytest.approx(
-        r["per_unit_seconds"]["A iteration"] * 250000)
+    assert est["A iteration x 250,000"] == pytest.approx(r["per_unit_seconds"]["A iteration"] * 250000)
+    assert est["selection per image x 2,975"] == pytest.approx(r["per_unit_seconds"]["selection per image"] * 2975)
     assert "the paper's run (250k iterations)" in done.stdout and "stopped by SIGTERM (exit 143)" in done.stdout

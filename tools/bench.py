@@ -10,7 +10,12 @@ take the most time.
 import argparse
 import json
 import platform
+import signal
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -110,99 +115,72 @@ def top_operators(step, sync, device, iterations=5, top=8):
     return [{"op": e.key, "share": getattr(e, key) / total} for e in events[:top]]
 
 
-# ------------------------------------------------------------------------------------------------ python bench.py --check
+# ------------------------------------------------------------------------------------------ python -m tools.bench --check
 
-PAPER_RUN = {"iters": 250000, "warmup": 125000, "selector_iters": 125000, "target_images": 2975, "val_images": 500}
+PAPER_RUN = {"A iteration": 250000, "B iteration": 125000, "selection per image": 2975, "evaluation per image": 500}
 
 
 def check(device="auto", tiny=False, out="bench_check.json", timeout=3600):
-    """Before a 250k-iteration paper run: on this machine's device, (a) the paper preset's benchmark in fp32 and with
-    --amp (bf16), with the profile's top operators; (b) a short real run (SPL, DeepLab-V2, synthetic data at the
-    paper's target resolution) through B, selection, evaluation, a checkpoint, a stop by SIGTERM and --resume;
-    (c) the wall time of the paper's run, stage by stage, scaled from (b). tiny: every part shrunk so that the whole
-    check takes a minute or two on a 2-core CPU (how the tests run it). Prints a report and writes it as JSON."""
-    import signal
-    import subprocess
-    import sys
-    import tempfile
-    from pathlib import Path
-    here = Path(__file__).resolve().parent
-    train = [sys.executable, str(here.parent / "train.py"), "--device", device]
-    model = ["--model", "tiny", "--size", "32", "64", "--batch-size", "2"] if tiny else \
-        ["--preset", "paper", "--model", "deeplabv2"]
-    report = {"device": device, "tiny": tiny, "benchmark": {}}
+    """Before a 250k-iteration paper run, on this machine's device, with train.py as a command (a black box): (a) the
+    paper preset's benchmark in fp32 and with --amp (bf16), with the profile's top operators; (b) a short SPL run
+    (DeepLab-V2, synthetic data at the paper's target resolution) through B, selection, evaluation, stopped by
+    SIGTERM after its labelling round and resumed; (c) the paper run's hours, stage by stage, at (b)'s rates. tiny:
+    every part shrunk to a minute or two on a 2-core CPU (how the tests run it). Prints a report, writes it as JSON."""
+    here = Path(__file__).resolve().parents[1]
+    train = [sys.executable, str(here / "train.py"), "--device", device]
+    model = ["--model", "tiny", "--size", "32", "64", "--batch-size", "2"] if tiny else ["--preset", "paper"]
 
-    def run(cmd, what):
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    def run(*words):
+        done = subprocess.run(train + list(words), capture_output=True, text=True, timeout=timeout)
         if done.returncode != 0:
-            raise RuntimeError(f"{what} failed (exit {done.returncode}): {' '.join(cmd[1:])}\n{done.stderr[-2000:]}")
+            raise RuntimeError(f"train.py {' '.join(words)} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
         return done.stdout
 
-    for name, amp in (("fp32", []), ("bf16", ["--amp"])):                    # (a) the benchmark, fp32 and bf16
-        line = run(train + model + ["--benchmark", "3" if tiny else "20", "--profile", "--quiet", *amp],
-                   f"the {name} benchmark").strip().splitlines()[-1]
-        report["benchmark"][name] = json.loads(line)
-    with tempfile.TemporaryDirectory() as tmp:                                # (b) a short real run, stopped, resumed
-        size = ["--size", "32", "64"] if tiny else ["--size", "512", "1024"]
-        n = ["--n-source", "4", "--n-target", "4", "--n-val", "2"]
-        folder = Path(tmp) / "spl"
-        cmd = train + ["--mode", "spl", "--data", "synthetic", *(["--model", "tiny"] if tiny else
-                       ["--preset", "paper", "--model", "deeplabv2"]), *size, *n, "--batch-size", "1",
-                       "--iters", "24" if tiny else "40", "--save-every", "1", "--quiet", "--out", str(folder)]
-        t0 = time.perf_counter()
+    report = {"device": device, "tiny": tiny, "benchmark": {                    # (a) the benchmark, fp32 and bf16
+        name: json.loads(run(*model, "--benchmark", "3" if tiny else "20", "--profile", "--quiet", *amp).splitlines()[-1])
+        for name, amp in (("fp32", []), ("bf16", ["--amp"]))}}
+    with tempfile.TemporaryDirectory() as tmp:                                # (b) a short run, stopped, resumed
+        folder, t0 = Path(tmp) / "spl", time.perf_counter()
+        cmd = train + ["--mode", "spl", *(["--model", "tiny"] if tiny else ["--preset", "paper"]), "--size",
+                       *(["32", "64"] if tiny else ["512", "1024"]), "--n-source", "4", "--n-target", "4", "--n-val",
+                       "2", "--batch-size", "1", "--iters", "24" if tiny else "40", "--save-every", "1", "--quiet",
+                       "--out", str(folder)]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        # stop it after its labelling round, in the half of the run that is left (a checkpoint every iteration)
-        while not (folder / "selection.pt").exists() and proc.poll() is None:
+        while not (folder / "selection.pt").exists() and proc.poll() is None:   # after its labelling round
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=timeout)
-        stopped = proc.returncode
-        run(train + ["--resume", str(folder), "--quiet"], "resuming the short run")
-        metrics = json.loads((folder / "metrics.json").read_text())
-        report["short_run"] = {"stopped_with": stopped, "resumed_to": metrics["iters"], "miou": metrics["miou"],
-                               "stage_seconds": metrics["stage_seconds"], "wall_seconds": time.perf_counter() - t0,
-                               "command": " ".join(cmd[1:])}
-        if stopped not in (0, 143):
-            raise RuntimeError(f"the short run did not stop on SIGTERM with a checkpoint (exit {stopped}):\n{err[-2000:]}")
-        # (c) the paper's run, stage by stage, at the short run's seconds per iteration, per B step and per image
-        s, a = metrics["stage_seconds"], metrics["args"]
-        b_iters = as_iterations(a["selector_iters"], a["iters"])
-        per = {"A iteration": s["adaptation"] / a["iters"], "B iteration": s["selector"] / max(b_iters, 1),
-               "selection per image": s["selection"] / a["n_target"], "evaluation per image": s["evaluation"] / a["n_val"]}
-    estimate = {"A (warm-up and adaptation, 250k iterations)": per["A iteration"] * PAPER_RUN["iters"],
-                "B (125k iterations)": per["B iteration"] * PAPER_RUN["selector_iters"],
-                "selection (2,975 target images)": per["selection per image"] * PAPER_RUN["target_images"],
-                "evaluation (500 val images)": per["evaluation per image"] * PAPER_RUN["val_images"]}
-    report["estimate_seconds"] = {**estimate, "total": sum(estimate.values())}
-    report["per_unit_seconds"] = per
-    report["from_the_benchmark_seconds"] = {k: PAPER_RUN["iters"] / v["iters_per_second"]
-                                            for k, v in report["benchmark"].items()}
+        err = proc.communicate(timeout=timeout)[1]
+        if proc.returncode not in (0, 143):
+            raise RuntimeError(f"the short run did not stop on SIGTERM with a checkpoint (exit {proc.returncode}):\n"
+                               f"{err[-2000:]}")
+        run("--resume", str(folder), "--quiet")
+        m = json.loads((folder / "metrics.json").read_text())
+    s, a = m["stage_seconds"], m["args"]                                       # (c) the paper's run, at (b)'s rates
+    per = {"A iteration": s["adaptation"] / a["iters"],
+           "B iteration": s["selector"] / max(as_iterations(a["selector_iters"], a["iters"]), 1),
+           "selection per image": s["selection"] / a["n_target"], "evaluation per image": s["evaluation"] / a["n_val"]}
+    estimate = {f"{k} x {n:,}": per[k] * n for k, n in PAPER_RUN.items()}
+    report.update(short_run={"stopped_with": proc.returncode, "resumed_to": m["iters"], "miou": m["miou"],
+                             "stage_seconds": s, "wall_seconds": time.perf_counter() - t0, "command": " ".join(cmd[1:])},
+                  per_unit_seconds=per, estimate_seconds={**estimate, "total": sum(estimate.values())},
+                  from_the_benchmark_seconds={k: 250000 / v["iters_per_second"] for k, v in report["benchmark"].items()})
     Path(out).write_text(json.dumps(report, indent=2))
-    print(check_report(report))
+    sr, lines = report["short_run"], [f"python -m tools.bench --check ({'tiny' if tiny else 'the paper preset'})"]
+    for k, v in report["benchmark"].items():
+        top = ", ".join(f"{o['op']} {100 * o['share']:.0f}%" for o in v["profile"][:3])
+        lines.append(f"  {k} on {v['device']}: {v['iters_per_second']:.2f} it/s, {v['peak_memory_gib']:.2f} GiB peak, "
+                     f"{v['achieved_tflops']:.2f} TFLOP/s; top operators: {top}")
+    lines += [f"  short SPL run: stopped by SIGTERM (exit {sr['stopped_with']}), resumed to iteration "
+              f"{sr['resumed_to']}, mIoU {100 * sr['miou']:.1f}, {sr['wall_seconds']:.0f} s",
+              "  the paper's run (250k iterations), at the short run's rates: " +
+              ", ".join(f"{k} {v / 3600:.1f} h" for k, v in report["estimate_seconds"].items())]
+    print("\n".join(lines))
     return report
 
 
-def check_report(r):
-    """The report in a few lines."""
-    lines = [f"bench.py --check on {r['benchmark']['fp32']['device']} ({'tiny' if r['tiny'] else 'the paper preset'})"]
-    for name, b in r["benchmark"].items():
-        frac = f", {100 * b['fraction_of_peak']:.0f}% of the dense bf16 peak" if b.get("fraction_of_peak") else ""
-        top = ", ".join(f"{o['op']} {100 * o['share']:.0f}%" for o in b.get("profile", [])[:3])
-        lines.append(f"  {name}: {b['iters_per_second']:.2f} it/s, {b['peak_memory_gib']:.2f} GiB peak, "
-                     f"{b['achieved_tflops']:.2f} TFLOP/s{frac}; top operators: {top}")
-    sr = r["short_run"]
-    lines.append(f"  short SPL run: stopped by SIGTERM (exit {sr['stopped_with']}), resumed to iteration "
-                 f"{sr['resumed_to']}, mIoU {100 * sr['miou']:.1f}, {sr['wall_seconds']:.0f} s")
-    lines.append("  the paper's run (250k iterations), at the short run's rates:")
-    lines += [f"    {k}: {v / 3600:.1f} h" for k, v in r["estimate_seconds"].items()]
-    lines.append("  at the benchmark's joint step (A, B, D every iteration): " + ", ".join(
-        f"{k} {v / 3600:.1f} h" for k, v in r["from_the_benchmark_seconds"].items()))
-    return "\n".join(lines)
-
-
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description="Check a machine before the paper's run: the benchmark (fp32, bf16), a "
-                                            "short real run with a stop and resume, and the paper run's wall time.")
+    p = argparse.ArgumentParser(prog="python -m tools.bench", description="Check a machine before the paper's run: "
+                                "the benchmark (fp32, bf16), a short real run stopped and resumed, the run's hours.")
     p.add_argument("--check", action="store_true", required=True, help="run the check")
     p.add_argument("--tiny", action="store_true", help="shrink everything: a minute or two on a 2-core CPU")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks cuda when present")

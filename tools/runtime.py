@@ -2,7 +2,11 @@
 object, made once by `setup`), and the seeded data stream a resumed run continues exactly. The method's functions
 take a Runtime; their default is one CPU process in fp32, so a notebook calls them without any set-up.
 """
+import functools
+import os
 import signal
+import socket
+import threading
 import time
 from dataclasses import dataclass
 
@@ -110,3 +114,83 @@ def ignore_stop_signals(worker_id):
     stop and ends its workers itself, so they must not die under the batch it is waiting for."""
     for s in STOP_SIGNALS:
         signal.signal(s, signal.SIG_IGN)
+
+
+# ------------------------------------------------------------------------------------------------ stop signals
+
+_received = [0]                                  # the signal that asked the run to stop (0: none)
+_ended_with = [0]                                # the signal noted when the last run ended (by an error, too)
+
+
+def stop_on_signal(run):
+    """While `run` runs, SIGTERM and SIGINT only note the signal: the training loop looks at stop_requested at each
+    iteration boundary, writes a checkpoint there and raises Stopped. A Ctrl-C after a noted signal acts at once,
+    as it would without us; a second SIGTERM changes nothing (a cluster or an experiment may send one to every
+    process of a job: the run still stops at its next iteration; SIGKILL is the way to end it at once). The previous
+    handlers come back afterwards (notebooks and tests call run in this process); a signal that came too late to
+    stop the run (during evaluation) is then handed to the previous handler if it is one of ours, not to Python's
+    Ctrl-C default, so a lone run still ends.
+
+    Python runs a handler once for signals that arrive together: two Ctrl-C pressed during one long operation (a
+    forward pass of DeepLab, a checkpoint being written) reach `note` as one call. So the signals are counted where
+    each of them lands, in C: signal.set_wakeup_fd writes one byte per signal to a socket, and `note` reads them."""
+    @functools.wraps(run)
+    def wrapper(*a, **k):
+        if threading.current_thread() is not threading.main_thread():
+            return run(*a, **k)  # only the main thread may set handlers; there the signals act as usual
+        wakeup, counter = socket.socketpair()
+        wakeup.setblocking(False)
+        counter.setblocking(False)
+
+        def note(signum, frame):
+            try:
+                arrived = counter.recv(4096).count(signum)   # this signal, and any that came with it
+            except BlockingIOError:
+                arrived = 1
+            if signum == signal.SIGINT and (_received[0] or arrived > 1):   # a second Ctrl-C: what it does now
+                signal.signal(signum, previous[signum] or signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+                return
+            _received[0] = _received[0] or signum
+
+        previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+        previous_fd = signal.set_wakeup_fd(wakeup.fileno(), warn_on_full_buffer=False)
+        _received[0] = 0
+        for s, handler in previous.items():
+            if handler is not signal.SIG_IGN:  # e.g. SIGINT in a background job (`&`): it stays ignored
+                signal.signal(s, note)
+        try:
+            result = run(*a, **k)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler or signal.SIG_DFL)
+            signal.set_wakeup_fd(previous_fd)
+            wakeup.close()
+            counter.close()
+            late, _received[0] = _received[0], 0
+            _ended_with[0] = late
+        if late and callable(previous[late]) and previous[late] is not signal.default_int_handler:
+            previous[late](late, None)
+        return result
+    return wrapper
+
+
+def signal_noted():
+    """The signal a run in this process has noted and not yet acted on (0: none)."""
+    return _received[0]
+
+
+def signal_at_end():
+    """The signal noted, not yet acted on, when the last run in this process ended (0: none), e.g. torchrun's stop
+    of this rank while it waited in a collective that then failed."""
+    return _ended_with[0]
+
+
+def stop_requested(rt):
+    """The signal received (0: none), agreed on by every rank, so that all of them stop at the same iteration."""
+    signum = _received[0]
+    if rt.world > 1:
+        t = torch.tensor([signum], device=rt.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        signum = int(t.item())
+    return signum
