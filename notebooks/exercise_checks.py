@@ -302,12 +302,35 @@ def discrepancy_cases(s):
             Case("one class", lambda f: f(one, -one))]
 
 
+def _budgets(s):
+    """An image size and budgets: 0, a budget under one pixel, two whose pixel counts round to the nearest integer
+    differently from down and up, and 10%, 50%, 100%. Seed 0: 0.013 and 0.018 of 120 pixels are 1.56 and 2.16, to
+    the nearest 2 and 2, rounded down 1 and 2, rounded up 2 and 3."""
+    if s == 0:
+        return (10, 12), (0.0, 0.001, 0.013, 0.018, 0.1, 0.5, 1.0)
+    h, w = (int(v) for v in torch.randint(8, 16, (2,), generator=_g(s + 41)))
+    k1, k2 = (int(v) for v in torch.randint(1, h * w // 4, (2,), generator=_g(s + 42)))
+    n = h * w
+    return (h, w), (0.0, round(0.3 / n, 6), round((k1 + 0.6) / n, 6), round((k2 + 0.2) / n, 6), 0.1, 0.5, 1.0)
+
+
+def _allocations(s):
+    """allocate_points' cases: (counts, n). Seed 0: fixed ones; else drawn alike."""
+    if s == 0:
+        return (([5, 0, 1, 10], 7), ([0, 0, 0], 4), ([3, 3, 3], 2), ([1, 2], 40), ([4, 9, 6], 5))
+    r = [int(v) for v in torch.randint(0, 13, (16,), generator=_g(s + 43))]
+    first = [r[0], 0, r[1] + 1, r[2]]
+    return ((first, 3 + r[3]), ([0, 0, 0], 1 + r[4] % 8), ([1 + r[5] % 5] * 4, 1 + r[6] % 3),
+            ([r[7] % 3, 1 + r[8] % 3], 40),
+            ([3 + r[9], 16 + r[10], 3 + r[11]], 3 * (1 + r[12] % 2) + 1 + r[13] % 2))   # leftovers: the largest
+
+
 def spl_cases(s):
     a, b, same = _logits(s + 20, h=10, w=12), _logits(s + 21, h=10, w=12), _logits(s + 22, h=10, w=12)
     ex = torch.rand(2, 10, 12, generator=_g(s + 23)) < 0.5
-    # 0.013 and 0.018 of 120 pixels are 1.56 and 2.16: to nearest 2 and 2, rounded down 1, rounded up 3
-    cases = [Case(f"budget_to_pixels({f}, 10, 12)", lambda sel, btp, f=f: btp(f, 10, 12), part="budget_to_pixels")
-             for f in (0.0, 0.001, 0.013, 0.018, 0.1, 0.5, 1.0)]
+    (h, w), fractions = _budgets(s)
+    cases = [Case(f"budget_to_pixels({f}, {h}, {w})", lambda sel, btp, f=f: btp(f, h, w), part="budget_to_pixels")
+             for f in fractions]
     return cases + [Case(what, run, part="spl_select") for what, run in [
         ("whole mask", lambda sel, btp: sel(a, b)),
         ("identical heads: nothing", lambda sel, btp: sel(same, same.clone())),
@@ -326,7 +349,7 @@ def ppl_cases(s):
     one2[:, 0, :5] = -5.0                                 # the heads disagree on the top half; one class under pbar
     cases = [Case(f"allocate_points({c}, {n})", lambda sel, alloc, c=c, n=n: alloc(torch.tensor(c), n),
                   part="allocate_points")
-             for c, n in (([5, 0, 1, 10], 7), ([0, 0, 0], 4), ([3, 3, 3], 2), ([1, 2], 40), ([4, 9, 6], 5))]
+             for c, n in _allocations(s)]
     return cases + [Case(what, run, _points, ("ppl", args), part="ppl_select") for what, run, args in [
         ("40 points", lambda sel, alloc: sel(a, b, 40), (a, b, 40, None)),
         ("5 points", lambda sel, alloc: sel(a, b, 5), (a, b, 5, None)),
