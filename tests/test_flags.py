@@ -33,6 +33,8 @@ BAD_VALUES = {
     # --- data
     "--data": ["mnist"],
     "--gta5-root": ["{tmp}/missing", "{file}"],
+    "--source-root": ["{tmp}/missing", "{tmp}"], "--target-root": ["{tmp}"],
+    "--classes": ["{tmp}/missing.json", "{tmp}"], "--img-suffix": ["png", "a/b.png"], "--seg-suffix": ["png"],
     "--cityscapes-root": ["{tmp}/missing", "{file}"],
     "--gta5-list": ["{tmp}/missing.txt", "{tmp}"],
     "--cityscapes-list": ["{tmp}/missing.txt", "{tmp}"],

@@ -9,6 +9,7 @@ checkpoint, distributed, bench); the rest runs many runs and reports them (exper
     bench        --benchmark (the speed of one step) and python -m tools.bench --check (a machine before a paper run)
     experiments  tables, sweeps and noise curves of many runs: python -m tools.experiments table
     tables       their tables and statistics; figures: every figure
+    export_synthetic   the synthetic benchmark written as image folders (--data folder's layout)
 """
 
 

@@ -37,7 +37,8 @@ def benchmark(args, rt, build_models, build_optimisers, train_step):
     args = argparse.Namespace(**{**vars(args), "mode": args.mode if args.mode in ("spl", "ppl") else "spl",
                                  "schedule": "joint"})
     real = args.data == "gta5-cityscapes" or args.preset == "paper"
-    num_classes = 19 if real else len(data.SYNTHETIC_CLASSES)
+    num_classes = len(data.Classes(args.classes).names) if args.data == "folder" and args.classes else \
+        19 if real or args.data == "folder" else len(data.SYNTHETIC_CLASSES)
     if real:
         (ws, hs), (wt, ht) = data.real_sizes(args.preset, args.source_size, args.target_size)
     else:

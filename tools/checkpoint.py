@@ -174,7 +174,9 @@ def set_rng_state(state):
 RUNTIME_FLAGS = ("device", "threads", "num_workers", "quiet", "resume")  # a resumed run may change these
 SAVED_BEFORE = {"spl_cap": "discrepancy", "ppl_cell": 0,  # flags added since some runs were saved: how those runs acted
                 "annotator_noise": 0.0, "noise_band": 1, "seconds_per_point": 2.4, "seconds_per_click": 3.2,
-                "contour_tolerance": 0.75, "init_from": None, "budget_from": None}
+                "contour_tolerance": 0.75, "init_from": None, "budget_from": None, "source_root": None,
+                "target_root": None, "classes": None, "img_suffix": [".png", ".jpg"], "seg_suffix": ".png",
+                "scenes": None}
 
 
 def resume_args(cli):
@@ -273,7 +275,8 @@ WARMUP = "warmup.pt"   # a staged run's state at the end of A's warm-up, and its
 WARMUP_KEYS = ("data", "data_seed", "size", "shift", "thing_shift", "n_source", "n_target", "gta5_root",
                "cityscapes_root", "gta5_list", "cityscapes_list", "source_size", "target_size", "preset", "model",
                "width", "weights", "ndf", "iters", "warmup", "batch_size", "lr", "lr_d", "momentum", "weight_decay",
-               "power", "gan", "lambda_seg_aux", "lambda_adv", "lambda_adv_aux", "seed", "amp", "device", "schedule")
+               "power", "gan", "lambda_seg_aux", "lambda_adv", "lambda_adv_aux", "seed", "amp", "device", "schedule",
+               "source_root", "target_root", "classes", "img_suffix", "seg_suffix", "scenes")
 SELECTOR_KEYS = WARMUP_KEYS + ("selector_iters", "selector_init", "lambda_dis", "iast_alpha", "iast_beta",
                                "iast_gamma")
 
