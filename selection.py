@@ -349,6 +349,15 @@ class Round(NamedTuple):
     options: dict             # the selectors' flags: spl_cap, ppl_cell, ppl_space
 
 
+class Query(NamedTuple):
+    """What a labelling round asks the annotator (train.choose): every target-train image's chosen pixels, with A's
+    prediction there kept to count later which labels A required. Kept whole between choosing and buying, so a
+    person can answer in between (--annotator label-studio: tools/label_studio.py)."""
+    chosen: dict              # image index -> (H, W) bool, the pixels to ask for
+    pred_a: dict              # image index -> (n,) uint8, A's prediction on them at selection time
+    masks: dict               # image index -> (H, W) bool, the inconsistency masks (Eq. 4) of the figures' images
+
+
 def share(total, r, rounds):
     """Round r's part of an integer budget split over `rounds`, the earlier rounds taking the remainder."""
     return total // rounds + (r < total % rounds)

@@ -227,13 +227,12 @@ def train_selector(args, net, opt, scaler, theta, target_images, state, rt=CPU):
 # ================================================================================================================
 
 @torch.no_grad()
-def select_round(args, net, target_images, annotator, revealed, r, n_rounds, classes, rt=CPU):
-    """Labelling round r of n_rounds over every target-train image: the mode's selector (selection.SELECTORS)
-    chooses pixels from A's prediction and, for SPL and PPL, B's two heads, all at image size; the annotator reveals
-    their labels into `revealed`. Returns (masks, required, a_wrong): the inconsistency masks (Eq. 4) of the
-    figures' images; what the bought labels fix (selection.RequiredCounter's summary); where A was wrong on them.
-    Under torchrun each rank chooses for its share of the images and the choices are gathered: every image is
-    labelled once, as in a single-process run."""
+def choose(args, net, target_images, revealed, r, n_rounds, rt=CPU):
+    """The first half of labelling round r of n_rounds over every target-train image: the mode's selector
+    (selection.SELECTORS) chooses pixels from A's prediction and, for SPL and PPL, B's two heads, all at image size.
+    Returns a selection.Query: the chosen pixels, A's prediction on them, the inconsistency masks (Eq. 4) of the
+    figures' images. Under torchrun each rank chooses for its share of the images and the choices are gathered:
+    every image is asked about once, as in a single-process run."""
     mods = {k: unwrap(m).eval() for k, m in net.items()}  # plain modules: no collective calls per forward
     sel = selection.modes()[args.mode].selector
     budget = args.points if sel.budget == "points" else (sel.default_budget if args.budget is None else args.budget)
@@ -261,14 +260,28 @@ def select_round(args, net, target_images, annotator, revealed, r, n_rounds, cla
         pick = sel.select(selection.Round(logits_a, heads, exclude, seeds, budget, r, n_rounds, options))
         for i, m, p in zip(idx.tolist(), pick.cpu(), logits_a.argmax(dim=1).cpu()):
             chosen[i], pred_bought[i] = m, p[m].to(torch.uint8)   # A's prediction on the bought pixels only
-    chosen, pred_bought = gather_dict(rt, chosen), gather_dict(rt, pred_bought)
-    seconds = dict(seconds_per_point=args.seconds_per_point, seconds_per_click=args.seconds_per_click,
-                   tolerance=args.contour_tolerance)   # what the labels cost a person (cost.py)
-    required, a_wrong = selection.buy(annotator, revealed, chosen, pred_bought, classes, range(FIGURE_ROWS),
-                                      sel.kind, seconds)
     for m in mods.values():
         m.train()
-    return gather_dict(rt, masks), required, a_wrong
+    return selection.Query(gather_dict(rt, chosen), gather_dict(rt, pred_bought), gather_dict(rt, masks))
+
+
+def buy_round(args, query, annotator, revealed, classes):
+    """The second half: the annotator reveals the labels of the chosen pixels into `revealed` (selection.buy).
+    Returns (masks, required, a_wrong): the figures' inconsistency masks; what the bought labels fix
+    (selection.RequiredCounter's summary, with what they cost a person: cost.py); where A was wrong on them."""
+    seconds = dict(seconds_per_point=args.seconds_per_point, seconds_per_click=args.seconds_per_click,
+                   tolerance=args.contour_tolerance)   # what the labels cost a person (cost.py)
+    kind = selection.modes()[args.mode].selector.kind
+    required, a_wrong = selection.buy(annotator, revealed, query.chosen, query.pred_a, classes, range(FIGURE_ROWS),
+                                      kind, seconds)
+    return query.masks, required, a_wrong
+
+
+def select_round(args, net, target_images, annotator, revealed, r, n_rounds, classes, rt=CPU):
+    """Labelling round r of n_rounds over every target-train image: `choose` the pixels, then `buy_round` their
+    labels from the annotator. Returns buy_round's (masks, required, a_wrong). (With a person in Label Studio the run
+    stops between the two halves: train.run.)"""
+    return buy_round(args, choose(args, net, target_images, revealed, r, n_rounds, rt), annotator, revealed, classes)
 
 
 # ================================================================================================================
@@ -338,6 +351,8 @@ def run(args, rt=None):
     target_images = data.ImagesOnly(target)                 # all the trainer may see of target train ...
     annotator = selection.Annotator(lambda i, labelled=target: labelled[i][1],  # ... and the door to its labels
                                     args.annotator_noise, args.noise_band, args.seed)
+    if args.annotator == "label-studio":   # a person's answers instead, read from Label Studio (tools/label_studio.py)
+        annotator = selection.Annotator(job.answer)
     del target                                              # (no other name for the labelled set in this scope)
     net = {k: m.to(rt.device, memory_format=rt.memory_format) for k, m in build_models(args, len(classes)).items()}
     opt = build_optimisers(args, net)
@@ -354,7 +369,13 @@ def run(args, rt=None):
             with job.timed("selector"):                    # 1b. B learns the warmed-up A's pseudo-labels
                 theta = train_selector(args, net, opt, job.scaler, theta, target_images, job.state, rt)
         with job.timed("selection"):                       # 2. the selector chooses, the annotator reveals
-            found = select_round(args, net, target_images, annotator, revealed, r, len(rounds), classes, rt)
+            if args.annotator == "oracle":
+                found = select_round(args, net, target_images, annotator, revealed, r, len(rounds), classes, rt)
+            else:   # a person answers in Label Studio: the run stops between choosing and buying, --resume goes on
+                query = job.asked(r) or choose(args, net, target_images, revealed, r, len(rounds), rt)
+                if not job.person_answered(r, len(rounds), query, classes, theta, revealed):
+                    return None                            # the tasks are in Label Studio, the checkpoint saved
+                found = buy_round(args, query, annotator, revealed, classes)
         job.bought(r, len(rounds), found, theta, revealed)
     theta = adapt(args, net, opt, theta, revealed, streams, args.iters, job)   # 1. A with the labels too (Eq. 2)
 

@@ -171,12 +171,13 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-RUNTIME_FLAGS = ("device", "threads", "num_workers", "quiet", "resume")  # a resumed run may change these
+RUNTIME_FLAGS = ("device", "threads", "num_workers", "quiet", "resume",   # a resumed run may change these
+                 "label_studio_url", "accept_partial")
 SAVED_BEFORE = {"spl_cap": "discrepancy", "ppl_cell": 0,  # flags added since some runs were saved: how those runs acted
                 "annotator_noise": 0.0, "noise_band": 1, "seconds_per_point": 2.4, "seconds_per_click": 3.2,
                 "contour_tolerance": 0.75, "init_from": None, "budget_from": None, "source_root": None,
                 "target_root": None, "classes": None, "img_suffix": [".png", ".jpg"], "seg_suffix": ".png",
-                "scenes": None}
+                "scenes": None, "annotator": "oracle", "label_studio_url": None, "accept_partial": False}
 
 
 def resume_args(cli):
@@ -314,7 +315,7 @@ def init_from(args, settings, state, net, opt, scaler, annotator):
 # Settings that change where and how fast a run works, not what it computes (and flags of older versions).
 PLUMBING = ("out", "quiet", "threads", "log_every", "num_workers", "save_every", "resume", "shared_dir", "seeds",
             "budgets", "device", "benchmark", "peak_tflops", "profile", "jobs", "selectors", "noise_levels",
-            "init_from", "budget_from")
+            "init_from", "budget_from", "label_studio_url", "accept_partial")
 
 
 def changed_settings(saved, wanted, keys=None):
@@ -405,6 +406,7 @@ def write_metrics(args, rt, out, state, miou, ious, classes, annotator, agree):
         "points_per_image": annotator.points_per_image, "images_annotated": annotator.images_annotated,
         "required_fraction": required_fraction(state["selection_rounds"]),
         "annotation_seconds": annotation_seconds(state["selection_rounds"]),
+        **person_answers(state["selection_rounds"]),   # --annotator label-studio: the seconds a person took
         "annotator_noise": getattr(args, "annotator_noise", 0.0), "annotator_wrong_labels": annotator.wrong_labels,
         "selection_rounds": state["selection_rounds"], "schedule": args.schedule,
         "shared_warmup": state["shared_warmup"], "selector_history": state["selector_history"],
@@ -456,10 +458,37 @@ def annotation_seconds(rounds):
     return {"kind": costs[0]["kind"], "per_image": sum(r["per_image"] for r in costs), "per_class": per_class}
 
 
+def person_answers(rounds):
+    """--annotator label-studio, over every round: the seconds a person took (Label Studio's lead_time) per
+    target-train image and in all, and per target-train image of a round as annotation_seconds counts cost.py's
+    modelled seconds (summed over rounds: the two side by side); the tasks and pixels their answers left out or
+    added. Nothing for the oracle."""
+    answered = [r["label_studio"] for r in rounds if "label_studio" in r]
+    if not answered:
+        return {}
+    per_image = {}
+    for a in answered:
+        for i, s in a["seconds"].items():
+            per_image[i] = per_image.get(i, 0.0) + s
+    counts = ("tasks", "tasks_unanswered", "tasks_deleted", "dropped_pixels", "unanswered_pixels")
+    return {"annotation_seconds_measured": {"per_image": per_image, "total": sum(per_image.values()),
+                                            "mean_per_image": sum(a["mean_per_image"] for a in answered)},
+            "label_studio": {"url": answered[-1]["url"], "project": answered[-1]["project"],
+                             **{k: sum(a[k] for a in answered) for k in counts}}}
+
+
 def log_round(args, rt, r, n_rounds, required):
     """One log line per labelling round: how much was bought and how much of it A needed."""
     if not rt.quiet:
         cost = required.get("annotation_seconds")
         tqdm.write(f"[{args.mode}] labelling round {r + 1}/{n_rounds}: {required['bought_pixels']} px bought, "
                    f"A was wrong on {100 * required['required_fraction']:.1f}% of them (required_fraction)"
-                   + (f", about {cost['per_image']:.0f} s of annotator time per image" if cost else ""))
+                   + (f", about {cost['per_image']:.0f} s of annotator time per image" if cost else "")
+                   + (person_line(required["label_studio"]) if "label_studio" in required else ""))
+
+
+def person_line(a):
+    """The log line's part for a person's answers: what was dropped or missing, and the seconds measured."""
+    return (f"; Label Studio: {a['tasks'] - a['tasks_unanswered']}/{a['tasks']} tasks answered in "
+            f"{sum(a['seconds'].values()):.0f} s ({a['mean_per_image']:.0f} s per image), {a['dropped_pixels']} px "
+            f"painted outside the query dropped, {a['unanswered_pixels']} queried px unanswered")

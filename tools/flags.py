@@ -5,8 +5,10 @@ work starts (a mistake is one UsageError naming the flag), and the defaults that
     build_parser()     the flags in groups: the method, our additions, the annotator, the data, the run, the benchmark
 """
 import argparse
+import importlib.util
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import labor
 import selection
 from tools import UsageError
 from tools.checkpoint import WARMUP, resume_args
+from tools.label_studio import DEFAULT_URL
 
 EXPERIMENTS = ("table", "sweep", "noise")   # several runs: python -m tools.experiments
 DESCRIPTION = """LabOR end to end (Shin et al., ICCV 2021): warm up A (Eq. 1, 3), train the pixel selector B (Eq. 5, 6),

@@ -14,6 +14,8 @@ checkpoints, exact resume, --init-from, stop signals, torchrun, the log and the 
     job.selector_trained                B came trained with --init-from's warm-up: stage 1b is done
     job.timed(stage)                    seconds per stage, for metrics.json
     job.bought(r, n, found, theta, revealed)  the round's records and log line, selection.pt, warmup.pt, checkpoint
+    job.asked(r), job.person_answered(...), job.answer(i)   --annotator label-studio: a person answers a round between
+                                        choosing and buying; the run stops there and --resume reads the answers
     job.evaluation_model()              A for evaluation (under DDP: rank 0's statistics, the replicas compared)
     job.finish(A, theta, revealed, miou, ious, classes, evals)   model_A.pt, selection.pt, figures, metrics.json
 """
@@ -26,7 +28,7 @@ from tqdm import tqdm
 
 import labor
 import selection
-from tools import Stopped, UsageError, figures
+from tools import Stopped, UsageError, figures, label_studio
 from tools import checkpoint as files
 from tools.distributed import on_rank0, ranks_agree, sync_buffers, wrap_distributed
 from tools.runtime import autocast, stop_requested, stream, unwrap
@@ -38,12 +40,15 @@ class Job:
 
     def __init__(self, args, rt, shared=False):
         self.t_start = time.time()
-        self.shared = shared and not args.init_from  # its warm-up is the seed's: it writes warmup.pt
+        # its warm-up is the seed's: it writes warmup.pt (not a run that waits for a person: its checkpoint at the
+        # round, which warmup.pt copies, holds B trained)
+        self.shared = shared and not args.init_from and args.annotator == "oracle"
         self.args, self.rt, self.out = args, rt, Path(rt.out)
         self.settings = files.args_dict(args, rt)   # as checkpoints and metrics.json save them
         on_rank0(rt, files.prepare_out, self.out, args.resume)
         self.resume = files.resume_checkpoint(args)
         self.state = files.new_state()  # iteration, rounds done, loss history, seconds per stage
+        self.person = label_studio.Person(args, rt, self.out) if args.annotator == "label-studio" else None
 
     def start(self, net, opt, annotator, target_images, theta, revealed):
         """Where the run starts: as given, or a resumed run's checkpoint (and the labels of a round it bought after
@@ -63,6 +68,8 @@ class Job:
                                           f"come before (written by an older version?); delete selection.pt to buy "
                                           f"the round again")
                 revealed, theta = files.replay_selection(saved, annotator, state)
+            if self.person:  # the answers to the round the run stopped at, read before anything is written
+                self.person.read_answers(state["rounds_done"])
         elif args.init_from:
             theta = files.init_from(args, self.settings, state, net, opt, self.scaler, annotator)
         self.net = wrap_distributed(rt, net)
@@ -139,6 +146,8 @@ class Job:
         on a kill never buys the round again) and a checkpoint."""
         args, state = self.args, self.state
         masks, required, a_wrong = found
+        if self.person:  # what a person's answers left out or added, and the seconds they took
+            required["label_studio"] = self.person.record(r)
         state["masks"].update(masks)
         state["a_wrong"].update({i: a_wrong[i] | state["a_wrong"].get(i, a_wrong[i]) for i in a_wrong})
         state["selection_rounds"].append(required)
@@ -151,6 +160,32 @@ class Job:
         if self.rt.rank == 0:
             files.save_selection(args.mode, self.out, revealed, self.annotator, state, theta)
         self.checkpoint(theta, revealed)
+
+    # ------------------------------------------------------------- a person answers (--annotator label-studio)
+
+    def answer(self, i):
+        """A person's labels of target-train image i, (H, W), 255 where they gave none: the annotator's label_of."""
+        return self.person.label_of(i)
+
+    def asked(self, r):
+        """The query of round r that was put to a person before the run stopped (None: not asked yet)."""
+        return self.person.query(r)
+
+    def person_answered(self, r, n_rounds, query, classes, theta, revealed):
+        """True when a person's answers to round r are in (read by start when the run resumed), or there was
+        nothing to ask. Otherwise asks: the query and a checkpoint first (a run that cannot reach Label Studio
+        resumes from them), then the tasks in Label Studio, label_studio.json and one line saying how to go on.
+        False: the run stops here, exactly where an oracle's run buys the labels."""
+        if self.person.answered(r, query):
+            return True
+        if self.person.query(r) is None:
+            self.person.save_query(r, query)
+            self.checkpoint(theta, revealed)
+        line = self.person.push(r, query, classes, self.target_images)
+        self.bar.close()
+        print(line, flush=True)
+        files.unlock_folder(self.out)
+        return False
 
     def evaluation_model(self):
         """A, ready to evaluate. Under DDP every rank takes rank 0's batch-norm statistics (the model saved), and
