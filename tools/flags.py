@@ -150,7 +150,8 @@ def add_run_flags(p):
       help="write checkpoint.pt every N iterations, atomically, and at the end (default 100; 0: only at the end)")
     a("--resume", default=None, metavar="RUN_DIR",
       help="continue the run in RUN_DIR from its last complete checkpoint, with its own settings (other flags "
-           "but --device/--threads/--num-workers/--quiet are ignored); labels already bought are reused")
+           "but --device/--threads/--num-workers/--quiet/--label-studio-url/--accept-partial are ignored); labels "
+           "already bought are reused")
     a("--amp", action="store_true", help="mixed precision: bf16 where supported, else fp16 with a GradScaler")
 
 
@@ -158,6 +159,35 @@ def check_args(args):
     """What no single flag's type can check: flags that need each other, files, the device."""
     real = args.data == "gta5-cityscapes"
     if args.init_from and not args.resume and not (Path(args.init_from) / WARMUP).is_file():
+def add_person_flags(p):
+    """The flags of a person as the annotator: Label Studio answers the labelling rounds (docs/annotating.md)."""
+    a = p.add_argument_group("a person as the annotator: Label Studio (docs/annotating.md)").add_argument
+    a("--annotator", default="oracle", choices=["oracle", "label-studio"],
+      help="who answers a labelling round: 'oracle', the dataset's target-train labels (default), or 'label-studio': "
+           "the run puts the round in Label Studio, saves and stops; a person labels; --resume reads the answers. "
+           "The token: the environment's LABEL_STUDIO_API_KEY")
+    a("--label-studio-url", default=None, metavar="URL",
+      help=f"Label Studio's address (default {DEFAULT_URL}; a resumed run keeps its own unless given)")
+    a("--accept-partial", action="store_true",
+      help="--resume: go on with the tasks answered so far (the others' pixels stay unlabelled) rather than stop")
+
+
+def check_person(args):
+    """--annotator label-studio needs the SDK and the token, before any training; the oracle's flags stay its own."""
+    if args.annotator == "oracle":
+        if not args.resume and (args.label_studio_url or args.accept_partial):
+            raise UsageError(f"{'--label-studio-url' if args.label_studio_url else '--accept-partial'} is for "
+                             f"--annotator label-studio")
+        return
+    if importlib.util.find_spec("label_studio_sdk") is None:
+        raise UsageError("--annotator label-studio needs the Label Studio SDK: pip install -r requirements-annotate.txt")
+    if not os.environ.get("LABEL_STUDIO_API_KEY"):
+        raise UsageError("--annotator label-studio needs Label Studio's token in LABEL_STUDIO_API_KEY (its page "
+                         "'Account & Settings', or the LABEL_STUDIO_USER_TOKEN it was started with)")
+    if args.annotator_noise > 0:
+        raise UsageError("--annotator-noise simulates the oracle's slips; a person in Label Studio makes their own")
+
+
         raise UsageError(f"--init-from {args.init_from}: there is no {WARMUP} there; give the folder of a staged run of "
                          f"this seed that has bought its labels (experiments.py runs it first)")
     if args.budget_from and not args.resume:
@@ -325,6 +355,7 @@ def build_parser():
     add_run_flags(p)       # --device, --out, --threads, --quiet, --save-every, --resume, --init-from, --amp, ...
     add_benchmark_flags(p)      # --benchmark N, --profile, --peak-tflops
     return p
+    add_person_flags(p)    # --annotator label-studio: a person answers in Label Studio
 
 
 def apply_defaults(args):
@@ -355,6 +386,7 @@ def apply_defaults(args):
     return args
 
 
+    check_person(args)  # --annotator label-studio: the SDK and the token
 def add_benchmark_flags(p):
     g = p.add_argument_group("the speed benchmark (bench.py)")
     g.add_argument("--benchmark", type=non_negative_int, default=0, metavar="N",
