@@ -155,10 +155,6 @@ def add_run_flags(p):
     a("--amp", action="store_true", help="mixed precision: bf16 where supported, else fp16 with a GradScaler")
 
 
-def check_args(args):
-    """What no single flag's type can check: flags that need each other, files, the device."""
-    real = args.data == "gta5-cityscapes"
-    if args.init_from and not args.resume and not (Path(args.init_from) / WARMUP).is_file():
 def add_person_flags(p):
     """The flags of a person as the annotator: Label Studio answers the labelling rounds (docs/annotating.md)."""
     a = p.add_argument_group("a person as the annotator: Label Studio (docs/annotating.md)").add_argument
@@ -188,6 +184,10 @@ def check_person(args):
         raise UsageError("--annotator-noise simulates the oracle's slips; a person in Label Studio makes their own")
 
 
+def check_args(args):
+    """What no single flag's type can check: flags that need each other, files, the device."""
+    real = args.data == "gta5-cityscapes"
+    if args.init_from and not args.resume and not (Path(args.init_from) / WARMUP).is_file():
         raise UsageError(f"--init-from {args.init_from}: there is no {WARMUP} there; give the folder of a staged run of "
                          f"this seed that has bought its labels (experiments.py runs it first)")
     if args.budget_from and not args.resume:
@@ -351,11 +351,11 @@ def build_parser():
            "(default 0: the perfect annotator)")
     a("--noise-band", type=positive_int, default=1,
       help="--annotator-noise: how many pixels from a class boundary a label may go wrong (default 1)")
+    add_person_flags(p)    # --annotator label-studio: a person answers in Label Studio
     add_data_flags(p)      # the synthetic benchmark; real data
     add_run_flags(p)       # --device, --out, --threads, --quiet, --save-every, --resume, --init-from, --amp, ...
     add_benchmark_flags(p)      # --benchmark N, --profile, --peak-tflops
     return p
-    add_person_flags(p)    # --annotator label-studio: a person answers in Label Studio
 
 
 def apply_defaults(args):
@@ -382,11 +382,11 @@ def apply_defaults(args):
                          f"warm-up")
     if args.budget_from and getattr(selection.modes()[args.mode].selector, "budget", None) != "fraction":
         raise UsageError(f"--budget-from sets a fraction of the pixels, which --mode {args.mode} does not buy")
+    check_person(args)  # --annotator label-studio: the SDK and the token
     check_args(args)  # the schedule's iterations, data folders, weights file, device, --resume
     return args
 
 
-    check_person(args)  # --annotator label-studio: the SDK and the token
 def add_benchmark_flags(p):
     g = p.add_argument_group("the speed benchmark (bench.py)")
     g.add_argument("--benchmark", type=non_negative_int, default=0, metavar="N",
