@@ -30,7 +30,8 @@ SOURCE = HERE / "06_exercises.ipynb"
 
 # What a line of a student's code must not reach for unchecked: (pattern, what it does).
 FLAGS = [
-    (r"\bsys\._getframe|\binspect\b|\bf_back\b|\bf_locals\b|\bf_globals\b|\btb_frame\b|\bgc\b", "reads frames or objects"),
+    (r"\bsys\._getframe|\binspect\b|\bf_back\b|\bf_locals\b|\bf_globals\b|\btb_frame\b|\bgc\b",
+     "reads frames or objects"),
     (r"\bsys\.modules\b|\bbuiltins\b|__builtins__|\bimportlib\b|\brunpy\b|__import__", "reaches into the imports"),
     (r"exercise_checks|exercise_expected|hidden_checks|autograder|reference\.py|\bex\.\w+\s*=(?!=)",
      "touches the checks"),
@@ -152,9 +153,18 @@ def show(notebook, grades, flagged=()):
     return total
 
 
+def question_order():
+    """The auto-graded questions in the source notebook's order."""
+    cells = json.loads(SOURCE.read_text())["cells"]
+    heads = ["".join(c["source"]) for c in cells if c["cell_type"] == "raw"]
+    return [re.search(r"name: (\w+)", h).group(1) for h in heads
+            if h.startswith("# BEGIN QUESTION") and "manual: true" not in h]
+
+
 def write_csv(path, every):
     """One row per submission: its path, each exercise's score, the total, the points possible, lines to review."""
-    names = list(next(iter(every.values()))["exercises"]) if every else []
+    found = list(next(iter(every.values()))["exercises"]) if every else []
+    names = [n for n in question_order() if n in found] + [n for n in found if n not in question_order()]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["submission", *names, "total", "possible", "review"])

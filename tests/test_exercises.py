@@ -750,7 +750,8 @@ sys.path.insert(0, '.')
 _STUDENT = ("import exercise_checks as ex, torch\n"
             "ok = ex.check('discrepancy', lambda a, b: (a.softmax(1) - b.softmax(1)).abs().mean())\n"
             "bad = ex.check('inconsistency_mask', lambda a, b: a.argmax() != b.argmax())\n"
-            "print('RESULT', ok, bad, sorted(m for m in sys.modules if m in ('labor', 'selection', 'models', 'train')))")
+            "print('RESULT', ok, bad, sorted(m for m in sys.modules\n"
+            "                                if m in ('labor', 'selection', 'models', 'train')))")
 
 
 def _student_folder(base):
@@ -996,13 +997,41 @@ def test_otter_makes_the_student_copy_and_the_grader_scores_it(dist, tmp_path):
     assert by_name["solutions"]["total"] == 32 == by_name["solutions"]["possible"]
     assert by_name["stubs"]["total"] == 0
     for name, (_, lost) in SUBMISSIONS.items():
-        got = {q: g["possible"] - g["score"] for q, g in by_name[name]["exercises"].items() if g["score"] < g["possible"]}
+        got = {q: g["possible"] - g["score"] for q, g in by_name[name]["exercises"].items()
+               if g["score"] < g["possible"]}
         assert got == lost, (name, got)
     assert not by_name["solutions"]["review"] and not by_name["wrong_a"]["review"]
     assert "total" in printed and "32 / 32" in printed
     rows = (tmp_path / "grades.csv").read_text().splitlines()
     assert rows[0].split(",")[:2] == ["submission", "seg_loss"] and rows[0].endswith("total,possible,review")
-    assert len(rows) == 2 + len(SUBMISSIONS) and any(r.endswith(",32,32,0") for r in rows)
+    assert len(rows) == 1 + 2 + len(SUBMISSIONS) and any(r.endswith(",32,32,0") for r in rows)
+
+
+@pytest.mark.slow
+def test_the_student_copy_runs_its_checks(dist, tmp_path):
+    """The student copy as a student runs it, in its own folder: the setup cell starts otter, each grader.check
+    cell runs the public checks; with a wrong discrepancy, its check and exercise 13's say so, the others pass."""
+    nbformat = pytest.importorskip("nbformat")
+    from nbclient import NotebookClient
+    folder = tmp_path / "student"
+    shutil.copytree(dist / "student", folder)
+    _submission(folder / "06_exercises.ipynb", {}, folder / "06_exercises.ipynb")
+    nb = nbformat.read(folder / "06_exercises.ipynb", as_version=4)
+    nb.cells = [c for c in nb.cells if "grader.export" not in c.source]            # (the export makes a PDF)
+    for c in nb.cells:
+        if c.source.startswith("def discrepancy("):
+            c.source = SUBMISSIONS["wrong_b"][0]["discrepancy"]
+    NotebookClient(nb, timeout=600, resources={"metadata": {"path": str(folder)}}).execute()
+    shown = {}
+    for c in nb.cells:
+        if c.cell_type == "code" and (m := re.match(r'grader\.check\("(\w+)"\)', c.source)):
+            shown[m.group(1)] = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+                                        for o in c.outputs)
+    assert list(shown) == list(ex.EXERCISES)
+    for name, text in shown.items():
+        passed = "All test cases passed" in text
+        assert passed == (name not in ("discrepancy", "selector_step")), (name, text)
+    assert "5 x the expected" in shown["discrepancy"] and "your discrepancy" in shown["selector_step"]
 
 
 @pytest.mark.slow
