@@ -82,7 +82,9 @@ class Person:
         return selection.Query(saved["chosen"], saved["pred_a"], saved["masks"]) if saved["round"] == r else None
 
     def save_query(self, r, query):
+        """Round r's query, and the server's address (a resumed run finds it there when the push failed)."""
         save_atomic({"format": FORMAT, "round": r, **query._asdict()}, self.out / QUERY)
+        self._save_info({**self._info(), "url": self.url})
 
     # ---- asking -------------------------------------------------------------------------------------------------
 
@@ -146,14 +148,15 @@ class Person:
         latest = {i: latest_annotation(found[t]) for i, t in tasks.items() if t in found}
         waiting = [i for i, a in latest.items() if a is None]
         if (deleted or waiting) and not self.accept_partial:
-            gone = ""
+            said = []
             if deleted:
                 names = ", ".join(f"{t} (target image {i})" for i, t in deleted[:5]) + (", ..." if len(deleted) > 5
                                                                                         else "")
-                gone = f"task{'s' if len(deleted) > 1 else ''} {names} no longer in {where} (deleted there?); "
-            raise UsageError(f"labelling round {r + 1}: {gone}{len(waiting)} of {len(tasks)} tasks in {where} have "
-                             f"no annotation yet; nothing was changed: label them and resume again, or resume with "
-                             f"--accept-partial to go on without {'them' if len(deleted) + len(waiting) > 1 else 'it'}")
+                said.append(f"task{'s' if len(deleted) > 1 else ''} {names} no longer in {where} (deleted there?)")
+            if waiting:
+                said.append(f"{len(waiting)} of {len(tasks)} tasks in {where} have no annotation yet")
+            raise UsageError(f"labelling round {r + 1}: {'; '.join(said)}; nothing was changed: answer them and resume "
+                             f"again, or resume with --accept-partial to go on without them")
         labels, seconds, dropped, unanswered = {}, {}, 0, 0
         for i, chosen in query.chosen.items():
             if not chosen.any():
