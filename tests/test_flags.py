@@ -83,6 +83,10 @@ BAD_VALUES = {
     "--contour-tolerance": ["0", "-1"],
     "--annotator-noise": ["-0.1", "1.5", "half"],
     "--noise-band": ["0", "1.5"],
+    # --- a person in Label Studio (an oracle run refuses its flags; a person makes no simulated slips)
+    "--annotator": ["human", "label-studio --annotator-noise 0.1"],
+    "--label-studio-url": ["localhost:8080", "http://localhost:8080"],
+    "--accept-partial": ["=yes", ""],
     # --- schedule (with --iters 2: a warm-up of 2 leaves nothing after the labelling; 0.1 of 2 is no iteration)
     "--schedule": ["paper"],
     "--warmup": ["0", "-1", "2 --schedule staged", "1.5 --schedule staged"],

@@ -163,6 +163,7 @@ def add_person_flags(p):
            "the run puts the round in Label Studio, saves and stops; a person labels; --resume reads the answers. "
            "The token: the environment's LABEL_STUDIO_API_KEY")
     a("--label-studio-url", default=None, metavar="URL",
+      type=_checked(str, lambda v: v.startswith(("http://", "https://")), "an address such as http://localhost:8080"),
       help=f"Label Studio's address (default {DEFAULT_URL}; a resumed run keeps its own unless given)")
     a("--accept-partial", action="store_true",
       help="--resume: go on with the tasks answered so far (the others' pixels stay unlabelled) rather than stop")
