@@ -474,7 +474,8 @@ def build_data(args):
     or the tuning split) and the class names, from a run's flags: the synthetic benchmark, your folders, or GTA5
     and Cityscapes."""
     if args.data == "synthetic":
-        kw = dict(size=tuple(args.size), shift=args.shift, thing_shift=getattr(args, "thing_shift", None))
+        kw = dict(size=tuple(args.size), shift=args.shift, thing_shift=getattr(args, "thing_shift", None),
+                  scenes=getattr(args, "scenes", None) or "balanced")   # (runs saved before --scenes: balanced)
         source = synthetic.synthetic_split("source", "train", n=args.n_source, seed=args.data_seed, **kw)
         target = synthetic.synthetic_split("target", "train", n=args.n_target, seed=args.data_seed, **kw)
         # the tuning split has val's distribution and another seed, so choosing settings never sees val

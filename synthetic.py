@@ -14,11 +14,15 @@ perspective, sidewalks, cars, persons, poles, signs), so a model can transfer sh
 number, `shift`, scales every difference between the domains: shift=0 makes the target look exactly like the source;
 `thing_shift` does the same for the colours of the things alone.
 
+The long-tail variant (`scenes="long-tail"`, train.py --scenes long-tail; section 2c) has Cityscapes' 19 classes,
+with its pixel shares and its rare things (rider, truck, bus, train, motorcycle) in a minority of the scenes.
+
     make_scene         one scene (pure, vectorised numpy): image (H, W, 3) uint8, label (H, W) uint8
     SyntheticStreets   a Dataset of scenes, generated once
     synthetic_split    SyntheticStreets, cached per process (the runs of a table or sweep share their scenes)
 
-Images are float tensors (3, H, W) in [0, 1], labels long tensors (H, W) of class indices 0..8, as in data.py.
+Images are float tensors (3, H, W) in [0, 1], labels long tensors (H, W) of class indices 0..8 (long-tail: 0..18,
+Cityscapes' train IDs), as in data.py.
 """
 import functools
 import zlib
@@ -102,13 +106,13 @@ SOURCE_LAYOUT = dict(
     sidewalk=(0.35, 0.55),         # sidewalk width / road half-width
     buildings=(5, 9), building_height=(0.08, 0.25),  # skyline, height / H
     trees=(0, 2), cars=(1, 4), persons=(1, 2), poles=(1, 3),
-    car_size=1.0, person_size=1.0,  # size multipliers
+    car_size=1.0, person_size=1.0, sign_size=1.0,  # size multipliers
 )
 TARGET_LAYOUT = dict(
     horizon=(0.40, 0.55), road_width=(0.25, 0.35), sidewalk=(0.45, 0.70),
     buildings=(7, 12), building_height=(0.12, 0.35),
     trees=(1, 4), cars=(3, 7), persons=(2, 4), poles=(2, 4),
-    car_size=0.85, person_size=1.15,
+    car_size=0.85, person_size=1.15, sign_size=1.0,
 )
 
 # How much of each procedural pattern every class gets; the whole table is scaled by
@@ -234,11 +238,11 @@ def _draw_person(canvas, ground_y, x, unit, r, size):
 
 
 def _draw_pole(canvas, ground_y, x, unit, r, size):
-    """A thin vertical bar, often with a square or round traffic sign on top."""
+    """A thin vertical bar, often with a square or round traffic sign (`size` times as big) on top."""
     h = unit * (1.3 + 0.6 * r[3])
     canvas.rect(ground_y - h, ground_y, x - 0.03 * unit, x + 0.03 * unit, POLE)
     if r[4] < 0.75:
-        s = max(unit * 0.25 * (0.8 + 0.4 * r[5]), 1.5)
+        s = max(unit * 0.25 * size * (0.8 + 0.4 * r[5]), 1.5)
         if r[5] < 0.5:
             canvas.rect(ground_y - h, ground_y - h + s, x - s / 2, x + s / 2, SIGN)
         else:
@@ -298,15 +302,18 @@ def _layout(rng, L, H, W):
     canvas.paint(below & (np.abs(d) < half), ROAD)
     dashes = (2.0 / t) % 1 < 0.5                              # (H, 1) dash length ~ 1/depth
     canvas.paint(below & dashes & (np.abs(d) < 0.03 * half + 0.3), MARKING)
+    if "presence" in L:   # --scenes long-tail (2c): some scenes get terrain, walls or fences by the street
+        counts, extra = _long_tail_draws(rng, L["presence"])
+        _paint_verges(canvas, counts, extra, (horizon, vanish_x, bottom_x, half_bottom, sidewalk), d, below, outer, half)
 
     # Objects at a random depth t (far = small = high up) and a lateral offset in
     # units of the road half-width: cars on the road, persons on the sidewalks,
     # poles at the kerb's outer edge, trees just behind it.
     todo = []  # (t, draw function, ground_y, x, unit, randoms, size)
 
-    def place(row, count, depth, across, draw, size):
-        """Queue `count` objects of one type, with randoms from objects[row]."""
-        for r in objects[row, :count]:
+    def place(row, count, depth, across, draw, size, randoms=objects):
+        """Queue `count` objects of one type, with randoms from randoms[row]."""
+        for r in randoms[row, :count]:
             t = depth[0] + (depth[1] - depth[0]) * r[0]
             y, c, unit = ground(t)
             todo.append((t, draw, y, c + unit * across(r), unit, r, size))
@@ -317,9 +324,11 @@ def _layout(rng, L, H, W):
     place(1, _count(L["persons"], g[9]), (0.12, 1.0),
           lambda r: side(r) * (1 + sidewalk * (0.25 + 0.5 * r[2])), _draw_person, L["person_size"])
     place(2, _count(L["poles"], g[10]), (0.10, 0.9),
-          lambda r: side(r) * (1 + sidewalk * 0.9), _draw_pole, 1.0)
+          lambda r: side(r) * (1 + sidewalk * 0.9), _draw_pole, float(L["sign_size"]))
     place(3, _count(L["trees"], g[11]), (0.05, 0.55),
           lambda r: side(r) * (1 + sidewalk * (1.1 + 0.3 * r[2])), _draw_tree, 1.0)
+    if "presence" in L:   # ... and some get the rarer objects: riders, trucks, buses, trains, (motor)bikes, lights
+        _place_long_tail(place, counts, extra, side, sidewalk)
 
     cars = []  # painter's algorithm: far to near, so nearer objects cover farther ones
     for _, draw, y, x, unit, r, size in sorted(todo, key=lambda o: o[0]):
@@ -347,16 +356,17 @@ def _box_blur(image):
     return (p[:-2] + p[1:-1] + p[2:]) / 3                           # (H, W, 3)
 
 
-def _render(rng, canvas, scene, label, style, colors):
+def _render(rng, canvas, scene, style, colors):
     """Turn the instance map into an RGB float image (H, W, 3) in the given style.
 
     `style` and `colors` are already interpolated by `shift`; with the source values
-    every effect after step 1 is zero and the image stays flat and crisp.
+    every effect after step 1 is zero and the image stays flat and crisp. colors["base"]
+    holds one colour per kind, colors["texture"] one row of TEXTURE_WEIGHTS per kind.
     """
-    H, W = label.shape
+    H, W = canvas.inst.shape
     kinds = np.array(canvas.kinds)                                   # (K,) kind of each instance
     # 1. One flat colour per instance: kind colour + per-image and per-instance jitter.
-    jitter = (rng.standard_normal((len(KINDS), 3)) * style["class_jitter"])[kinds] \
+    jitter = (rng.standard_normal((len(colors["base"]), 3)) * style["class_jitter"])[kinds] \
         + rng.standard_normal((len(kinds), 3)) * style["instance_jitter"]  # (K, 3)
     car_colors = colors["car"][rng.integers(len(colors["car"]), size=len(kinds))]
     inst_colors = np.where((kinds == CAR)[:, None], car_colors, colors["base"][kinds]) + jitter
@@ -373,7 +383,7 @@ def _render(rng, canvas, scene, label, style, colors):
         -(((xs % 7) < 3) & ((ys % 6) < 3)).astype(np.float32),       # dark windows
         -(((xs % 9) < 1) | ((ys % 5) < 1)).astype(np.float32),       # paving joints
     ], axis=-1)                                                      # (H, W, 4)
-    texture = (patterns * TEXTURE_WEIGHTS[label]).sum(-1)            # (H, W)
+    texture = (patterns * colors["texture"][kinds[canvas.inst]]).sum(-1)  # (H, W)
     image += style["texture"] * texture[..., None]
 
     # 3. Illumination: a random linear gradient of light across the image.
@@ -402,10 +412,196 @@ def _render(rng, canvas, scene, label, style, colors):
     return image * gain
 
 
-THINGS = ("car", "person", "pole", "traffic sign", "skin", "window")  # kinds that `thing_shift` colours
+# -----------------------------------------------------------------------------
+# 2c. The long-tail variant (--scenes long-tail): Cityscapes' 19 classes and its statistics
+#
+# The balanced scenes above have 9 classes, each in nearly every image. Cityscapes has 19, and
+# several "things" (rider, truck, bus, train, motorcycle) appear in a minority of its images and
+# cover well under 1% of its pixels. The long-tail scenes keep the street and the renderer and add
+# ten kinds of surface, each drawn in a share of the scenes (LONG_TAIL_PRESENCE). Pixel shares and
+# presence follow Cityscapes' (python -m tools.benchmark_stats --scenes long-tail prints them beside
+# Cityscapes' figures; docs/experiments.md cites the sources). Both domains draw their layout from
+# the same table, so the statistics do not move with `shift`: the gap is the style alone.
+SCENES = ("balanced", "long-tail")
+LONG_TAIL_CLASSES = (  # Cityscapes' 19 classes, in train-ID order (data.CITYSCAPES_CLASSES)
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
+    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle")
+LONG_TAIL_PALETTE = np.array([  # their official colours (data.CITYSCAPES_PALETTE; tests/test_longtail.py checks)
+    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
+    (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
+    (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32)],
+    dtype=np.uint8)  # (19, 3)
+LONG_TAIL_KINDS = ("wall", "fence", "traffic light", "terrain", "rider", "truck", "bus", "train", "motorcycle",
+                   "bicycle")  # kinds 13..22, after the 13 of 2a
+WALL, FENCE, LIGHT, TERRAIN, RIDER, TRUCK, BUS, TRAIN, MOTORCYCLE, BICYCLE = range(13, 23)
+LONG_TAIL_KIND_TO_CLASS = np.array(  # (23,) every kind's label among LONG_TAIL_CLASSES
+    [LONG_TAIL_CLASSES.index(name) for name in [SYNTHETIC_CLASSES[c] for c in KIND_TO_CLASS] + list(LONG_TAIL_KINDS)],
+    dtype=np.uint8)
+
+# Their colours join the tables of 2a: distinct in the game, muted in the real style, where
+# riders turn dark like persons, buses yellow like signs and trucks white like sky.
+SOURCE_COLORS.update({
+    "wall": (150, 150, 210), "fence": (200, 160, 110), "traffic light": (250, 130, 0),
+    "terrain": (150, 240, 130), "rider": (240, 0, 130), "truck": (0, 20, 110), "bus": (0, 120, 150),
+    "train": (0, 150, 100), "motorcycle": (70, 70, 255), "bicycle": (150, 20, 50),
+})
+TARGET_COLORS.update({
+    "wall": (165, 155, 145), "fence": (125, 115, 100), "traffic light": (45, 45, 40),
+    "terrain": (120, 130, 80), "rider": (70, 55, 60), "truck": (205, 205, 200), "bus": (215, 195, 90),
+    "train": (185, 185, 170), "motorcycle": (45, 45, 50), "bicycle": (65, 60, 70),
+})
+LONG_TAIL_TEXTURES = np.array([  # as TEXTURE_WEIGHTS: blotches, fine grain, windows, paving tiles
+    [0.3, 0.4, 0.0, 0.6],   # wall: blocks
+    [0.2, 0.2, 0.8, 0.0],   # fence: slats
+    [0.0, 0.1, 0.0, 0.0],   # traffic light
+    [0.8, 0.8, 0.0, 0.0],   # terrain: grass
+    [0.2, 0.3, 0.0, 0.0],   # rider
+    [0.1, 0.2, 0.0, 0.0],   # truck
+    [0.1, 0.2, 0.8, 0.0],   # bus: windows
+    [0.1, 0.2, 1.0, 0.0],   # train: windows
+    [0.1, 0.2, 0.0, 0.0],   # motorcycle
+    [0.1, 0.2, 0.0, 0.0],   # bicycle
+], dtype=np.float32)  # (10, 4)
+
+# One layout for both domains (the keys of SOURCE_LAYOUT): a lower camera than the balanced
+# scenes', so the road fills the bottom, and a dense skyline leaves little sky, as in Cityscapes.
+LONG_TAIL_LAYOUT = dict(
+    horizon=(0.25, 0.35), road_width=(0.55, 0.7), sidewalk=(0.25, 0.45),
+    buildings=(10, 14), building_height=(0.25, 0.45),
+    trees=(1, 4), cars=(0, 8), persons=(0, 6), poles=(1, 3),
+    car_size=0.65, person_size=0.8, sign_size=1.6,
+)
+# The share of scenes that have each new class, and how many of it they get then (inclusive).
+# Riders ride bicycles (4 in 5) or motorcycles, so those two are also present where riders are;
+# "traffic sign" adds signposts near the camera to the signs on the poles of 2b.
+LONG_TAIL_PRESENCE = {
+    "wall": (0.33, (1, 2)), "fence": (0.45, (1, 2)), "terrain": (0.60, (1, 1)), "traffic light": (0.57, (1, 3)),
+    "rider": (0.37, (1, 3)), "truck": (0.12, (1, 1)), "bus": (0.10, (1, 1)), "train": (0.04, (1, 1)),
+    "motorcycle": (0.03, (1, 2)), "bicycle": (0.38, (1, 2)), "traffic sign": (0.85, (1, 2)),
+}
 
 
-def make_scene(domain, index, split="train", seed=0, size=(96, 192), shift=1.0, thing_shift=None):
+def _long_tail_draws(rng, presence):
+    """How many of each LONG_TAIL_PRESENCE class a scene gets, and 6 randoms per object (drawn after the
+    balanced scene's, in fixed-size blocks): ({name: count}, {name: (MAX_OBJECTS, 6) randoms})."""
+    u = rng.random((len(presence), 2))                        # present?, how many
+    blocks = rng.random((len(presence), MAX_OBJECTS, 6))
+    counts, randoms = {}, {}
+    for (name, (p, many)), (has, n), block in zip(presence.items(), u, blocks):
+        counts[name] = _count(many, n) if has < p else 0
+        randoms[name] = block
+    return counts, randoms
+
+
+def _paint_verges(canvas, counts, randoms, street, d, below, outer, half):
+    """Terrain (a grass strip behind one sidewalk), then walls and fences standing along a sidewalk's outer
+    edge for a stretch of depth. street: (horizon, vanish_x, bottom_x, half_bottom, sidewalk)."""
+    horizon, vanish_x, bottom_x, half_bottom, sidewalk = street
+    side = lambda r: 1 if r[1] < 0.5 else -1  # noqa: E731
+    for r in randoms["terrain"][:counts["terrain"]]:
+        strip = (side(r) * d > outer) & (side(r) * d <= outer + half * (0.2 + 0.4 * r[2]))
+        canvas.paint(below & strip, TERRAIN)
+    for kind, name in ((WALL, "wall"), (FENCE, "fence")):
+        for r in randoms[name][:counts[name]]:
+            # the kerb's outer edge moves by `edge` pixels across per unit of depth t (0 = horizon)
+            edge = bottom_x - vanish_x + side(r) * half_bottom * (1 + sidewalk)
+            t = (canvas.xs - vanish_x) / (edge if abs(edge) > 1e-3 else 1e-3)   # (1, W) depth at each column
+            ground_y = horizon + t * (canvas.H - horizon)
+            tall = (0.15 + 0.2 * r[3]) * half_bottom * t                         # (1, W) height in pixels
+            near = 0.1 + 0.5 * r[0]
+            mask = (t >= near) & (t <= near + 0.2 + 0.5 * r[2]) & (canvas.ys <= ground_y) & (canvas.ys > ground_y - tall)
+            canvas.paint(mask, kind)
+
+
+def _draw_truck(canvas, ground_y, x, unit, r, size):
+    """A truck from behind: a tall box."""
+    w = unit * 0.7 * (0.9 + 0.2 * r[2])
+    h = w * (1.0 + 0.3 * r[3])
+    canvas.rect(ground_y - h, ground_y, x - w / 2, x + w / 2, TRUCK)
+    return (ground_y, x, w, h)
+
+
+def _draw_bus(canvas, ground_y, x, unit, r, size):
+    """A bus from behind (its texture draws rows of windows)."""
+    w = unit * 0.75 * (0.9 + 0.2 * r[2])
+    h = w * (1.1 + 0.2 * r[3])
+    canvas.rect(ground_y - h, ground_y, x - w / 2, x + w / 2, BUS)
+    return (ground_y, x, w, h)
+
+
+def _draw_train(canvas, ground_y, x, unit, r, size):
+    """A tram seen from the side: a long box crossing the street."""
+    w, h = unit * (1.8 + 0.8 * r[2]), unit * (0.8 + 0.2 * r[3])
+    canvas.rect(ground_y - h, ground_y, x - w / 2, x + w / 2, TRAIN)
+    return (ground_y, x, w, h)
+
+
+def _draw_two_wheeler(canvas, ground_y, x, unit, r, kind, rider):
+    """A bicycle or motorcycle from the side (two wheels and a frame), with a rider on it or parked."""
+    wheel = unit * (0.06 if kind == BICYCLE else 0.07)
+    span = unit * 0.2
+    for dx in (-span / 2, span / 2):
+        canvas.ellipse(ground_y - wheel, x + dx, wheel, wheel, kind)
+    thick = 0.04 * unit if kind == BICYCLE else 0.08 * unit
+    canvas.rect(ground_y - 2.2 * wheel - thick, ground_y - 1.2 * wheel, x - span / 2, x + span / 2, kind)
+    if rider:   # the upper body above the saddle and a head
+        h = unit * 0.25 * (0.9 + 0.2 * r[3])
+        canvas.ellipse(ground_y - 2.2 * wheel - 0.45 * h, x, 0.45 * h, 0.12 * h + 0.5, RIDER)
+        canvas.ellipse(ground_y - 2.2 * wheel - 1.0 * h, x, 0.14 * h, 0.11 * h, RIDER)  # (Cityscapes: all rider)
+
+
+def _draw_ridden(canvas, ground_y, x, unit, r, size):
+    """A rider on a bicycle (4 in 5) or a motorcycle."""
+    _draw_two_wheeler(canvas, ground_y, x, unit, r, BICYCLE if r[5] < 0.8 else MOTORCYCLE, rider=True)
+
+
+def _draw_bicycle(canvas, ground_y, x, unit, r, size):
+    """A parked bicycle."""
+    _draw_two_wheeler(canvas, ground_y, x, unit, r, BICYCLE, rider=False)
+
+
+def _draw_motorcycle(canvas, ground_y, x, unit, r, size):
+    """A parked motorcycle."""
+    _draw_two_wheeler(canvas, ground_y, x, unit, r, MOTORCYCLE, rider=False)
+
+
+def _draw_light(canvas, ground_y, x, unit, r, size):
+    """A traffic light: a pole with a dark box on top."""
+    h = unit * (1.2 + 0.5 * r[3])
+    canvas.rect(ground_y - h, ground_y, x - 0.03 * unit, x + 0.03 * unit, POLE)
+    canvas.rect(ground_y - h, ground_y - h + 0.4 * unit, x - 0.09 * unit, x + 0.09 * unit, LIGHT)
+
+
+def _draw_signpost(canvas, ground_y, x, unit, r, size):
+    """A short post with a traffic sign."""
+    h, s = unit * (0.8 + 0.3 * r[3]), unit * 0.3 * (0.8 + 0.4 * r[5])
+    canvas.rect(ground_y - h, ground_y, x - 0.03 * unit, x + 0.03 * unit, POLE)
+    canvas.rect(ground_y - h - s / 2, ground_y - h + s / 2, x - s / 2, x + s / 2, SIGN)
+
+
+def _place_long_tail(place, counts, randoms, side, sidewalk):
+    """Queue the long-tail objects with `place` (as _layout does its own): big vehicles far down the road,
+    riders near the kerb, parked (motor)bikes on the sidewalk, traffic lights at its outer edge."""
+    block = np.stack([randoms[n] for n in LONG_TAIL_PRESENCE])   # (11, MAX_OBJECTS, 6)
+    row = {n: k for k, n in enumerate(LONG_TAIL_PRESENCE)}
+    road = lambda r: 1.2 * r[1] - 0.6  # noqa: E731
+    for name, depth, across, draw in (
+            ("truck", (0.1, 0.35), road, _draw_truck),
+            ("bus", (0.1, 0.35), road, _draw_bus),
+            ("train", (0.1, 0.25), lambda r: 0.0, _draw_train),
+            ("rider", (0.12, 0.9), lambda r: side(r) * (0.7 + 0.2 * r[2]), _draw_ridden),
+            ("bicycle", (0.12, 0.9), lambda r: side(r) * (1 + sidewalk * (0.3 + 0.5 * r[2])), _draw_bicycle),
+            ("motorcycle", (0.12, 0.9), lambda r: side(r) * (0.8 + 0.15 * r[2]), _draw_motorcycle),
+            ("traffic light", (0.1, 0.45), lambda r: side(r) * (1 + sidewalk * 0.9), _draw_light),
+            ("traffic sign", (0.1, 0.45), lambda r: side(r) * (1 + sidewalk * 0.6), _draw_signpost)):
+        place(row[name], counts[name], depth, across, draw, 1.0, randoms=block)
+
+
+THINGS = ("car", "person", "pole", "traffic sign", "skin", "window",  # kinds that `thing_shift` colours
+          "traffic light", "rider", "truck", "bus", "train", "motorcycle", "bicycle")
+
+
+def make_scene(domain, index, split="train", seed=0, size=(96, 192), shift=1.0, thing_shift=None, scenes="balanced"):
     """Generate one synthetic street scene.
 
     domain: "source" (game-like) or "target" (real-like). `shift` only affects the
@@ -417,26 +613,37 @@ def make_scene(domain, index, split="train", seed=0, size=(96, 192), shift=1.0, 
         misses them whole; thing_shift < shift keeps them partly recognisable.
     index, split, seed: identify the scene; non-negative ints / any string.
     size: (H, W) in pixels (note: the real loaders take (W, H) like PIL / AdaptSegNet).
+    scenes: "balanced" (the benchmark: 9 classes) or "long-tail" (Cityscapes' 19 classes
+        and statistics, section 2c; its layout is the same in both domains).
     Returns image (H, W, 3) uint8 and label (H, W) uint8 with values 0..8
-    (SYNTHETIC_CLASSES). Deterministic: the same arguments give identical arrays.
+    (SYNTHETIC_CLASSES; long-tail: 0..18, LONG_TAIL_CLASSES). Deterministic: the same
+    arguments give identical arrays.
     """
     if domain not in DOMAINS:
         raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
+    if scenes not in SCENES:
+        raise ValueError(f"scenes must be one of {SCENES}, got {scenes!r}")
     H, W = int(size[0]), int(size[1])
     s = 0.0 if domain == "source" else float(shift)
     t = s if domain == "source" or thing_shift is None else float(thing_shift)
+    kinds, kind_to_class, textures = KINDS, KIND_TO_CLASS, TEXTURE_WEIGHTS[KIND_TO_CLASS]
     layout = {k: _lerp(SOURCE_LAYOUT[k], TARGET_LAYOUT[k], s) for k in SOURCE_LAYOUT}
+    if scenes == "long-tail":
+        kinds, kind_to_class = KINDS + LONG_TAIL_KINDS, LONG_TAIL_KIND_TO_CLASS
+        textures = np.concatenate([textures, LONG_TAIL_TEXTURES])
+        layout = dict(LONG_TAIL_LAYOUT, presence=LONG_TAIL_PRESENCE)
     style = {k: float(_lerp(SOURCE_STYLE[k], TARGET_STYLE[k], s)) for k in SOURCE_STYLE}
     colors = {
         "base": np.stack([_lerp(SOURCE_COLORS[k], TARGET_COLORS[k], t if k in THINGS else s)
-                          for k in KINDS]),                          # (13, 3) one colour per kind
+                          for k in kinds]),                          # (13, 3) one colour per kind (long-tail 23)
         "car": _lerp(np.broadcast_to(SOURCE_COLORS["car"], TARGET_CAR_COLORS.shape),
                      TARGET_CAR_COLORS, t),                          # (5, 3) choices per car
+        "texture": textures,                                         # (13, 4) texture weights per kind
     }
     layout_rng, style_rng = _scene_rngs(domain, split, index, seed)
     canvas, scene = _layout(layout_rng, layout, H, W)
-    label = KIND_TO_CLASS[np.array(canvas.kinds)][canvas.inst]       # (H, W) uint8
-    image = _render(style_rng, canvas, scene, label, style, colors)  # (H, W, 3) float
+    label = kind_to_class[np.array(canvas.kinds)][canvas.inst]       # (H, W) uint8
+    image = _render(style_rng, canvas, scene, style, colors)         # (H, W, 3) float
     return np.clip(image + 0.5, 0, 255).astype(np.uint8), label
 
 
@@ -445,24 +652,29 @@ class SyntheticStreets(torch.utils.data.Dataset):
 
     domain: "source" or "target"; split: any name (different names = different scenes);
     n: number of scenes, default 1000 for source train, 500 for target train, else 200.
-    Items are (image float (3, H, W) in [0, 1], label long (H, W) in 0..8).
+    scenes: "balanced" (9 classes) or "long-tail" (Cityscapes' 19, section 2c).
+    Items are (image float (3, H, W) in [0, 1], label long (H, W) in 0..8, long-tail 0..18).
     `images` (N, H, W, 3) and `labels` (N, H, W) hold the raw uint8 arrays.
     """
 
-    def __init__(self, domain, split="train", n=None, size=(96, 192), shift=1.0, seed=0, thing_shift=None):
+    def __init__(self, domain, split="train", n=None, size=(96, 192), shift=1.0, seed=0, thing_shift=None,
+                 scenes="balanced"):
         """Generate the n scenes (a few ms each) and store them."""
         if domain not in DOMAINS:
             raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
         if n is None:
             n = {("source", "train"): 1000, ("target", "train"): 500}.get((domain, split), 200)
         self.domain, self.split, self.size, self.shift, self.seed = domain, split, tuple(size), shift, seed
-        self.classes, self.num_classes = SYNTHETIC_CLASSES, len(SYNTHETIC_CLASSES)
-        self.palette = SYNTHETIC_PALETTE
+        self.scenes = scenes
+        self.classes = SYNTHETIC_CLASSES if scenes == "balanced" else LONG_TAIL_CLASSES
+        self.palette = SYNTHETIC_PALETTE if scenes == "balanced" else LONG_TAIL_PALETTE
+        self.num_classes = len(self.classes)
         H, W = self.size
         self.images = np.zeros((n, H, W, 3), np.uint8)               # (N, H, W, 3)
         self.labels = np.zeros((n, H, W), np.uint8)                  # (N, H, W)
         for i in range(n):
-            self.images[i], self.labels[i] = make_scene(domain, i, split, seed, self.size, shift, thing_shift)
+            self.images[i], self.labels[i] = make_scene(domain, i, split, seed, self.size, shift, thing_shift,
+                                                        scenes)
 
     def __len__(self):
         """Number of scenes."""
@@ -474,7 +686,8 @@ class SyntheticStreets(torch.utils.data.Dataset):
 
 
 @functools.lru_cache(maxsize=6)
-def synthetic_split(domain, split, n, seed, size, shift, thing_shift):
+def synthetic_split(domain, split, n, seed, size, shift, thing_shift, scenes="balanced"):
     """SyntheticStreets(...), generated once per process: runs and notebooks in one process share their data (a
     few seconds a run saved; nothing writes to the scenes after they are made)."""
-    return SyntheticStreets(domain, split, n=n, size=size, shift=shift, seed=seed, thing_shift=thing_shift)
+    return SyntheticStreets(domain, split, n=n, size=size, shift=shift, seed=seed, thing_shift=thing_shift,
+                            scenes=scenes)

@@ -45,6 +45,7 @@ BAD_VALUES = {
     "--n-target": ["0"],
     "--n-val": ["0"],
     "--data-seed": ["-1", "1.5", "4294967296"],
+    "--scenes": ["longtail", "Long-tail", "19"],
     "--eval-split": ["test"],
     "--num-workers": ["-1", "two"],
     # --- models

@@ -100,6 +100,10 @@ def add_data_flags(p, synthetic_only=False):
     a("--n-target", type=positive_int, default=None, help="synthetic target-train images (default 500)")
     a("--n-val", type=positive_int, default=None, help="synthetic target-val images (default 200)")
     a("--data-seed", type=seed, default=0, help="seed of the synthetic benchmark itself (default 0)")
+    a("--scenes", default=None, choices=["balanced", "long-tail"],
+      help="synthetic scenes: 'balanced' (the benchmark: 9 classes, each in nearly every image) or 'long-tail' "
+           "(Cityscapes' 19 classes with its pixel shares and rare things; python -m tools.benchmark_stats) "
+           "(default balanced)")
     if synthetic_only:
         return
     a("--width", type=positive_int, default=24, help="--model tiny: the backbone's width (default 24)")
