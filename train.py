@@ -10,7 +10,8 @@
   1b. selector    `train_selector`: B learns the warmed-up A's pseudo-labels (Eq. 5) with A fixed while its two
                   heads are pushed apart (Eq. 6) (--schedule staged, the paper's Fig. 2; joint: B beside A in 1)
   2. selection    `select_round`: a selector (SPL, PPL, a baseline: selection.SELECTORS) looks at every target-train
-                  image, the annotator reveals the labels it asks for; then 1 continues with them
+                  image, the annotator reveals the labels it asks for; then 1 continues with them (a person in
+                  Label Studio answers between its halves, `choose` and `buy_round`: docs/annotating.md)
   3. evaluation   `evaluate`: A on target val, mIoU from one confusion matrix, the final model only
   4. outputs      metrics.json, checkpoint, selection, figures in the run folder
 
