@@ -358,6 +358,24 @@ def test_server_down_or_a_wrong_token_is_one_line_and_the_run_is_kept(server, sd
     assert_same_as_oracle(oracle(*flags), out)
 
 
+def test_a_push_cut_short_is_pushed_again_whole(server, sdk, tmp_path, capsys):
+    """A push that ended half-way (label_studio.json says round 1 was being pushed, its tasks not recorded): the
+    resumed run deletes the round's tasks it finds and pushes them all again, one task per image."""
+    flags = ("--mode", "ppl")
+    out = tmp_path / "run"
+    info = ask(server, out, capsys, *flags)
+    first = set(info["rounds"][0]["tasks"].values())
+    cut = {**info, "pushing": 1, "rounds": []}
+    (out / label_studio.INFO).write_text(json.dumps(cut))
+    code, stdout, err = resume(out, capsys)
+    assert code == 0, err
+    again = asked(out, stdout)
+    assert "pushing" not in again and again["project"] == info["project"]
+    now = {t.id: t.data["image_index"] for t in sdk.tasks.list(project=info["project"], fields="all")}
+    assert set(now) == set(again["rounds"][0]["tasks"].values()) and len(now) == len(first)   # none twice
+    assert sorted(now.values()) == sorted(int(i) for i in info["rounds"][0]["tasks"])
+
+
 def test_a_deleted_task_is_named(server, sdk, tmp_path, capsys):
     """A task deleted in Label Studio: one line naming it and its image, exit 2; --accept-partial goes on without."""
     flags = ("--mode", "ppl")

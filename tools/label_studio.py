@@ -109,8 +109,12 @@ class Person:
                 info = {"url": self.url, "project": project.id, "title": self.out.name, "classes": list(classes),
                         "size": [h, w], "rounds": []}
                 self._save_info(info)   # a kill from here on reuses this project
-            info["url"] = self.url
-            info["rounds"] = [x for x in info["rounds"] if x["round"] != r + 1]   # (a push that failed half-way)
+            if info.get("pushing") == r + 1:   # this round's push failed half-way: its tasks go, all come again
+                for t in ls.tasks.list(project=info["project"], fields="task_only", page_size=100):
+                    if t.data.get("round") == r + 1:
+                        ls.tasks.delete(id=str(t.id))
+            info.update(url=self.url, pushing=r + 1)
+            self._save_info(info)
             tasks = []
             for k in range(0, len(asked), IMPORT_CHUNK):
                 chunk = asked[k:k + IMPORT_CHUNK]
@@ -121,6 +125,7 @@ class Person:
                     for i in chunk])
                 tasks += list(done.task_ids)   # (in the order of the request)
         info["rounds"].append({"round": r + 1, "kind": kind, "tasks": {str(i): t for i, t in zip(asked, tasks)}})
+        del info["pushing"]
         self._save_info(info)
         pid = info["project"]
         return (f"labelling round {r + 1}: {len(asked)} tasks in Label Studio project {pid} ({self.url}/projects/"
