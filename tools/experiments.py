@@ -267,7 +267,8 @@ def main(argv=None):
 
 
 def plan_stages(a, passed):
-    """The experiment's commands, stage by stage: every flag checked, nothing run."""
+    """The experiment's commands, stage by stage, without the stages left empty (--stage N: both, even if empty):
+    every flag checked, nothing run."""
     if "--mode" in passed or any(w.startswith("--mode=") for w in passed):
         raise UsageError("the experiment chooses each run's --mode; leave it out")
     base = flags.get_args([*passed, "--mode", "spl"])   # every flag of train.py checked now, before any run starts
@@ -288,7 +289,8 @@ def plan_stages(a, passed):
     a.out = Path(a.out or f"runs/{a.command}-{time.strftime('%Y%m%d-%H%M%S')}")
     if a.out.exists() and not a.out.is_dir():
         raise UsageError(f"--out {a.out} is a file; the experiment needs a folder (a new one, or its own)")
-    return commands(a, base, passed, a.out)
+    stages = commands(a, base, passed, a.out)
+    return stages if getattr(a, "stage", None) else [s for s in stages if s]
 
 
 def experiment(a, passed):
@@ -297,7 +299,6 @@ def experiment(a, passed):
     if a.stage:   # one stage, command lines alone: a pipeline runs them (xargs -P), then the next stage
         print("\n".join(shlex.join(c) for c in stages[a.stage - 1]))
         return
-    stages = [s for s in stages if s]
     if a.print:
         if not stages:
             print(f"# every run has finished: python -m tools.experiments regenerate {a.out} writes the tables")
