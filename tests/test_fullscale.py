@@ -72,10 +72,10 @@ def test_paper_command_trains_and_evaluates_at_full_resolution(fakes, tmp_path, 
                     initial={k: [(g["lr"], g.get("lr_mult")) for g in o.param_groups] for k, o in opt.items()})
         return opt
 
-    def spy_evaluate(args, A, dataset, num_classes):
+    def spy_evaluate(args, A, dataset, num_classes, *rt):
         seen["eval_dataset"], seen["in_eval"] = dataset, True
         try:
-            return evaluate(args, A, dataset, num_classes)
+            return evaluate(args, A, dataset, num_classes, *rt)
         finally:
             seen["in_eval"] = False
 
@@ -217,8 +217,9 @@ def test_amp_trains_with_bf16_autocast_on_cpu(tmp_path, monkeypatch):
     monkeypatch.setattr(labor, "seg_loss", lambda logits, y, *a, **k: (dtypes.append(logits.dtype),
                                                                         seg_loss(logits, y, *a, **k))[1])
     args = train.get_args(["--mode", "spl", "--amp", "--select-at", "1", *TINY, "--out", str(tmp_path / "amp")])
-    m = train.run(args)
-    assert args.amp_dtype == torch.bfloat16
+    rt = runtime.setup(args)
+    m = train.run(args, rt)
+    assert rt.amp_dtype == torch.bfloat16
     assert torch.bfloat16 in dtypes                                    # the forward passes ran under autocast
     losses = [v for entry in m["history"] for k, v in entry.items() if k != "iter"]
     assert losses and all(math.isfinite(v) for v in losses)
