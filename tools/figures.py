@@ -308,7 +308,7 @@ def at_a_glance(run_dir, out=None):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Figures from a finished run folder.")
+    p = argparse.ArgumentParser(prog="python -m tools.figures", description="Figures from a finished run folder.")
     sub = p.add_subparsers(dest="figure", required=True)
     g = sub.add_parser("at-a-glance", help="one target image through the whole method (docs/at_a_glance.png)")
     g.add_argument("run_dir", help="the folder of a finished --mode spl or ppl run")
