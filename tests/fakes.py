@@ -1,4 +1,4 @@
-"""Tiny datasets written in the real GTA5 and Cityscapes folder layouts and in the own-data layout (img_dir/ann_dir),
+"""assert_equal (exact comparison of checkpoints and metrics), and tiny datasets written in the real GTA5 and Cityscapes folder layouts and in the own-data layout (img_dir/ann_dir),
 for the tests of the real loaders and of data.Folder.
 
 They reuse synthetic.py's scenes, with the labels turned into Cityscapes label IDs, so a loader that reads
@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from data import CITYSCAPES_PALETTE, IGNORE_INDEX, SYNTHETIC_TO_CITYSCAPES, TRAIN_ID_TO_LABEL_ID
@@ -102,3 +103,19 @@ def write_classes(path, names=SYNTHETIC_CLASSES, mapping=None, palette=None):
         spec["map"] = mapping
     Path(path).write_text(json.dumps(spec))
     return Path(path)
+
+
+def assert_equal(a, b, where):
+    """Nested dicts / lists of tensors and plain values, compared exactly."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            assert_equal(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_equal(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    else:
+        assert a == b, where

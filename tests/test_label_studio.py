@@ -28,6 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import train  # noqa: E402
+from fakes import assert_equal  # noqa: E402
 from tools import checkpoint as files  # noqa: E402
 from tools import label_studio  # noqa: E402
 
@@ -230,21 +231,6 @@ def assert_same_as_oracle(ref, out):
     for k in ("nets", "opts", "theta", "rng", "iter", "history", "rounds_done"):
         assert_equal(ca[k], cb[k], k)
     return ma, mb
-
-
-def assert_equal(a, b, where):
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            assert_equal(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_equal(x, y, f"{where}[{i}]")
-    elif isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), where
-    else:
-        assert a == b, where
 
 
 def snapshot(folder):

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from tools import distributed  # noqa: E402
 from tools import experiments  # noqa: E402
-from fakes import write_fake_cityscapes, write_fake_gta5  # noqa: E402
+from fakes import assert_equal, write_fake_cityscapes, write_fake_gta5  # noqa: E402
 import labor  # noqa: E402
 import selection  # noqa: E402
 import train  # noqa: E402
@@ -143,22 +143,6 @@ def assert_same_run(ref, out):
     for k in ca:  # B, the discriminators, every optimiser state, IAST's thresholds, the RNG, ...
         if k not in ("stage_time", "args"):               # ... all but wall-clock times and the --resume flag
             assert_equal(ca[k], cb[k], k)
-
-
-def assert_equal(a, b, where):
-    """Nested dicts / lists of tensors and plain values, compared exactly."""
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            assert_equal(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_equal(x, y, f"{where}[{i}]")
-    elif isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), where
-    else:
-        assert a == b, where
 
 
 @pytest.fixture
