@@ -5,7 +5,7 @@ selector's logits first) and return a boolean selection mask (B, H, W): True = "
 pixel". Nothing here loops over pixels; PPL loops over images and classes only.
 
 SELECTORS at the end of the selectors is the one list of them: each selector's function and what train.py,
-experiments.py and figures.py need to know of it. A new selector is one function and one entry there.
+tools/experiments.py and tools/figures.py need to know of it. A new selector is one function and one entry there.
 
 The annotator is the ONLY way the trainer may read target-train ground truth: it returns labels that are 255
 everywhere outside the selection, and counts what it revealed.

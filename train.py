@@ -1,7 +1,7 @@
 """LabOR end to end: one script, read top to bottom beside the paper (Shin et al., ICCV 2021, Sec. 3).
 
     python train.py --mode spl            # LabOR with segment-based labelling on the synthetic benchmark
-    python train.py --mode ppl            # ... with point-based labelling (several runs at once: experiments.py)
+    python train.py --mode ppl            # ... with point-based labelling (many runs: python -m tools.experiments)
 
 `run` at the bottom is the algorithm box (the paper's Fig. 2), each step a call:
   0. set-up       arguments, data, models A, B, D and their optimisers

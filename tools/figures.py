@@ -3,7 +3,7 @@
     save_figures      predictions.png (model A on target val) and selection.png (what was labelled)
     at_a_glance       one target image through the whole method in one figure (docs/at_a_glance.png), from the
                       record of the labelling round a run keeps in selection.pt (job.glance_record):
-                          python figures.py at-a-glance RUN_DIR [--out PATH]
+                          python -m tools.figures at-a-glance RUN_DIR [--out PATH]
     plot_table        results.png (mIoU against the labelled fraction and against annotator seconds)
     plot_budget_curve budget_curve.png
 

@@ -142,7 +142,7 @@ def add_run_flags(p):
     a("--out", default=None, help="run folder (default runs/<mode>-<time>)")
     a("--init-from", default=None, metavar="RUN_DIR",
       help="start where the warm-up of the staged run in RUN_DIR ended (its warmup.pt: A, D, optimisers, RNG), "
-           "with its trained B when B's settings agree: the runs of a seed share one warm-up (experiments.py)")
+           "with its trained B when B's settings agree: the runs of a seed share one warm-up (python -m tools.experiments)")
     a("--budget-from", default=None, metavar="RUN_DIR",
       help="--budget: the labelled fraction the finished run in RUN_DIR bought (random at SPL's budget)")
     a("--log-every", type=positive_int, default=50, help="one log line every N iterations (default 50)")
@@ -194,7 +194,7 @@ def check_args(args):
     real = args.data == "gta5-cityscapes"
     if args.init_from and not args.resume and not (Path(args.init_from) / WARMUP).is_file():
         raise UsageError(f"--init-from {args.init_from}: there is no {WARMUP} there; give the folder of a staged run of "
-                         f"this seed that has bought its labels (experiments.py runs it first)")
+                         f"this seed that has bought its labels (python -m tools.experiments runs it first)")
     if args.budget_from and not args.resume:
         if args.budget is not None:
             raise UsageError("give --budget or --budget-from, not both")
@@ -278,7 +278,7 @@ def build_parser():
     a = p.add_argument_group("the method (LabOR), with the paper's values").add_argument
     a("--mode", default="spl", help="one of " + ", ".join(selection.modes()) + " (default: spl). ripu_regions and ripu_points: "
       "RIPU's selector (Xie et al. 2022) in this pipeline; ripu: RIPU as published (its rounds and losses); "
-      "margin: A's smallest top-2 margin (Scheffer et al. 2001). Tables and sweeps: python experiments.py")
+      "margin: A's smallest top-2 margin (Scheffer et al. 2001). Tables and sweeps: python -m tools.experiments")
     a("--preset", default="synthetic", choices=["synthetic", "paper"],
       help="'synthetic': our CPU defaults for the built-in benchmark; 'paper': DeepLab-V2 settings of the paper "
            "(SGD 2.5e-4, momentum 0.9, wd 5e-4, poly 0.9; D: Adam 1e-4, betas (0.9, 0.99); 1280x720 / 1024x512)")
