@@ -123,6 +123,33 @@ def test_table_pairs_each_selector_with_its_equal_budget_partner(tmp_path):
         (tmp_path / "results.md").read_text()
 
 
+def test_a_table_of_some_rows_and_its_per_class_view(tmp_path):
+    """--rows plans those rows alone (source_only, spl and supervised always); the table summarises the rows the
+    folder holds, a partner not given leaves its cell empty (PPL's is random at 40 px); the per-class view is the
+    mean IoU over the seeds where the class is seen, and each selector minus random per class with its sign count."""
+    rows = ["source_only", "adaptseg", "random", "spl", "ppl", "supervised"]
+    a, passed = experiments.build_parser().parse_known_args(["table", "--seeds", "0", "--rows", *rows,
+                                                             "--out", str(tmp_path)])
+    planned = [Path(c[c.index("--out") + 1]).name for stage in experiments.plan_stages(a, passed) for c in stage]
+    assert sorted(planned) == sorted(f"{r}-seed0" for r in rows)
+    with pytest.raises(UsageError, match="source_only .*spl .*supervised"):
+        experiments.plan_stages(*experiments.build_parser().parse_known_args(["table", "--rows", "spl", "random"]))
+    iou = {"spl": [(0.5, 0.2), (0.7, None)], "random": [(0.4, 0.3), (0.6, None)]}   # (road, bus) per seed
+    for stem in rows:
+        for s in (0, 1):
+            road, bus = iou.get(stem, [(0.1, 0.1)] * 2)[s]
+            write_run(tmp_path, f"{stem}-seed{s}", 0.5 + 0.01 * s, per_class_iou={"road": road, "bus": bus})
+    got = {r["mode"]: r for r in tables.table(tmp_path)}
+    assert list(got) == ["source_only", "adaptseg", "random", "spl", "ppl", "supervised"]
+    assert got["ppl"]["vs_random"] is None and got["spl"]["vs_entropy"] is None
+    assert got["spl"]["per_class_iou"] == pytest.approx({"road": 0.6, "bus": 0.2})        # bus seen in seed 0 alone
+    assert got["spl"]["per_class_vs_random"]["road"] == {"mean": pytest.approx(0.1), "positive": 2, "n": 2}
+    assert got["spl"]["per_class_vs_random"]["bus"] == {"mean": pytest.approx(-0.1), "positive": 0, "n": 1}
+    md = (tmp_path / "results.md").read_text()
+    assert "| spl | 60.0 | 20.0 |" in md and "| spl minus random | +10.0 2/2 | -10.0 0/1 |" in md
+    assert "ppl minus" not in md
+
+
 def test_a_stopped_table_regenerates_over_its_finished_seeds_only(tmp_path):
     """A table whose runs have not all finished: only the seeds whose every row has finished enter it, so each
     difference pairs the same seeds (every finished run of a row would pair SPL's seed 2 with nothing); the seeds
@@ -145,7 +172,7 @@ def test_regenerate_refuses_a_folder_with_no_experiment_or_no_finished_seed(tmp_
     with pytest.raises(UsageError, match="holds no finished run of a table, a sweep"):
         tables.regenerate(tmp_path)
     write_run(tmp_path, "source_only-seed0", 0.3)
-    with pytest.raises(UsageError, match="no seed has all 12 runs finished"):
+    with pytest.raises(UsageError, match="no seed has all 3 runs finished"):   # (source_only, spl, supervised)
         tables.regenerate(tmp_path)
 
 

@@ -34,7 +34,8 @@ from tools import Stopped, UsageError
 from tools import checkpoint as files
 from tools import flags
 from tools.runtime import STOP_SIGNALS
-from tools.tables import SWEEP, TABLE_ROWS, brief, compare, image_pixels, listing, noise, noise_stem, regenerate, sweep, table
+from tools.tables import (SWEEP, TABLE_ROWS, brief, compare, image_pixels, listing, noise, noise_stem, regenerate, sweep,
+                          table, table_rows)
 
 ROOT = Path(__file__).resolve().parents[1]   # the project: train.py
 STAGE_1 = ("spl", "source_only", "supervised")   # need no other run; SPL trains the seed's warm-up and B
@@ -57,7 +58,7 @@ def plan(a, base):
     pixels = image_pixels(base)
     for s in a.seeds:
         if a.command == "table":
-            for row, mode, settings, stem, budget in TABLE_ROWS:
+            for row, mode, settings, stem, budget in table_rows(a.out, a.rows):
                 if budget == "points":
                     settings = {**settings, "budget": base.points / pixels}
                 add(1 if row in STAGE_1 else 2, f"{stem}-seed{s}", mode, s, settings, f"spl-seed{s}",
@@ -220,7 +221,11 @@ def build_parser():
             e("--budgets", type=flags.fraction, nargs="+", default=[0.001, 0.005, 0.01, 0.022, 0.05],
               help="labelled fractions of the pixels; a point selector gets as many points per image (default 0.001 "
                    "0.005 0.01 0.022 0.05)")
-        if name != "table":
+        if name == "table":
+            stems = [r[3] for r in TABLE_ROWS]
+            e("--rows", nargs="+", choices=stems, default=stems, metavar="ROW", help="the rows, by their runs' names "
+              "(default all: " + " ".join(stems) + "); source_only, spl and supervised always")
+        else:
             keys = [k for k, *_ in SWEEP] if name == "sweep" else [k for k, s in selection.SELECTORS.items()
                                                                    if s.budget == "fraction"]
             e("--selectors", nargs="+", choices=keys, default=keys if name == "sweep" else
@@ -314,7 +319,10 @@ def experiment(a, passed):
               f"(stopped runs resume) or python -m tools.experiments regenerate {a.out}")
         return
     Here(a.jobs)(stages)
-    {"table": table, "sweep": sweep, "noise": noise}[a.command](a.out, quiet=a.quiet)
+    if a.command == "table":
+        table(a.out, quiet=a.quiet, stems=a.rows)
+    else:
+        {"sweep": sweep, "noise": noise}[a.command](a.out, quiet=a.quiet)
 
 
 if __name__ == "__main__":

@@ -209,29 +209,64 @@ HOLM = (" † marks an interval that still excludes zero after Holm's adjustment
         "comparison.")
 
 
-def table(folder, quiet=True, files=True):
-    """results.md, results.json and results.png from the table's runs in `folder` (TABLE_ROWS, found by name)."""
-    seeds, by_stem, missing = seeds_and_runs(folder, [r[3] for r in TABLE_ROWS])
-    rows = {row: by_stem[stem] for row, _, _, stem, _ in TABLE_ROWS}
+def table_rows(folder, stems=None):
+    """The rows of TABLE_ROWS given by their run names (`stems`, as --rows), or else those whose runs the folder
+    holds, begun or finished. Source-only (the floor), SPL (every seed's warm-up) and supervised (the ceiling) are
+    always in it."""
+    needed = {"source_only", "spl", "supervised"}
+    stems = stems or [r[3] for r in TABLE_ROWS if r[3] in needed or any(Path(folder).glob(f"{r[3]}-seed[0-9]*"))]
+    if not needed <= set(stems):
+        raise UsageError("a table needs the rows source_only (the floor), spl (every seed's warm-up) and supervised "
+                         f"(the ceiling); give them among --rows (got {' '.join(stems)})")
+    return [r for r in TABLE_ROWS if r[3] in stems]
+
+
+def per_class(runs, partners=None):
+    """{class: mean IoU over the seeds} of a row's runs; with `partners` (the same seeds' runs of another row), the
+    paired difference per class instead: {class: {"mean", "positive", "n"}}, a class absent in both left out. None
+    where a run has no per-class IoU."""
+    if any(m.get("per_class_iou") is None for m in [*runs, *(partners or [])]):
+        return None
+    names = runs[0]["per_class_iou"]
+    ious = np.array([[np.nan if m["per_class_iou"][c] is None else m["per_class_iou"][c] for c in names]
+                     for m in runs], dtype=float)   # (seeds, classes)
+    if partners is None:
+        return {c: float(np.nanmean(ious[:, k])) if not np.isnan(ious[:, k]).all() else None
+                for k, c in enumerate(names)}
+    d = ious - np.array([[np.nan if m["per_class_iou"][c] is None else m["per_class_iou"][c] for c in names]
+                         for m in partners], dtype=float)   # (seeds, classes)
+    return {c: {"mean": float(np.nanmean(d[:, k])), "positive": int((d[:, k] > 0).sum()),
+                "n": int((~np.isnan(d[:, k])).sum())} for k, c in enumerate(names) if not np.isnan(d[:, k]).all()}
+
+
+def table(folder, quiet=True, files=True, stems=None):
+    """results.md, results.json and results.png from the table's runs in `folder` (the rows of TABLE_ROWS whose runs
+    it holds, found by name, or those of `stems`)."""
+    table_rows_ = table_rows(folder, stems)
+    seeds, by_stem, missing = seeds_and_runs(folder, [r[3] for r in table_rows_])
+    rows = {row: by_stem[stem] for row, _, _, stem, _ in table_rows_}
     mious = {row: [m["miou"] for m in ms] for row, ms in rows.items()}
     results = []
-    for row, mode, settings, _, _ in TABLE_ROWS:   # each selector against random (and entropy) at its budget
+    for row, mode, settings, _, _ in table_rows_:   # each selector against random (and entropy) at its budget
         sel = selection.modes()[mode].selector
         picks = sel not in (None, selection.EVERY_PIXEL) and mode != "random"
         fraction = picks and sel.budget == "fraction"
         partners = {"vs_random": ("random" if fraction else "random, 40 px") if picks else None,
                     "vs_entropy": "entropy" if fraction and mode != "entropy" else None,
                     "vs_labor": LABOR_PARTNERS.get(row), "vs_supervised": "supervised" if row != "supervised" else None}
+        partners = {k: p if p in rows else None for k, p in partners.items()}   # (a row the table was not given)
         vs = {k: p and {"partner": p, **paired_difference(mious[row], mious[p]),
                         "pixels_ratio": None if k == "vs_supervised" else pixels_ratio(rows[row], rows[p])}
               for k, p in partners.items()}   # (against every pixel is no "same budget" comparison)
         results.append({"mode": row, **summary(mious[row], rows[row]),
                         "of_supervised": float(np.mean(mious[row]) / np.mean(mious["supervised"])),
                         "annotation_seconds": mean_of(rows[row], "annotation_seconds", "per_image"),
-                        "wall_seconds": mean_of(rows[row], "wall_seconds"), **vs})
+                        "wall_seconds": mean_of(rows[row], "wall_seconds"), **vs,
+                        "per_class_iou": per_class(rows[row]), "per_class_vs_random": vs["vs_random"] and per_class(
+                            rows[row], rows[vs["vs_random"]["partner"]])})
     order = ("mode", "miou_mean", "miou_std", "mious", "of_supervised", "labelled_fraction", "points_per_image",
              "required_fraction", "annotation_seconds", "wall_seconds", "vs_random", "vs_entropy", "vs_labor",
-             "vs_supervised")
+             "vs_supervised", "per_class_iou", "per_class_vs_random")
     results = [{k: r[k] for k in order} for r in results]
     family = holm([r[k] for r in results for k in ("vs_random", "vs_entropy", "vs_labor", "vs_supervised")])
     args = rows["spl"][0]["args"]
@@ -248,14 +283,36 @@ def table(folder, quiet=True, files=True):
                      f"{_difference(r['vs_entropy'])} | {_difference(r['vs_labor'])} | "
                      f"{_difference(r['vs_supervised'])} | {PAPER_TABLE.get(r['mode'], '-')} |")
     caption = CAPTION.format(points=args["points"]) + HOLM.format(m=family)
-    runs = {row: [f"{stem}-seed{s}" for s in seeds] for row, _, _, stem, _ in TABLE_ROWS}
+    runs = {row: [f"{stem}-seed{s}" for s in seeds] for row, _, _, stem, _ in table_rows_}
     provenance, made = made_by(folder, [r for rs in runs.values() for r in rs])
     saved = {"seeds": seeds, "caption": caption, "results": results, "runs": runs, "made_by": provenance}
     if files:
-        write(folder, "results", "\n".join(lines + ["", caption, "", made]) + partial_line(missing, len(TABLE_ROWS)),
+        write(folder, "results", "\n".join(lines + ["", caption, "", *per_class_lines(results), "", made]) +
+              partial_line(missing, len(table_rows_)),
               {**saved, **({"partial": {"missing": missing}} if missing else {})}, quiet)
         figures.plot_table(Path(folder) / "results.png", results, seeds)
     return results
+
+
+def per_class_lines(results):
+    """The per-class view: each row's IoU per class, mean over the seeds, and below, each selector's per-class
+    difference to random at its budget (mean, then k/n: the seeds where it is positive; no interval, no test: where
+    the labels went, not a claim)."""
+    if any(r["per_class_iou"] is None for r in results):
+        return []
+    names = list(results[0]["per_class_iou"])
+    lines = ["Per class: IoU (%), the mean over the seeds.", "", "| method | " + " | ".join(names) + " |",
+             "|---|" + "---|" * len(names)]
+    lines += [f"| {r['mode']} | " + " | ".join(number(None if v is None else 100 * v, ".1f")
+                                              for v in r["per_class_iou"].values()) + " |" for r in results]
+    lines += ["", "Each selector minus random at its budget, per class: the mean over the seeds (points of IoU), then "
+              "k/n, the seeds where it is positive; no interval and no test (where the labels went, not a claim).",
+              "", "| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    lines += [f"| {r['mode']} minus {r['vs_random']['partner']} | " + " | ".join(
+        "-" if c not in r["per_class_vs_random"] else
+        f"{100 * r['per_class_vs_random'][c]['mean']:+.1f} {r['per_class_vs_random'][c]['positive']}/"
+        f"{r['per_class_vs_random'][c]['n']}" for c in names) + " |" for r in results if r["per_class_vs_random"]]
+    return lines
 
 
 def per_seed(values):
