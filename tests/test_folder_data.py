@@ -18,7 +18,7 @@ import data  # noqa: E402
 import train  # noqa: E402
 from fakes import (label_id_map, write_classes, write_fake_cityscapes, write_fake_folder,  # noqa: E402
                    write_fake_gta5)
-from tools import export_synthetic  # noqa: E402
+from tools import UsageError, export_synthetic, flags  # noqa: E402
 
 SYNTH = dict(n_source=4, n_target=4, n_val=2, size=[32, 64], data_seed=3, shift=0.6, thing_shift=0.0)
 TINY = ["--iters", "4", "--n-source", "4", "--n-target", "4", "--n-val", "2", "--size", "32", "64", "--batch-size",
@@ -319,3 +319,19 @@ def test_flags_of_folder_data_that_do_not_go_together(flags, message, tmp_path, 
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and message in err and "\n" not in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_person_labels_a_target_without_ann_dir_train(tmp_path, monkeypatch):
+    """With --annotator label-studio target train needs no labels: the flags pass and the data builds, images only
+    (catches: the check refusing a target without ann_dir/train whoever the annotator, as before Label Studio)."""
+    pytest.importorskip("label_studio_sdk")   # (requirements-annotate.txt; check_person asks for the SDK)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "any")
+    src, tgt, classes = _good(tmp_path)
+    _break("target without ann_dir/train", src, tgt, classes)
+    argv = ["--mode", "spl", "--out", str(tmp_path / "run"), *TINY, "--data", "folder", "--source-root", str(src),
+            "--target-root", str(tgt), "--classes", str(classes)]
+    with pytest.raises(UsageError, match="no ann_dir/train: the oracle annotator"):
+        flags.get_args(argv)
+    args = flags.get_args([*argv, "--annotator", "label-studio"])
+    source, target, evals, names = data.build_data(args)
+    assert not target.labelled and source.labelled and data.ImagesOnly(target)[0][0].shape[0] == 3 and len(evals) == 2

@@ -38,7 +38,7 @@ def benchmark(args, rt, build_models, build_optimisers, train_step):
                                  "schedule": "joint"})
     real = args.data == "gta5-cityscapes" or args.preset == "paper"
     num_classes = len(data.Classes(args.classes).names) if args.data == "folder" and args.classes else \
-        19 if real or args.data == "folder" else len(data.SYNTHETIC_CLASSES)
+        19 if real or args.data == "folder" or args.scenes == "long-tail" else len(data.SYNTHETIC_CLASSES)
     if real:
         (ws, hs), (wt, ht) = data.real_sizes(args.preset, args.source_size, args.target_size)
     else:
@@ -81,7 +81,7 @@ def benchmark(args, rt, build_models, build_optimisers, train_step):
     name = torch.cuda.get_device_name(rt.device) if rt.device.type == "cuda" else platform.processor() or "cpu"
     peak = args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
     tflops = flops * its / 1e12
-    result = {"device": name, "world": rt.world, "model": args.model, "amp": str(rt.amp_dtype),
+    result = {"device": name, "world": rt.world, "model": args.model, "amp": str(rt.amp_dtype), "classes": num_classes,
               "source_hw": [hs, ws], "target_hw": [ht, wt], "batch_size": b, "iterations": args.benchmark,
               "iters_per_second": its, "images_per_second": its * 2 * b * rt.world,
               "peak_memory_gib": peak_memory_mb(rt.device) / 1024, "tflop_per_iteration": flops / 1e12,

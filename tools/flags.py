@@ -217,10 +217,10 @@ def check_args(args):
         if (args.source_root or args.target_root) and not args.classes:
             raise UsageError("--data folder needs --classes FILE, the class file of your folder (docs/own_data.md)")
         target = Path(args.target_root or ".")
-        if args.target_root and target.is_dir() and not (target / "ann_dir" / "train").is_dir():
-            raise UsageError(f"target {target} has no ann_dir/train: the oracle annotator, the only one so far, "
-                             f"reveals target labels from there; a person labelling in Label Studio is not available "
-                             f"yet")
+        if args.target_root and target.is_dir() and not (target / "ann_dir" / "train").is_dir() and \
+                args.annotator == "oracle":
+            raise UsageError(f"target {target} has no ann_dir/train: the oracle annotator reveals target labels from "
+                             f"there; for a person to label them, give --annotator label-studio (docs/annotating.md)")
         import data   # (a concept file: its sizes rule, so that metrics.json records the sizes used)
         args.source_size, args.target_size = (list(s) for s in data.folder_sizes(
             args.preset, args.size, args.source_size, args.target_size))
