@@ -228,13 +228,12 @@ def per_class(runs, partners=None):
     if any(m.get("per_class_iou") is None for m in [*runs, *(partners or [])]):
         return None
     names = runs[0]["per_class_iou"]
-    ious = np.array([[np.nan if m["per_class_iou"][c] is None else m["per_class_iou"][c] for c in names]
-                     for m in runs], dtype=float)   # (seeds, classes)
+    as_array = lambda ms: np.array([[m["per_class_iou"][c] for c in names] for m in ms], dtype=float)  # noqa: E731
+    ious = as_array(runs)                                           # (seeds, classes), NaN where a class is unseen
     if partners is None:
         return {c: float(np.nanmean(ious[:, k])) if not np.isnan(ious[:, k]).all() else None
                 for k, c in enumerate(names)}
-    d = ious - np.array([[np.nan if m["per_class_iou"][c] is None else m["per_class_iou"][c] for c in names]
-                         for m in partners], dtype=float)   # (seeds, classes)
+    d = ious - as_array(partners)                                   # (seeds, classes)
     return {c: {"mean": float(np.nanmean(d[:, k])), "positive": int((d[:, k] > 0).sum()),
                 "n": int((~np.isnan(d[:, k])).sum())} for k, c in enumerate(names) if not np.isnan(d[:, k]).all()}
 
