@@ -250,14 +250,12 @@ def main(argv=None):
     """One line `error: ...` and exit 2 for a mistake; 128 + the signal for a stop (every run wrote a checkpoint)."""
     try:
         a, passed = build_parser().parse_known_args(argv)
+        if passed and a.command not in flags.EXPERIMENTS:   # (an experiment gives the rest to train.py)
+            raise UsageError(f"unrecognized arguments: {' '.join(passed)}")
         if a.command == "compare":
-            if passed:
-                raise UsageError(f"unrecognized arguments: {' '.join(passed)}")
             print(compare(a.a, a.b, a.folders)[1])
             return
         if a.command in ("regenerate", "brief", "list"):
-            if passed:
-                raise UsageError(f"unrecognized arguments: {' '.join(passed)}")
             for f in a.folders:
                 print(brief(f) if a.command == "brief" else listing(f) if a.command == "list" else
                       f"{f}: rewritten from its runs' metrics.json ({', '.join(regenerate(f))})")
