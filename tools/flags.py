@@ -53,24 +53,18 @@ def _checked(convert, ok, valid):
     return check
 
 
-def _finite(text):
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(text)
-    return value
-
-
 MIN_SIDE = 32  # the discriminator's five 4x4 stride-2 convolutions leave nothing of a smaller image
 positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
 non_negative_int = _checked(int, lambda v: v >= 0, "an integer >= 0")
 seed = _checked(int, lambda v: 0 <= v < 2 ** 32, "a seed, an integer in [0, 2**32)")
 image_side = _checked(int, lambda v: v >= MIN_SIDE, f"an image side of at least {MIN_SIDE} pixels (the "
                                                     f"discriminator halves it five times)")
-positive_float = _checked(_finite, lambda v: v > 0, "a positive number")
-non_negative_float = _checked(_finite, lambda v: v >= 0, "a number >= 0")
-unit_float = _checked(_finite, lambda v: 0 <= v <= 1, "a number in [0, 1]")
-fraction = _checked(_finite, lambda v: 0 < v <= 1, "a fraction in (0, 1], e.g. 0.022")
-momentum = _checked(_finite, lambda v: 0 <= v < 1, "a momentum in [0, 1)")
+# (NaN fails every comparison; infinity the upper bound)
+positive_float = _checked(float, lambda v: 0 < v < math.inf, "a positive number")
+non_negative_float = _checked(float, lambda v: 0 <= v < math.inf, "a number >= 0")
+unit_float = _checked(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+fraction = _checked(float, lambda v: 0 < v <= 1, "a fraction in (0, 1], e.g. 0.022")
+momentum = _checked(float, lambda v: 0 <= v < 1, "a momentum in [0, 1)")
 existing_dir = _checked(str, lambda v: Path(v).is_dir(), "an existing folder")
 existing_file = _checked(str, lambda v: Path(v).is_file(), "an existing file")
 folder = _checked(str, lambda v: not Path(v).is_file(), "a folder (it may not exist yet), not a file")
