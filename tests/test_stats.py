@@ -124,9 +124,10 @@ def test_table_pairs_each_selector_with_its_equal_budget_partner(tmp_path):
 
 
 def test_a_table_of_some_rows_and_its_per_class_view(tmp_path):
-    """--rows plans those rows alone (source_only, spl and supervised always); the table summarises the rows the
-    folder holds, a partner not given leaves its cell empty (PPL's is random at 40 px); the per-class view is the
-    mean IoU over the seeds where the class is seen, and each selector minus random per class with its sign count."""
+    """--rows plans those rows alone (source_only, spl and supervised always); the table summarises those rows, a
+    partner not given leaves its cell empty (PPL's is random at 40 px), and regenerate writes the same table although
+    the folder holds another row's runs; the per-class view is the mean IoU over the seeds where the class is
+    defined, and each selector minus random per class with its sign count."""
     rows = ["source_only", "adaptseg", "random", "spl", "ppl", "supervised"]
     a, passed = experiments.build_parser().parse_known_args(["table", "--seeds", "0", "--rows", *rows,
                                                              "--out", str(tmp_path)])
@@ -139,7 +140,8 @@ def test_a_table_of_some_rows_and_its_per_class_view(tmp_path):
         for s in (0, 1):
             road, bus = iou.get(stem, [(0.1, 0.1)] * 2)[s]
             write_run(tmp_path, f"{stem}-seed{s}", 0.5 + 0.01 * s, per_class_iou={"road": road, "bus": bus})
-    got = {r["mode"]: r for r in tables.table(tmp_path)}
+        write_run(tmp_path, f"entropy-seed{s}", 0.5, per_class_iou={"road": 0.1, "bus": 0.1})   # (not a row given)
+    got = {r["mode"]: r for r in tables.table(tmp_path, stems=rows)}
     assert list(got) == ["source_only", "adaptseg", "random", "spl", "ppl", "supervised"]
     assert got["ppl"]["vs_random"] is None and got["spl"]["vs_entropy"] is None
     assert got["spl"]["per_class_iou"] == pytest.approx({"road": 0.6, "bus": 0.2})        # bus seen in seed 0 alone
@@ -147,7 +149,9 @@ def test_a_table_of_some_rows_and_its_per_class_view(tmp_path):
     assert got["spl"]["per_class_vs_random"]["bus"] == {"mean": pytest.approx(-0.1), "positive": 0, "n": 1}
     md = (tmp_path / "results.md").read_text()
     assert "| spl | 60.0 | 20.0 |" in md and "| spl minus random | +10.0 2/2 | -10.0 0/1 |" in md
-    assert "ppl minus" not in md
+    assert "ppl minus" not in md and "| entropy |" not in md
+    tables.regenerate(tmp_path)
+    assert (tmp_path / "results.md").read_text() == md
 
 
 def test_a_stopped_table_regenerates_over_its_finished_seeds_only(tmp_path):

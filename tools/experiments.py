@@ -1,7 +1,8 @@
 """Experiments of many runs. Each run is one `python train.py ...` command; an experiment is a list of them in two
 stages (first each seed's shared parts), handed to an engine made for the job. No LabOR logic here.
 
-    python -m tools.experiments table [--seeds 0 1 ...] [train.py's flags]    the miniature Table 1: results.md/json/png
+    python -m tools.experiments table [--seeds 0 1 ...] [--rows ...] [train.py's flags]   the miniature Table 1:
+                                                                             results.md/json/png
     python -m tools.experiments sweep [--budgets ...] [--selectors ...]      a budget curve: sweep.md/json, budget_curve.png
     python -m tools.experiments noise [--noise-levels ...] [--selectors ...]  an annotator who errs at outlines: noise.*
         --jobs N            here, N runs at a time (concurrent.futures and subprocess)
@@ -201,7 +202,7 @@ def submit_slurm(stages, a, out, cluster="slurm"):
 def build_parser():
     p = flags.ArgumentParser(prog="python -m tools.experiments", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    for name, what in (("table", "the miniature Table 1: every mode, the paper's budgets"),
+    for name, what in (("table", "the miniature Table 1: every mode (or --rows), the paper's budgets"),
                        ("sweep", "every selector at several budgets: the budget curve"),
                        ("noise", "SPL and random (and others) with an annotator who errs at outlines")):
         e = sub.add_parser(name, help=what, description=f"{what}. Any flag of train.py (python train.py --help) "
@@ -224,7 +225,7 @@ def build_parser():
         if name == "table":
             stems = [r[3] for r in TABLE_ROWS]
             e("--rows", nargs="+", choices=stems, default=stems, metavar="ROW", help="the rows, by their runs' names "
-              "(default all: " + " ".join(stems) + "); source_only, spl and supervised always")
+              "(default all: " + " ".join(stems) + "); they must include source_only, spl and supervised")
         else:
             keys = [k for k, *_ in SWEEP] if name == "sweep" else [k for k, s in selection.SELECTORS.items()
                                                                    if s.budget == "fraction"]

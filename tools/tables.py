@@ -210,11 +210,13 @@ HOLM = (" † marks an interval that still excludes zero after Holm's adjustment
 
 
 def table_rows(folder, stems=None):
-    """The rows of TABLE_ROWS given by their run names (`stems`, as --rows), or else those whose runs the folder
-    holds, begun or finished. Source-only (the floor), SPL (every seed's warm-up) and supervised (the ceiling) are
-    always in it."""
-    needed = {"source_only", "spl", "supervised"}
-    stems = stems or [r[3] for r in TABLE_ROWS if r[3] in needed or any(Path(folder).glob(f"{r[3]}-seed[0-9]*"))]
+    """The rows of TABLE_ROWS given by their run names (`stems`, as --rows), or else those of the table the folder's
+    results.json holds (regenerate writes the same table), or else those whose runs the folder holds, begun or
+    finished. Source-only (the floor), SPL (every seed's warm-up) and supervised (the ceiling) are always in it."""
+    needed, saved = {"source_only", "spl", "supervised"}, Path(folder) / "results.json"
+    written = json.loads(saved.read_text()).get("runs") if not stems and saved.is_file() else None
+    stems = stems or [r[3] for r in TABLE_ROWS if (r[0] in written if written else r[3] in needed or any(
+        Path(folder).glob(f"{r[3]}-seed[0-9]*")))]
     if not needed <= set(stems):
         raise UsageError("a table needs the rows source_only (the floor), spl (every seed's warm-up) and supervised "
                          f"(the ceiling); give them among --rows (got {' '.join(stems)})")
@@ -286,7 +288,7 @@ def table(folder, quiet=True, files=True, stems=None):
     provenance, made = made_by(folder, [r for rs in runs.values() for r in rs])
     saved = {"seeds": seeds, "caption": caption, "results": results, "runs": runs, "made_by": provenance}
     if files:
-        write(folder, "results", "\n".join(lines + ["", caption, "", *per_class_lines(results), "", made]) +
+        write(folder, "results", "\n".join(lines + ["", caption, "", *per_class_lines(results), made]) +
               partial_line(missing, len(table_rows_)),
               {**saved, **({"partial": {"missing": missing}} if missing else {})}, quiet)
         figures.plot_table(Path(folder) / "results.png", results, seeds)
@@ -294,24 +296,27 @@ def table(folder, quiet=True, files=True, stems=None):
 
 
 def per_class_lines(results):
-    """The per-class view: each row's IoU per class, mean over the seeds, and below, each selector's per-class
-    difference to random at its budget (mean, then k/n: the seeds where it is positive; no interval, no test: where
-    the labels went, not a claim)."""
+    """The per-class view (lines ending in a blank one; none where a run has no per-class IoU): each row's IoU per
+    class, and each selector's per-class difference to random at its budget (mean, then k/n: the seeds where it is
+    positive; no interval, no test: where the labels went, not a claim)."""
     if any(r["per_class_iou"] is None for r in results):
         return []
     names = list(results[0]["per_class_iou"])
-    lines = ["Per class: IoU (%), the mean over the seeds.", "", "| method | " + " | ".join(names) + " |",
-             "|---|" + "---|" * len(names)]
+    head = ["| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    lines = ["Per class: IoU (%), the mean over the seeds where it is defined (a class neither in the val images nor "
+             "predicted has none; -: no seed).", "", *head]
     lines += [f"| {r['mode']} | " + " | ".join(number(None if v is None else 100 * v, ".1f")
                                               for v in r["per_class_iou"].values()) + " |" for r in results]
-    lines += ["", "Each selector minus random at its budget, per class: the mean over the seeds (points of IoU), then "
-              "k/n, the seeds where it is positive; no interval and no test (where the labels went, not a claim).",
-              "", "| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    lines += [f"| {r['mode']} minus {r['vs_random']['partner']} | " + " | ".join(
-        "-" if c not in r["per_class_vs_random"] else
-        f"{100 * r['per_class_vs_random'][c]['mean']:+.1f} {r['per_class_vs_random'][c]['positive']}/"
-        f"{r['per_class_vs_random'][c]['n']}" for c in names) + " |" for r in results if r["per_class_vs_random"]]
-    return lines
+    differences = [r for r in results if r["per_class_vs_random"]]
+    if differences:
+        lines += ["", "Each selector minus random at its budget, per class: the mean over the seeds (points of IoU), "
+                  "then k/n, the seeds where it is positive of those where both are defined; no interval and no test "
+                  "(where the labels went, not a claim).", "", *head]
+        lines += [f"| {r['mode']} minus {r['vs_random']['partner']} | " + " | ".join(
+            "-" if c not in r["per_class_vs_random"] else
+            f"{100 * r['per_class_vs_random'][c]['mean']:+.1f} {r['per_class_vs_random'][c]['positive']}/"
+            f"{r['per_class_vs_random'][c]['n']}" for c in names) + " |" for r in differences]
+    return lines + [""]
 
 
 def per_seed(values):
