@@ -210,13 +210,13 @@ HOLM = (" † marks an interval that still excludes zero after Holm's adjustment
 
 
 def table_rows(folder, stems=None):
-    """The rows of TABLE_ROWS given by their run names (`stems`, as --rows), or else those of the table the folder's
-    results.json holds (regenerate writes the same table), or else those whose runs the folder holds, begun or
-    finished. Source-only (the floor), SPL (every seed's warm-up) and supervised (the ceiling) are always in it."""
+    """The rows of TABLE_ROWS given by their run names (`stems`, as --rows), or else those a table of given rows
+    saved in the folder's results.json (so regenerate writes the same table), or else those whose runs the folder
+    holds, begun or finished. Source-only (the floor), SPL (every seed's warm-up) and supervised (the ceiling) are
+    always in it."""
     needed, saved = {"source_only", "spl", "supervised"}, Path(folder) / "results.json"
-    written = json.loads(saved.read_text()).get("runs") if not stems and saved.is_file() else None
-    stems = stems or [r[3] for r in TABLE_ROWS if (r[0] in written if written else r[3] in needed or any(
-        Path(folder).glob(f"{r[3]}-seed[0-9]*")))]
+    stems = stems or (json.loads(saved.read_text()).get("rows") if saved.is_file() else None) or [
+        r[3] for r in TABLE_ROWS if r[3] in needed or any(Path(folder).glob(f"{r[3]}-seed[0-9]*"))]
     if not needed <= set(stems):
         raise UsageError("a table needs the rows source_only (the floor), spl (every seed's warm-up) and supervised "
                          f"(the ceiling); give them among --rows (got {' '.join(stems)})")
@@ -286,7 +286,8 @@ def table(folder, quiet=True, files=True, stems=None):
     caption = CAPTION.format(points=args["points"]) + HOLM.format(m=family)
     runs = {row: [f"{stem}-seed{s}" for s in seeds] for row, _, _, stem, _ in table_rows_}
     provenance, made = made_by(folder, [r for rs in runs.values() for r in rs])
-    saved = {"seeds": seeds, "caption": caption, "results": results, "runs": runs, "made_by": provenance}
+    saved = {"seeds": seeds, "caption": caption, "results": results, "runs": runs, "made_by": provenance,
+             **({"rows": [r[3] for r in table_rows_]} if len(table_rows_) < len(TABLE_ROWS) else {})}   # (--rows)
     if files:
         write(folder, "results", "\n".join(lines + ["", caption, "", *per_class_lines(results), made]) +
               partial_line(missing, len(table_rows_)),
