@@ -152,6 +152,9 @@ def test_a_table_of_some_rows_and_its_per_class_view(tmp_path):
     assert "ppl minus" not in md and "| entropy |" not in md
     tables.regenerate(tmp_path)
     assert (tmp_path / "results.md").read_text() == md
+    (tmp_path / "results.json").unlink()   # a table whose rows were found, not given, saves none: a partial folder's
+    tables.regenerate(tmp_path)            # regenerate does not pin the rows it happened to find
+    assert "rows" not in json.loads((tmp_path / "results.json").read_text())
 
 
 def test_a_stopped_table_regenerates_over_its_finished_seeds_only(tmp_path):

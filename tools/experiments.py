@@ -59,7 +59,7 @@ def plan(a, base):
     pixels = image_pixels(base)
     for s in a.seeds:
         if a.command == "table":
-            for row, mode, settings, stem, budget in table_rows(a.out, a.rows):
+            for row, mode, settings, stem, budget in table_rows(a.out, a.rows)[0]:
                 if budget == "points":
                     settings = {**settings, "budget": base.points / pixels}
                 add(1 if row in STAGE_1 else 2, f"{stem}-seed{s}", mode, s, settings, f"spl-seed{s}",

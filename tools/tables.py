@@ -213,14 +213,15 @@ def table_rows(folder, stems=None):
     """The rows of TABLE_ROWS given by their run names (`stems`, as --rows), or else those a table of given rows
     saved in the folder's results.json (so regenerate writes the same table), or else those whose runs the folder
     holds, begun or finished. Source-only (the floor), SPL (every seed's warm-up) and supervised (the ceiling) are
-    always in it."""
+    always in it. Returns (the rows, whether they were given or saved rather than found)."""
     needed, saved = {"source_only", "spl", "supervised"}, Path(folder) / "results.json"
-    stems = stems or (json.loads(saved.read_text()).get("rows") if saved.is_file() else None) or [
+    stems = stems or (json.loads(saved.read_text()).get("rows") if saved.is_file() else None)
+    given, stems = bool(stems), stems or [
         r[3] for r in TABLE_ROWS if r[3] in needed or any(Path(folder).glob(f"{r[3]}-seed[0-9]*"))]
     if not needed <= set(stems):
         raise UsageError("a table needs the rows source_only (the floor), spl (every seed's warm-up) and supervised "
                          f"(the ceiling); give them among --rows (got {' '.join(stems)})")
-    return [r for r in TABLE_ROWS if r[3] in stems]
+    return [r for r in TABLE_ROWS if r[3] in stems], given
 
 
 def per_class(runs, partners=None):
@@ -243,7 +244,7 @@ def per_class(runs, partners=None):
 def table(folder, quiet=True, files=True, stems=None):
     """results.md, results.json and results.png from the table's runs in `folder` (the rows of TABLE_ROWS whose runs
     it holds, found by name, or those of `stems`)."""
-    table_rows_ = table_rows(folder, stems)
+    table_rows_, given = table_rows(folder, stems)
     seeds, by_stem, missing = seeds_and_runs(folder, [r[3] for r in table_rows_])
     rows = {row: by_stem[stem] for row, _, _, stem, _ in table_rows_}
     mious = {row: [m["miou"] for m in ms] for row, ms in rows.items()}
@@ -287,7 +288,7 @@ def table(folder, quiet=True, files=True, stems=None):
     runs = {row: [f"{stem}-seed{s}" for s in seeds] for row, _, _, stem, _ in table_rows_}
     provenance, made = made_by(folder, [r for rs in runs.values() for r in rs])
     saved = {"seeds": seeds, "caption": caption, "results": results, "runs": runs, "made_by": provenance,
-             **({"rows": [r[3] for r in table_rows_]} if len(table_rows_) < len(TABLE_ROWS) else {})}   # (--rows)
+             **({"rows": [r[3] for r in table_rows_]} if given and len(table_rows_) < len(TABLE_ROWS) else {})}
     if files:
         write(folder, "results", "\n".join(lines + ["", caption, "", *per_class_lines(results), made]) +
               partial_line(missing, len(table_rows_)),
