@@ -90,8 +90,8 @@ its budget; results/longtail/results.md has all 19 classes):
 
 # ---- the prose, from the same numbers
 d = lt["spl"]["per_class_vs_random"]
-ahead = sorted((c for c in d if d[c]["mean"] > 0.01 and c in rare)  # 0.01: one IoU point, key=lambda c: -d[c]["mean"])[:7]
-behind = sorted((c for c in d if d[c]["mean"] < -0.01), key=lambda c: d[c]["mean"])[:4]
+ahead = sorted((c for c in d if d[c]["mean"] > 0.01), key=lambda c: -d[c]["mean"])  # 0.01: one IoU point
+behind = sorted((c for c in d if d[c]["mean"] < -0.01), key=lambda c: d[c]["mean"])
 fmt = lambda c: f"{c} {100*d[c]['mean']:+.1f} ({d[c]['positive']}/{d[c]['n']})"
 G = {g["a"]: g for g in growth}
 g = G["spl"]
