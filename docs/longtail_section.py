@@ -45,7 +45,7 @@ partial = "" if not left else (f" **Partial: seeds {', '.join(map(str, left))} o
 text = f"""## A long-tail benchmark: the comparison on val
 
 The calibration above was committed (eeaa1e9) before any selector ran on `--scenes long-tail`. Then the miniature
-table ran on target val with the chosen knobs, {n} seeds ({', '.join(map(str, seeds))}), on commit 0cee7ba, this 2-core
+table ran on target val with the chosen knobs, {n} seeds ({', '.join(map(str, seeds))}), on commit {', '.join(c[:7] for c in LT['made_by']['commits'])}, this 2-core
 Intel Xeon, two runs at a time of one thread each:
 
     python -m tools.experiments table --seeds 0 1 --rows source_only adaptseg random entropy spl ppl ppl-cell8 \\

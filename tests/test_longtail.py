@@ -2,6 +2,9 @@
 classes in its colours with its pixel shares and rare things, the statistics command runs, and a run trains on them."""
 import hashlib
 import json
+import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -106,9 +109,6 @@ def test_the_long_tail_docs_are_what_the_results_say():
     """docs/experiments.md's comparison and the README's sentence are printed by docs/longtail_section.py from
     results/longtail and results/table: catches a section or sentence left behind when the runs change (the
     7-seed figures after the eighth seed landed) or numbers typed in by hand."""
-    import pathlib
-    import subprocess
-    import sys
     root = pathlib.Path(__file__).resolve().parents[1]
     run = lambda *a: subprocess.run([sys.executable, "docs/longtail_section.py", *a], cwd=root, check=True,
                                     capture_output=True, text=True).stdout
